@@ -1,0 +1,1 @@
+"""SVTR benchmark toolkit: export, TVM engine build, LMDB evaluation and timing."""
