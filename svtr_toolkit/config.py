@@ -1,0 +1,162 @@
+"""PaddleOCR-style recognition configs: the parts this toolkit acts on.
+
+One yml drives everything: ``Architecture`` builds the network (export), ``Global`` and
+``PostProcess`` give the character set, ``Eval.dataset.transforms`` the preprocessing and
+``Metric`` the scoring rules. Only what PaddleOCR itself would read is read.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from .errors import ToolkitError
+
+# CTCLabelDecode's character set when Global.character_dict_path is empty; it also turns
+# on lower-casing of labels (CTCLabelEncode) so the metric is case-insensitive.
+DEFAULT_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyz"
+# A dictionary that lives inside the ONNX model (PP-OCR models exported by RapidOCR).
+ONNX_METADATA_DICT = "onnx_metadata"
+
+RESIZE_TRANSFORMS = {"SVTRRecResizeImg": "stretch", "RecResizeImg": "pad"}
+
+
+@dataclass(frozen=True)
+class RecConfig:
+    path: str
+    raw: dict = field(repr=False)
+    algorithm: str
+    architecture: dict = field(repr=False)
+    image_shape: tuple  # (C, H, W) fed to the network
+    resize: str  # "stretch" (SVTRRecResizeImg, padding False) or "pad" (RecResizeImg)
+    max_text_length: int
+    character_dict_path: str | None  # absolute path, ONNX_METADATA_DICT, or None (built-in)
+    use_space_char: bool
+    ignore_space: bool  # RecMetric
+    is_filter: bool  # RecMetric: keep only [a-z0-9] after lower-casing
+
+    @property
+    def lowercase(self) -> bool:
+        """PaddleOCR lower-cases labels exactly when it uses the built-in character set."""
+        return self.character_dict_path is None
+
+    @property
+    def digest(self) -> str:
+        with open(self.path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+
+    def characters(self, onnx_path: str | None = None) -> list[str]:
+        """The decoder's classes without the CTC blank (class 0 is the blank)."""
+        if self.character_dict_path is None:
+            chars = list(DEFAULT_CHARACTERS)
+        elif self.character_dict_path == ONNX_METADATA_DICT:
+            chars = _characters_from_onnx(onnx_path)
+        else:
+            try:
+                with open(self.character_dict_path, "rb") as fh:
+                    chars = [line.decode("utf-8").strip("\n").strip("\r\n") for line in fh]
+            except OSError as exc:
+                raise ToolkitError(f"cannot read character dictionary {self.character_dict_path}: {exc.strerror}")
+        if self.use_space_char and " " not in chars:
+            chars.append(" ")
+        return chars
+
+
+def _characters_from_onnx(onnx_path):
+    if not onnx_path:
+        raise ToolkitError("this config takes its dictionary from the ONNX model, but no ONNX model was given")
+    import onnx
+
+    try:
+        model = onnx.load(onnx_path, load_external_data=False)
+    except Exception as exc:  # onnx raises several types for unreadable files
+        raise ToolkitError(f"cannot read ONNX model {onnx_path}: {exc}")
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "character" not in meta:
+        raise ToolkitError(f"{onnx_path} has no 'character' metadata to take the dictionary from")
+    return meta["character"].splitlines()
+
+
+def _get(mapping, dotted, path):
+    node = mapping
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise ToolkitError(f"{path}: missing '{dotted}'")
+        node = node[key]
+    return node
+
+
+def _eval_resize(raw, path):
+    transforms = _get(raw, "Eval.dataset.transforms", path) or []
+    for item in transforms:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        (name, args), = item.items()
+        if name in RESIZE_TRANSFORMS:
+            args = args or {}
+            shape = args.get("image_shape")
+            if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+                raise ToolkitError(f"{path}: {name}.image_shape must be [C, H, W], got {shape!r}")
+            if name == "SVTRRecResizeImg" and args.get("padding", True):
+                raise ToolkitError(f"{path}: SVTRRecResizeImg with padding is not supported (set padding: False)")
+            return tuple(shape), RESIZE_TRANSFORMS[name]
+    raise ToolkitError(f"{path}: Eval.dataset.transforms has no {' or '.join(RESIZE_TRANSFORMS)}")
+
+
+def load_config(path: str) -> RecConfig:
+    """Read and check a recognition yml; every problem is one ToolkitError line."""
+    if not os.path.isfile(path):
+        raise ToolkitError(f"config not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"{path}: not valid YAML ({exc.__class__.__name__})")
+    if not isinstance(raw, dict):
+        raise ToolkitError(f"{path}: not a PaddleOCR config (top level is not a mapping)")
+    arch = _get(raw, "Architecture", path)
+    if not isinstance(arch, dict) or arch.get("model_type") != "rec":
+        raise ToolkitError(f"{path}: Architecture.model_type must be 'rec'")
+    head = (arch.get("Head") or {}).get("name")
+    post = (raw.get("PostProcess") or {}).get("name")
+    if head != "CTCHead" and post != "CTCLabelDecode":
+        raise ToolkitError(f"{path}: not a CTC recogniser (Head {head!r}, PostProcess {post!r})")
+    glob = raw.get("Global") or {}
+    max_len = glob.get("max_text_length", 25)
+    if not isinstance(max_len, int) or max_len <= 0:
+        raise ToolkitError(f"{path}: Global.max_text_length must be a positive integer")
+    dict_path = glob.get("character_dict_path") or None
+    if dict_path and dict_path != ONNX_METADATA_DICT and not os.path.isabs(dict_path):
+        dict_path = os.path.join(os.path.dirname(os.path.abspath(path)), dict_path)
+    metric = raw.get("Metric") or {}
+    image_shape, resize = _eval_resize(raw, path)
+    return RecConfig(
+        path=os.path.abspath(path),
+        raw=raw,
+        algorithm=str(arch.get("algorithm", "")),
+        architecture=arch,
+        image_shape=image_shape,
+        resize=resize,
+        max_text_length=max_len,
+        character_dict_path=dict_path,
+        use_space_char=bool(glob.get("use_space_char", False)),
+        ignore_space=bool(metric.get("ignore_space", True)),
+        is_filter=bool(metric.get("is_filter", False)),
+    )
+
+
+def require_svtr_stn_ctc(cfg: RecConfig) -> None:
+    """The export path builds exactly STN_ON + SVTRNet + reshape neck + CTCHead."""
+    arch = cfg.architecture
+    parts = {
+        "Transform": (arch.get("Transform") or {}).get("name"),
+        "Backbone": (arch.get("Backbone") or {}).get("name"),
+        "Neck": (arch.get("Neck") or {}).get("name"),
+        "Head": (arch.get("Head") or {}).get("name"),
+    }
+    want = {"Transform": "STN_ON", "Backbone": "SVTRNet", "Neck": "SequenceEncoder", "Head": "CTCHead"}
+    wrong = [f"{k} is {parts[k]!r}, expected {v!r}" for k, v in want.items() if parts[k] != v]
+    if wrong:
+        raise ToolkitError(f"{cfg.path}: not an SVTR CTC config: " + "; ".join(wrong))
