@@ -19,6 +19,7 @@ class Backend:
     name = "backend"
     input_name: str
     input_shape: tuple  # (N, C, H, W); N is None when the batch dimension is free
+    model_metadata: dict = {}  # the source ONNX model's metadata_props (e.g. a PP-OCR dictionary)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -67,6 +68,7 @@ class OrtBackend(Backend):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        self.model_metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.path = onnx_path
 
     def run(self, batch):

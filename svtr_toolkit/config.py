@@ -47,12 +47,18 @@ class RecConfig:
         with open(self.path, "rb") as fh:
             return hashlib.sha256(fh.read()).hexdigest()
 
-    def characters(self, onnx_path: str | None = None) -> list[str]:
-        """The decoder's classes without the CTC blank (class 0 is the blank)."""
+    def characters(self, model_metadata: dict | None = None) -> list[str]:
+        """The decoder's classes without the CTC blank (class 0 is the blank).
+
+        ``model_metadata`` is the model's ONNX metadata (``Backend.model_metadata``), used
+        when the config says the dictionary travels inside the model.
+        """
         if self.character_dict_path is None:
             chars = list(DEFAULT_CHARACTERS)
         elif self.character_dict_path == ONNX_METADATA_DICT:
-            chars = _characters_from_onnx(onnx_path)
+            if not model_metadata or "character" not in model_metadata:
+                raise ToolkitError(f"{self.path} takes its dictionary from the model, but the model has no 'character' metadata")
+            chars = model_metadata["character"].splitlines()
         else:
             try:
                 with open(self.character_dict_path, "rb") as fh:
@@ -62,21 +68,6 @@ class RecConfig:
         if self.use_space_char and " " not in chars:
             chars.append(" ")
         return chars
-
-
-def _characters_from_onnx(onnx_path):
-    if not onnx_path:
-        raise ToolkitError("this config takes its dictionary from the ONNX model, but no ONNX model was given")
-    import onnx
-
-    try:
-        model = onnx.load(onnx_path, load_external_data=False)
-    except Exception as exc:  # onnx raises several types for unreadable files
-        raise ToolkitError(f"cannot read ONNX model {onnx_path}: {exc}")
-    meta = {p.key: p.value for p in model.metadata_props}
-    if "character" not in meta:
-        raise ToolkitError(f"{onnx_path} has no 'character' metadata to take the dictionary from")
-    return meta["character"].splitlines()
 
 
 def _get(mapping, dotted, path):
