@@ -42,7 +42,7 @@ class Backend:
 
     def check_batch(self, batch: np.ndarray) -> None:
         want = self.input_shape
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(want[1:]) or (want[0] and batch.shape[0] != want[0]):
+        if batch.ndim != len(want) or any(w is not None and w != got for w, got in zip(want, batch.shape)):
             raise ToolkitError(
                 f"{self.name} takes input '{self.input_name}' of shape {list(want)}, got {list(batch.shape)}"
             )
@@ -85,9 +85,9 @@ def open_backend(path: str, batch_size: int | None = None, input_name: str | Non
         if batch_size and backend.input_shape[0] is None:
             backend.input_shape = (batch_size, *backend.input_shape[1:])
     else:
-        from .engine import TvmBackend
+        from .engine import load_engine
 
-        backend = TvmBackend(path)
+        backend = load_engine(path)
     if input_name and input_name != backend.input_name:
         raise ToolkitError(f"{path} has input '{backend.input_name}', not '{input_name}'")
     if batch_size and backend.input_shape[0] != batch_size:

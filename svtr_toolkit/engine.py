@@ -1,0 +1,295 @@
+"""Build, describe and run TVM engines compiled from an SVTR ONNX model.
+
+An engine is one shared library. Its build description (source model hash, input,
+precision, target, TVM version) is appended to the file after the ELF image, so the
+engine carries it wherever it is copied, and it can be read without loading the library
+(a CUDA engine can be checked on a CPU-only machine). The dynamic loader ignores the
+trailing bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import time
+
+import numpy as np
+
+from .backends import Backend
+from .errors import ToolkitError
+from .targets import BuildTarget
+
+PRECISIONS = ("fp16", "fp32")
+# Bump when the build recipe changes in a way that changes the engine: old engines go stale.
+RECIPE_VERSION = 1
+_FOOTER_MAGIC = b"SVTRMETA"
+_FOOTER = struct.Struct("<Q8s")  # length of the JSON, magic
+
+
+# ----------------------------------------------------------------------------- input spec
+def parse_input_spec(text: str):
+    """``x:32,3,64,256`` -> ("x", (32, 3, 64, 256))."""
+    name, sep, dims = (text or "").partition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or len(shape) != 4 or any(d <= 0 for d in shape):
+        raise ToolkitError(f"--input must look like name:N,C,H,W with positive integers (e.g. x:32,3,64,256), got '{text}'")
+    return name, shape
+
+
+# ----------------------------------------------------------------------------- metadata
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_engine_metadata(path: str) -> dict | None:
+    """The build description appended to an engine, or None if the file has none."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size < _FOOTER.size:
+                return None
+            fh.seek(size - _FOOTER.size)
+            length, magic = _FOOTER.unpack(fh.read(_FOOTER.size))
+            if magic != _FOOTER_MAGIC or length > size - _FOOTER.size:
+                return None
+            fh.seek(size - _FOOTER.size - length)
+            return json.loads(fh.read(length).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _append_metadata(path: str, meta: dict) -> None:
+    blob = json.dumps(meta, sort_keys=True).encode("utf-8")
+    with open(path, "ab") as fh:
+        fh.write(blob)
+        fh.write(_FOOTER.pack(len(blob), _FOOTER_MAGIC))
+
+
+def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget) -> dict:
+    """What an engine must match to be reused instead of rebuilt."""
+    import tvm
+
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "model_sha256": model_sha256,
+        "input_name": input_name,
+        "input_shape": list(shape),
+        "precision": precision,
+        "target": target.spec,
+        "tvm_version": tvm.__version__,
+    }
+
+
+def stale_reasons(meta: dict | None, identity: dict) -> list:
+    """Why an existing engine cannot be reused; empty when it can."""
+    if meta is None:
+        return ["no build description (not built by this toolkit, or an older format)"]
+    labels = {"model_sha256": "source model", "input_shape": "input shape", "input_name": "input name"}
+    return [
+        f"{labels.get(key, key.replace('_', ' '))} changed ({meta.get(key)!r} -> {want!r})"
+        for key, want in identity.items()
+        if meta.get(key) != want
+    ]
+
+
+def write_atomically(path: str, write) -> None:
+    """Call ``write(tmp_path)`` and move the result into place only once it is complete."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- build
+def load_onnx(path: str):
+    import onnx
+
+    if not os.path.isfile(path):
+        raise ToolkitError(f"ONNX model not found: {path}")
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ToolkitError(f"cannot read ONNX model {path}: {exc.__class__.__name__}")
+
+
+def prepare_onnx(model, input_name: str, shape: tuple):
+    """The graph the importer gets: static shape, fixed Resize inputs, elementwise clamps."""
+    from . import onnx_passes
+
+    model = onnx_passes.static_input(model, input_name, shape)
+    model = onnx_passes.drop_empty_resize_inputs(model)
+    return onnx_passes.decompose_clamps(model)
+
+
+def _import(model, input_name, shape):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(model, shape_dict={input_name: list(shape)})
+    except Exception as exc:  # the importer raises assorted errors for unsupported graphs
+        raise ToolkitError(f"TVM cannot import the model: {str(exc).splitlines()[-1] if str(exc) else exc.__class__.__name__}")
+
+
+def to_relax(model, input_name: str, shape: tuple, precision: str):
+    """Relax IRModule for the prepared ONNX model.
+
+    fp16 converts everything after the GridSample (the SVTR recogniser) with
+    ToMixedPrecision and leaves the STN/TPS rectifier in fp32; a model with no GridSample
+    is converted whole.
+    """
+    from tvm import relax
+
+    from .onnx_passes import split_at_grid_sample
+
+    if precision == "fp32":
+        return _import(model, input_name, shape), "all fp32"
+    mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
+    parts = split_at_grid_sample(model)
+    if parts is None:
+        return mixed(_import(model, input_name, shape)), "fp16 compute, fp32 accumulate/IO"
+    rectifier, recogniser = parts
+    rect_mod = _import(rectifier, input_name, shape)
+    rect_out = rect_mod["main"].ret_struct_info
+    cut_name = recogniser.graph.input[0].name
+    rec_mod = mixed(_import(recogniser, cut_name, [int(d) for d in rect_out.shape]))
+    return _chain(rect_mod["main"], rec_mod["main"], input_name, shape), (
+        f"STN/TPS rectifier fp32 ({len(rectifier.graph.node)} nodes), recogniser fp16 ({len(recogniser.graph.node)} nodes)"
+    )
+
+
+def _chain(first, second, input_name, shape):
+    """main(x) = second(first(x)) in one module, each part kept as its own function."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    first_gv = bb.add_func(first.without_attr("global_symbol"), "rectifier")
+    second_gv = bb.add_func(second.without_attr("global_symbol"), "recogniser")
+    x = relax.Var(input_name, relax.TensorStructInfo(shape, "float32"))
+    with bb.function("main", [x], {"num_input": 1}):
+        rectified = bb.emit(relax.Call(first_gv, [x]))
+        out = bb.emit(relax.Call(second_gv, [rectified]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def build_engine(model_path, input_name, shape, precision, target: BuildTarget, engine_path,
+                 force=False, log=print) -> dict:
+    """Compile unless a fresh engine is already there; return the engine's metadata."""
+    if precision not in PRECISIONS:
+        raise ToolkitError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    model = load_onnx(model_path)
+    identity = build_identity(file_sha256(model_path), input_name, shape, precision, target)
+    existing = read_engine_metadata(engine_path) if os.path.exists(engine_path) else None
+    if os.path.exists(engine_path) and not force:
+        reasons = stale_reasons(existing, identity)
+        if not reasons:
+            log(f"engine is up to date: {engine_path} ({precision}, {target.description})")
+            return existing
+        log(f"rebuilding {engine_path}: " + "; ".join(reasons))
+
+    log(f"building {precision} engine for {target.description} from {model_path} with input {input_name}:{list(shape)}")
+    start = time.perf_counter()
+    meta = dict(identity)
+    meta.update(
+        model_path=os.path.abspath(model_path),
+        target_description=target.description,
+        model_metadata={p.key: p.value for p in model.metadata_props},
+    )
+    if target.name == "iluvatar":
+        from . import igie
+
+        # IGIE imports and converts precision itself; it gets the model file as the zoo does.
+        write_atomically(engine_path, lambda tmp: (igie.build(model_path, input_name, shape, precision, tmp),
+                                                   _append_metadata(tmp, meta)))
+        meta["precision_plan"] = "IGIE relay.build precision=" + precision
+    else:
+        import tvm
+
+        prepared = prepare_onnx(model, input_name, shape)
+        mod, plan = to_relax(prepared, input_name, shape, precision)
+        meta["precision_plan"] = plan
+        log(f"precision plan: {plan}")
+        try:
+            executable = tvm.compile(mod, target.tvm_target())
+        except ToolkitError:
+            raise
+        except Exception as exc:
+            raise ToolkitError(f"TVM could not compile the model for {target.description}: {str(exc).splitlines()[-1]}")
+        meta["build_seconds"] = round(time.perf_counter() - start, 1)
+
+        def write(tmp):
+            executable.export_library(tmp)
+            _append_metadata(tmp, meta)
+
+        write_atomically(engine_path, write)
+    log(f"wrote {engine_path} ({os.path.getsize(engine_path) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    return meta
+
+
+# ----------------------------------------------------------------------------- run
+class TvmBackend(Backend):
+    """A Relax VM over an engine built by ``build_engine``."""
+
+    name = "tvm"
+
+    def __init__(self, path, meta):
+        import tvm
+        from tvm import relax
+
+        from .targets import BuildTarget
+
+        self.metadata = meta
+        self.input_name = meta["input_name"]
+        self.input_shape = tuple(meta["input_shape"])
+        self.model_metadata = meta.get("model_metadata", {})
+        kind = meta["target"]["kind"]
+        self.device = BuildTarget(kind, meta["target"], kind).device()
+        self.name = f"tvm-{kind}-{meta['precision']}"
+        try:
+            self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), self.device)
+        except Exception as exc:
+            raise ToolkitError(f"cannot load engine {path}: {str(exc).splitlines()[-1]}")
+
+    def run(self, batch):
+        import tvm
+
+        self.check_batch(batch)
+        data = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
+        return self.vm["main"](data).numpy()
+
+    def time_compute(self, repeat, number=1):
+        import tvm
+
+        batch = np.random.default_rng(0).uniform(-1, 1, self.input_shape).astype(np.float32)
+        data = tvm.runtime.tensor(batch, self.device)
+        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat)
+        return list(timer(data).results)
+
+
+def load_engine(path: str) -> Backend:
+    """Open an engine on the device it was built for (IGIE engines through the IGIE adapter)."""
+    meta = read_engine_metadata(path)
+    if meta is None:
+        raise ToolkitError(f"{path} is not an engine built by this toolkit (no build description); rebuild it")
+    if meta["target"].get("kind") == "iluvatar":
+        from .igie import IgieBackend
+
+        return IgieBackend(path, meta)
+    return TvmBackend(path, meta)

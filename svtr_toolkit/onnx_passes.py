@@ -1,0 +1,146 @@
+"""Small ONNX graph rewrites that TVM's Relax importer and mixed precision need.
+
+Each pass takes and returns an ``onnx.ModelProto`` and keeps the model's numerics (the
+tests check every pass against onnxruntime on the original graph).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import ToolkitError
+
+
+def _constant_values(model):
+    """name -> numpy array for initializers and Constant nodes."""
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def static_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> onnx.ModelProto:
+    """Pin the input to ``shape`` and fold the shape arithmetic with onnxsim.
+
+    Relax's importer cannot follow paddle2onnx's dynamic-batch Reshape chains, so the
+    engine is always built from a static model. A shape that contradicts the model's fixed
+    dimensions, or that its graph cannot propagate, is a user error.
+    """
+    import onnxsim
+
+    inputs = {i.name: i for i in model.graph.input}
+    initializers = {i.name for i in model.graph.initializer}
+    real_inputs = [n for n in inputs if n not in initializers]
+    if input_name not in inputs:
+        raise ToolkitError(f"the model has no input '{input_name}' (its inputs: {', '.join(real_inputs)})")
+    if len(real_inputs) != 1:
+        raise ToolkitError(f"expected a model with one input, found {len(real_inputs)}: {', '.join(real_inputs)}")
+    dims = inputs[input_name].type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        raise ToolkitError(f"input '{input_name}' has rank {len(dims)}, but --input gives {len(shape)} dimensions")
+    for axis, (dim, want) in enumerate(zip(dims, shape)):
+        if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != want:
+            fixed = [d.dim_value if d.HasField("dim_value") else "?" for d in dims]
+            raise ToolkitError(
+                f"input '{input_name}' has shape {fixed}; it cannot take {list(shape)} (axis {axis} is fixed to {dim.dim_value})"
+            )
+    try:
+        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes={input_name: list(shape)})
+    except Exception as exc:  # onnxsim surfaces shape-inference failures as plain exceptions
+        raise ToolkitError(f"the model cannot take input shape {list(shape)}: {str(exc).splitlines()[0]}")
+    if not ok:
+        raise ToolkitError(f"onnxsim could not validate the model at input shape {list(shape)}")
+    return simplified
+
+
+def drop_empty_resize_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """paddle2onnx gives Resize empty roi/scales tensors; ONNX means 'absent' by an empty name.
+
+    Relax's importer otherwise rejects the node ("Only one of scales and sizes can be provided").
+    """
+    values = _constant_values(model)
+    for node in model.graph.node:
+        if node.op_type != "Resize":
+            continue
+        for slot in (1, 2):  # roi, scales
+            if slot < len(node.input) and node.input[slot] in values and values[node.input[slot]].size == 0:
+                node.input[slot] = ""
+    return model
+
+
+def _scalar(model, name, value):
+    model.graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+    return name
+
+
+def decompose_clamps(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Clip, HardSwish and HardSigmoid as Max/Min/Mul/Add.
+
+    Relax's ToMixedPrecision crashes on the call_tir the importer emits for these; the
+    elementwise form converts cleanly and computes the same values.
+    """
+    graph = model.graph
+    new_nodes = []
+    for index, node in enumerate(graph.node):
+        tag = f"_decomposed{index}"
+        if node.op_type == "Clip":
+            current = node.input[0]
+            for slot, op in ((1, "Max"), (2, "Min")):
+                if slot < len(node.input) and node.input[slot]:
+                    out = f"{node.output[0]}{tag}_{op}"
+                    new_nodes.append(helper.make_node(op, [current, node.input[slot]], [out]))
+                    current = out
+            if node.attribute:  # opset < 11 keeps min/max as attributes
+                attrs = {a.name: a.f for a in node.attribute}
+                for key, op in (("min", "Max"), ("max", "Min")):
+                    if key in attrs:
+                        out = f"{node.output[0]}{tag}_{op}"
+                        new_nodes.append(helper.make_node(op, [current, _scalar(model, out + "_c", attrs[key])], [out]))
+                        current = out
+            new_nodes.append(helper.make_node("Identity", [current], [node.output[0]]))
+        elif node.op_type in ("HardSigmoid", "HardSwish"):
+            attrs = {a.name: a.f for a in node.attribute}
+            alpha = attrs.get("alpha", 0.2 if node.op_type == "HardSigmoid" else 1.0 / 6.0)
+            beta = attrs.get("beta", 0.5)
+            x = node.input[0]
+            base = f"{node.output[0]}{tag}"
+            gate = node.output[0] if node.op_type == "HardSigmoid" else base + "_gate"
+            new_nodes += [
+                helper.make_node("Mul", [x, _scalar(model, base + "_alpha", alpha)], [base + "_ax"]),
+                helper.make_node("Add", [base + "_ax", _scalar(model, base + "_beta", beta)], [base + "_axb"]),
+                helper.make_node("Max", [base + "_axb", _scalar(model, base + "_zero", 0.0)], [base + "_lo"]),
+                helper.make_node("Min", [base + "_lo", _scalar(model, base + "_one", 1.0)], [gate]),
+            ]
+            if node.op_type == "HardSwish":
+                new_nodes.append(helper.make_node("Mul", [x, gate], [node.output[0]]))
+        else:
+            new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return model
+
+
+def split_at_grid_sample(model: onnx.ModelProto):
+    """Cut the model after its (single) GridSample: (rectifier, recogniser) or None.
+
+    SVTR's STN/TPS rectifier is numerically fragile in fp16 (FACTS §3: argmax agreement
+    6.5 % when it is converted), so the engine keeps it in fp32 and converts the rest.
+    """
+    samplers = [n for n in model.graph.node if n.op_type == "GridSample"]
+    if not samplers:
+        return None
+    if len(samplers) > 1:
+        raise ToolkitError(f"expected at most one GridSample, found {len(samplers)}")
+    cut = samplers[0].output[0]
+    inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    outputs = [o.name for o in model.graph.output]
+    extractor = onnx.utils.Extractor(model)
+    rectifier = extractor.extract_model(inputs, [cut])
+    recogniser = extractor.extract_model([cut], outputs)
+    if any(i.name in inputs for i in recogniser.graph.input):
+        raise ToolkitError("the network reads its input after the GridSample; cannot keep the rectifier apart")
+    return rectifier, recogniser
