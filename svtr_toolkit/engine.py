@@ -166,7 +166,7 @@ def to_relax(model, input_name: str, shape: tuple, precision: str):
         return mixed(_import(model, input_name, shape)), "fp16 compute, fp32 accumulate/IO"
     rectifier, recogniser = parts
     rect_mod = _import(rectifier, input_name, shape)
-    rect_out = rect_mod["main"].ret_struct_info
+    rect_out = rect_mod["main"].ret_ty
     cut_name = recogniser.graph.input[0].name
     rec_mod = mixed(_import(recogniser, cut_name, [int(d) for d in rect_out.shape]))
     return _chain(rect_mod["main"], rec_mod["main"], input_name, shape), (
@@ -181,7 +181,7 @@ def _chain(first, second, input_name, shape):
     bb = relax.BlockBuilder()
     first_gv = bb.add_func(first.without_attr("global_symbol"), "rectifier")
     second_gv = bb.add_func(second.without_attr("global_symbol"), "recogniser")
-    x = relax.Var(input_name, relax.TensorStructInfo(shape, "float32"))
+    x = relax.Var(input_name, relax.TensorType(shape, "float32"))
     with bb.function("main", [x], {"num_input": 1}):
         rectified = bb.emit(relax.Call(first_gv, [x]))
         out = bb.emit(relax.Call(second_gv, [rectified]))
