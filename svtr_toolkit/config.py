@@ -65,8 +65,8 @@ class RecConfig:
                     chars = [line.decode("utf-8").strip("\n").strip("\r\n") for line in fh]
             except OSError as exc:
                 raise ToolkitError(f"cannot read character dictionary {self.character_dict_path}: {exc.strerror}")
-        if self.use_space_char and " " not in chars:
-            chars.append(" ")
+        if self.use_space_char and self.character_dict_path is not None and " " not in chars:
+            chars.append(" ")  # PaddleOCR ignores use_space_char for the built-in set
         return chars
 
 
