@@ -1,0 +1,110 @@
+"""Evaluate (PaddleOCR-exact LMDB accuracy) or time an SVTR engine; model-zoo style CLI.
+
+    python inference.py --engine svtr_bs_32_fp32.so --batchsize 32 --input_name x --datasets DIR
+    python inference.py ... --perf_only True --fps_target 70
+
+A missed --acc_target / --fps_target exits 1; bad input is one `error:` line, exit 2.
+"""
+import argparse
+import os
+
+from common import run_cli
+from svtr_toolkit.errors import ToolkitError
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rec_svtr_tiny_6local_6global_stn_en.yml")
+
+
+def flag(value):
+    """--perf_only, --perf_only True (the model-zoo form) or --perf_only False."""
+    text = str(value).strip().lower()
+    if text in ("", "1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--engine", required=True, help="TVM engine, or an .onnx run on onnxruntime (the reference)")
+    p.add_argument("--batchsize", type=int, required=True)
+    p.add_argument("--input_name", default=None, help="the engine's input name (checked), e.g. x")
+    p.add_argument("--datasets", required=True, help="folder holding one or more LMDBs (searched recursively)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="PaddleOCR rec yml (default: %(default)s)")
+    p.add_argument("--perf_only", nargs="?", const=True, default=False, type=flag, help="time instead of evaluating")
+    p.add_argument("--acc_target", type=float, default=None, help="minimum pooled accuracy, a fraction (0.88)")
+    p.add_argument("--fps_target", type=float, default=None, help="minimum compute-only images/s")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--loop_count", type=int, default=20, help="timed batches (perf mode)")
+    p.add_argument("--report", default=None, help="write every figure and the run's configuration as JSON")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="preprocessing threads")
+    args = p.parse_args(argv)
+    if args.batchsize < 1:
+        raise ToolkitError(f"--batchsize must be at least 1, got {args.batchsize}")
+    if args.acc_target is not None and not 0 <= args.acc_target <= 1:
+        raise ToolkitError(f"--acc_target is a fraction in [0, 1] (as PaddleOCR reports acc), got {args.acc_target}")
+    if args.warmup < 0 or args.loop_count < 1 or args.workers < 1:
+        raise ToolkitError("--warmup must be >= 0, --loop_count and --workers >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from svtr_toolkit.backends import open_backend
+    from svtr_toolkit.config import load_config
+    from svtr_toolkit.data import Dataset, LabelRules, Preprocessor
+    from svtr_toolkit.runner import benchmark, evaluate
+    from svtr_toolkit import report
+
+    cfg = load_config(args.config)
+    if not os.path.isdir(args.datasets):
+        raise ToolkitError(f"dataset directory not found: {args.datasets}")
+    backend = open_backend(args.engine, args.batchsize, args.input_name)
+    preprocess = Preprocessor(cfg.image_shape, cfg.resize)
+    preprocess.check_input(backend)
+    characters = cfg.characters(backend.model_metadata)
+    out = {
+        "mode": "performance" if args.perf_only else "accuracy",
+        "engine": {"path": os.path.abspath(args.engine), "backend": backend.name,
+                   "input_name": backend.input_name, "input_shape": list(backend.input_shape)},
+        "batch_size": args.batchsize,
+        "datasets": os.path.abspath(args.datasets),
+        "workers": args.workers,
+        "config": {"path": cfg.path, "sha256": cfg.digest, "image_shape": list(cfg.image_shape),
+                   "resize": cfg.resize, "max_text_length": cfg.max_text_length, "lowercase": cfg.lowercase,
+                   "ignore_space": cfg.ignore_space, "is_filter": cfg.is_filter, "characters": len(characters)},
+    }
+    checks = []
+    with Dataset(args.datasets, LabelRules.from_config(cfg, characters)) as dataset:
+        if args.perf_only:
+            perf = benchmark(backend, dataset, preprocess, args.batchsize,
+                             warmup=args.warmup, loop_count=args.loop_count, workers=args.workers)
+            out["performance"] = perf
+            print(report.format_perf(perf))
+            print(report.metric_result({"FPS": perf["fps"], "e2e_FPS": perf.get("e2e_fps"),
+                                        "latency_p50_ms": perf["p50_ms"], "latency_p99_ms": perf["p99_ms"]}))
+            if args.fps_target is not None:
+                checks.append(report.check_target("fps", perf["fps"], args.fps_target))
+        else:
+            result = evaluate(backend, dataset, preprocess, characters, args.batchsize,
+                              ignore_space=cfg.ignore_space, is_filter=cfg.is_filter,
+                              workers=args.workers, progress=True)
+            summary = report.accuracy_summary(dataset, result)
+            out["accuracy"] = summary
+            out["accuracy"]["seconds"] = round(result.seconds, 3)
+            print(report.format_accuracy(summary))
+            print(report.metric_result({"acc": summary["pooled"]["acc"],
+                                        "norm_edit_dis": summary["pooled"]["norm_edit_dis"]}))
+            if args.acc_target is not None:
+                checks.append(report.check_target("acc", summary["pooled"]["acc"], args.acc_target))
+    for check in checks:
+        print(check.pop("line"))
+    out["checks"] = checks
+    out["passed"] = all(c["passed"] for c in checks)
+    if args.report:
+        report.write_json(args.report, out)
+    return 0 if out["passed"] else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)

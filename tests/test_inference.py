@@ -1,0 +1,179 @@
+"""inference.py end to end (subprocess) on a tiny fake ONNX model whose output decodes to 'hotel'."""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from svtr_toolkit.config import DEFAULT_CHARACTERS
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or REPO.parent / "shared")
+# 12 raw labels, 10 kept; 'hotel' after PaddleOCR's rules for 4 of them
+LABELS = ["hotel", "HOTEL", "Ho tel", "hostel", "x" * 26, "grand", "!!!", "h0tel", "Hotel.", "pacific", "a", "b"]
+HOTEL_KEPT = 4
+# normalised distances of the kept labels to 'hotel', by hand: hotel hotel hotel hostel grand h0tel hotel
+# pacific a b
+NED = 1 - sum([0, 0, 0, 1 / 6, 5 / 5, 1 / 5, 0, 7 / 7, 5 / 5, 5 / 5]) / 10
+
+
+def make_fake_onnx(path, text="hotel", batch="N"):
+    """x [batch,3,64,256] -> softmax probs [batch,25,37] decoding to ``text`` (repeats + blanks inside)."""
+    seq = []
+    for ch in text:
+        seq += [DEFAULT_CHARACTERS.index(ch) + 1] * 2 + [0]
+    seq += [0] * (25 - len(seq))
+    logits = np.full((25, 37), -4.0, np.float32)
+    logits[np.arange(25), seq] = 4.0
+    const = lambda name, arr: helper.make_tensor(name, TensorProto.FLOAT if arr.dtype == np.float32
+                                                 else TensorProto.INT64, arr.shape, arr.flatten().tolist())
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"]),
+         helper.make_node("Squeeze", ["s", "sq_axes"], ["q"]),
+         helper.make_node("Mul", ["q", "zero"], ["z"]),
+         helper.make_node("Add", ["z", "logits"], ["l"]),
+         helper.make_node("Softmax", ["l"], ["probs"], axis=2)],
+        "fake_svtr",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 64, 256])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 25, 37])],
+        [const("starts", np.array([0, 0, 0], np.int64)), const("ends", np.array([1, 25, 37], np.int64)),
+         const("axes", np.array([1, 2, 3], np.int64)), const("sq_axes", np.array([1], np.int64)),
+         const("zero", np.zeros((), np.float32)), const("logits", logits)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_lmdb(path, labels):
+    os.makedirs(path, exist_ok=True)
+    env = lmdb.open(str(path), map_size=1 << 26)
+    rng = np.random.default_rng(0)
+    with env.begin(write=True) as txn:
+        for i, label in enumerate(labels, 1):
+            img = rng.integers(0, 256, (20 + i, 60 + 7 * i, 3), dtype=np.uint8)
+            txn.put(b"image-%09d" % i, cv2.imencode(".jpg", img)[1].tobytes())
+            txn.put(b"label-%09d" % i, label.encode())
+        txn.put(b"num-samples", str(len(labels)).encode())
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("inf")
+    write_lmdb(tmp / "data" / "evaluation" / "toy", LABELS)
+    return {"model": str(make_fake_onnx(tmp / "fake.onnx")), "data": str(tmp / "data"), "tmp": tmp}
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, str(REPO / "inference.py"), *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    return proc
+
+
+def metric_result(stdout):
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith("{'metricResult'")]
+    return ast.literal_eval(line)["metricResult"]
+
+
+def test_accuracy_run_table_and_metric_result(setup):
+    out = setup["tmp"] / "r.json"
+    p = run("--engine", setup["model"], "--batchsize", 4, "--input_name", "x", "--datasets", setup["data"],
+            "--report", out)
+    assert p.returncode == 0, p.stderr
+    assert "evaluation/toy" in p.stdout and "norm_edit_dis" in p.stdout and "rejected" in p.stdout
+    assert "pooled over all 10 evaluated samples" in p.stdout and "plain mean over 1 subsets" in p.stdout
+    assert metric_result(p.stdout) == {"acc": HOTEL_KEPT / 10, "norm_edit_dis": round(NED, 4)}
+    rep = json.loads(out.read_text())
+    sub = rep["accuracy"]["subsets"][0]
+    # 12 in the LMDB, 2 rejected, 10 evaluated at batch 4 (the last partial batch counts)
+    assert (sub["lmdb_samples"], sub["rejected"], sub["evaluated"], sub["correct"]) == (12, 2, 10, HOTEL_KEPT)
+    assert sub["norm_edit_dis"] == pytest.approx(NED, abs=1e-6)
+    assert rep["config"]["resize"] == "stretch" and rep["batch_size"] == 4
+
+
+def test_two_runs_identical(setup):
+    reports = []
+    for i, bs in enumerate([4, 3]):
+        out = setup["tmp"] / f"same{i}.json"
+        assert run("--engine", setup["model"], "--batchsize", bs, "--datasets", setup["data"],
+                   "--workers", 1 + i, "--report", out).returncode == 0
+        acc = json.loads(out.read_text())["accuracy"]
+        acc.pop("seconds")
+        reports.append(acc)
+    assert reports[0] == reports[1]
+
+
+def test_acc_target_met_and_missed(setup):
+    base = ("--engine", setup["model"], "--batchsize", 4, "--datasets", setup["data"])
+    ok = run(*base, "--acc_target", 0.4)
+    assert ok.returncode == 0 and "acc check: expected >= 0.4, got 0.4: PASS" in ok.stdout
+    miss = run(*base, "--acc_target", 0.41)
+    assert miss.returncode == 1 and "acc check: expected >= 0.41, got 0.4: FAIL" in miss.stdout
+
+
+@pytest.mark.parametrize("flag", [["--perf_only"], ["--perf_only", "True"]])
+def test_perf_only(setup, flag):
+    p = run("--engine", setup["model"], "--batchsize", 4, "--datasets", setup["data"], *flag,
+            "--warmup", 1, "--loop_count", 3)
+    assert p.returncode == 0, p.stderr
+    assert "* Mean inference time: " in p.stdout and " ms, Mean fps: " in p.stdout
+    assert metric_result(p.stdout)["FPS"] > 0
+    assert "evaluation/toy" not in p.stdout  # no accuracy table
+
+
+def test_fps_target_miss(setup):
+    p = run("--engine", setup["model"], "--batchsize", 4, "--datasets", setup["data"], "--perf_only",
+            "--loop_count", 2, "--fps_target", 1e12)
+    assert p.returncode == 1 and "fps check: expected >= 1000000000000.0" in p.stdout and ": FAIL" in p.stdout
+
+
+def one_error_line(p):
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    return lines[0]
+
+
+def test_bad_datasets_is_one_error_line(setup, tmp_path):
+    assert "not found" in one_error_line(run("--engine", setup["model"], "--batchsize", 4,
+                                             "--datasets", tmp_path / "nope"))
+    assert "no LMDB" in one_error_line(run("--engine", setup["model"], "--batchsize", 4, "--datasets", tmp_path))
+
+
+def test_engine_batch_mismatch_is_one_error_line(setup, tmp_path):
+    fixed = make_fake_onnx(tmp_path / "b4.onnx", batch=4)
+    line = one_error_line(run("--engine", fixed, "--batchsize", 8, "--datasets", setup["data"]))
+    assert "batch size 4, not 8" in line
+    line = one_error_line(run("--engine", fixed, "--batchsize", 4, "--input_name", "images",
+                              "--datasets", setup["data"]))
+    assert "'x'" in line
+
+
+def test_rec_toy_with_broken_lmdb(setup):
+    toy = SHARED / "data" / "rec_toy"
+    if not toy.exists():
+        pytest.skip(f"shared test data not found: {toy} (set SVTR_SHARED_DIR to the shared folder)")
+    p = run("--engine", setup["model"], "--batchsize", 4, "--datasets", toy)
+    assert p.returncode == 0, p.stderr
+    assert ("warning: broken.lmdb: 1 image(s) unreadable, counted as wrong: image-000000001 "
+            "(image does not decode)") in p.stdout
+    # imgs.lmdb has HOTEL twice in 10; broken.lmdb's one sample is wrong: pooled 2/11, mean (0 + 0.2) / 2
+    assert metric_result(p.stdout)["acc"] == round(2 / 11, 4)
+    assert "acc 10.00 %" in p.stdout
+
+
+def test_flag_forms_and_bad_target(setup):
+    base = ("--engine", setup["model"], "--batchsize", 4, "--datasets", setup["data"])
+    p = run(*base, "--perf_only", "False")
+    assert p.returncode == 0 and "evaluation/toy" in p.stdout and "Mean fps" not in p.stdout
+    assert "fraction" in one_error_line(run(*base, "--acc_target", 90))
