@@ -160,6 +160,12 @@ class Dataset:
         with self._envs[sample.subset].begin() as txn:
             return txn.get(sample.image_key.encode())
 
+    def raw_records(self, subset: int):
+        """(1-based index, label bytes, image bytes or None) for every record of one subset."""
+        with self._envs[subset].begin() as txn:
+            for index in range(1, self.subsets[subset].num_samples + 1):
+                yield index, txn.get(b"label-%09d" % index), txn.get(b"image-%09d" % index)
+
     def close(self):
         for env in self._envs:
             env.close()
