@@ -1,0 +1,264 @@
+"""The benchmark's pure logic: statistics, interleaving, ratios, FLOP counting, report shape.
+
+No timing is asserted here: speed depends on the machine and is never a test result.
+"""
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from svtr_toolkit import bench
+from svtr_toolkit.errors import ToolkitError
+
+
+# ----------------------------------------------------------------------------- parsing
+def test_parse_batches_sorts_and_dedups():
+    assert bench.parse_batches("32,1, 8,32,64") == [1, 8, 32, 64]
+
+
+@pytest.mark.parametrize("text", ["", "a,2", "0,8", "-1", ","])
+def test_parse_batches_rejects_bad_lists(text):
+    with pytest.raises(ToolkitError, match="--batches"):
+        bench.parse_batches(text)
+
+
+def test_parse_engine_specs():
+    assert bench.parse_engine_specs(["fp32=a.so", "fp16 = dir/b=c.so"]) == [("fp32", "a.so"), ("fp16", "dir/b=c.so")]
+    assert bench.parse_engine_specs(None) == []
+
+
+@pytest.mark.parametrize("spec", ["a.so", "=a.so", "fp32=", "fp32"])
+def test_parse_engine_specs_rejects_malformed(spec):
+    with pytest.raises(ToolkitError, match="NAME=PATH"):
+        bench.parse_engine_specs([spec])
+
+
+def test_parse_engine_specs_rejects_duplicate_names():
+    with pytest.raises(ToolkitError, match="twice"):
+        bench.parse_engine_specs(["x=a.so", "x=b.so"])
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_summarize_odd_and_even():
+    s = bench.summarize([3.0, 1.0, 2.0])
+    assert s == {"n": 3, "median": 2.0, "min": 1.0, "max": 3.0, "spread": 1.0}
+    s = bench.summarize([4, 1, 2, 3])
+    assert s["median"] == 2.5 and s["min"] == 1 and s["max"] == 4
+    assert s["spread"] == pytest.approx(3 / 2.5)
+
+
+def test_summarize_empty_and_single():
+    assert bench.summarize([])["median"] is None
+    s = bench.summarize([5.0])
+    assert s["median"] == s["min"] == s["max"] == 5.0 and s["spread"] == 0.0
+
+
+@pytest.mark.parametrize("per_call, minimum, want", [
+    (0.05, 0.2, 4), (0.06, 0.2, 4), (0.2, 0.2, 1), (10.0, 0.2, 1), (0.001, 0.2, 200), (0.0, 0.2, 1),
+])
+def test_calls_per_sample(per_call, minimum, want):
+    calls = bench.calls_per_sample(per_call, minimum)
+    assert calls == want
+    if per_call > 0:
+        assert calls * per_call >= minimum - 1e-12
+
+
+# ----------------------------------------------------------------------------- interleaving
+def test_interleaved_order_visits_every_cell_once_per_round():
+    order = bench.interleaved_order(3, 4)
+    assert len(order) == 12
+    for r in range(4):
+        in_round = [cell for rr, cell in order if rr == r]
+        assert sorted(in_round) == [0, 1, 2]
+    # rounds are contiguous: a round finishes before the next starts
+    assert [r for r, _ in order] == sorted(r for r, _ in order)
+
+
+def test_interleaved_order_rotates_the_start():
+    order = bench.interleaved_order(3, 3)
+    assert order == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0), (2, 2), (2, 0), (2, 1)]
+    firsts = Counter(order[k * 3][1] for k in range(3))
+    assert firsts == Counter({0: 1, 1: 1, 2: 1})
+
+
+def test_interleaved_order_single_cell():
+    assert bench.interleaved_order(1, 3) == [(0, 0), (1, 0), (2, 0)]
+
+
+class FakeBackend:
+    def __init__(self, batch=None, log=None, name="fake"):
+        self.input_shape = (batch, 3, 64, 256)
+        self.log = log
+        self.name = name
+
+    def run(self, batch):
+        if self.log is not None:
+            self.log.append(self.name)
+        return np.zeros((batch.shape[0], 25, 37), np.float32)
+
+
+def test_run_rounds_times_round_robin():
+    calls = []
+    cells = [bench.Cell("a", 1, FakeBackend(None, calls, "a")), bench.Cell("b", 1, FakeBackend(1, calls, "b"))]
+    bench.run_rounds(cells, rounds=3, min_sample_s=1e-9, log=lambda *_: None, progress=False)
+    assert all(len(c.samples_s) == 3 for c in cells)
+    assert all(c.calls == 1 for c in cells)
+    timed = calls[2:]  # after one warm-up call each
+    assert timed == ["a", "b", "b", "a", "a", "b"]
+
+
+# ----------------------------------------------------------------------------- comparisons
+def _result(name, batch, img_s):
+    cell = bench.Cell(name, batch, None, calls=1, samples_s=[batch / v for v in img_s])
+    return bench.cell_result(cell)
+
+
+def test_cell_result_converts_seconds_to_images_per_second():
+    r = _result("x", 32, [100.0, 200.0, 400.0])
+    assert r["img_per_s"] == pytest.approx([100.0, 200.0, 400.0])
+    assert r["median_img_per_s"] == pytest.approx(200.0)
+    assert (r["min_img_per_s"], r["max_img_per_s"]) == pytest.approx((100.0, 400.0))
+    assert bench.images_per_second(32, 0.1) == pytest.approx(320.0)
+
+
+def test_ratio_and_peak_fraction():
+    results = [_result(bench.ORT_NAME, 32, [400, 380, 420]), _result("fp32", 32, [80, 76, 84]),
+               _result("fp16", 8, [10, 10, 10])]
+    bench.add_comparisons(results, flops_per_image=728e6, peak_flops=200e9)
+    ort, fp32, fp16 = results
+    assert ort["ratio_to_ort"] == pytest.approx(1.0)
+    assert fp32["ratio_to_ort"] == pytest.approx(0.2)
+    assert fp32["paired_ratio_median"] == pytest.approx(0.2)
+    assert fp16["ratio_to_ort"] is None and fp16["paired_ratio_median"] is None  # no ORT at batch 8
+    assert ort["peak_fraction"] == pytest.approx(400 * 728e6 / 200e9)
+    assert fp32["peak_fraction"] == pytest.approx(0.2912)
+
+
+def test_paired_ratio_uses_each_round():
+    ort = _result(bench.ORT_NAME, 1, [100, 50, 100])
+    eng = _result("e", 1, [50, 25, 100])
+    bench.add_comparisons([ort, eng], 1.0, 1.0)
+    assert eng["paired_ratio_median"] == pytest.approx(0.5)  # per round 0.5, 0.5, 1.0
+
+
+def test_peak_fraction_and_ratio_edge_cases():
+    assert bench.peak_fraction(100, 728e6, 0) is None
+    assert bench.peak_fraction(None, 728e6, 1e9) is None
+    assert bench.ratio(None, 1.0) is None and bench.ratio(1.0, 0) is None
+    assert bench.gemm_flops(2048) == 2 * 2048 ** 3
+
+
+def test_merge_peaks_keeps_best_and_both_readings():
+    merged = bench.merge_peaks({"all_cores_flops": 1.0, "one_core_flops": 5.0, "gemm_n": 2048},
+                               {"all_cores_flops": 3.0, "one_core_flops": 4.0, "gemm_n": 2048})
+    assert merged["all_cores_flops"] == 3.0 and merged["one_core_flops"] == 5.0
+    assert merged["all_cores_flops_probes"] == [1.0, 3.0]
+
+
+def test_flops_constant_matches_facts():
+    assert bench.FLOPS_PER_IMAGE == 728e6
+    assert bench.HEADLINE_BATCH in bench.DEFAULT_BATCHES
+
+
+# ----------------------------------------------------------------------------- planning
+def test_plan_cells_ort_sweeps_engines_at_own_batch():
+    ort = FakeBackend(None)
+    cells = bench.plan_cells(ort, [("fp32", FakeBackend(32)), ("odd", FakeBackend(16))], [1, 32])
+    got = [(c.contender, c.batch) for c in cells]
+    assert got == [(bench.ORT_NAME, 1), (bench.ORT_NAME, 16), (bench.ORT_NAME, 32), ("fp32", 32), ("odd", 16)]
+    notes = {(c.contender, c.batch): c.note for c in cells}
+    assert notes[("fp32", 32)] == "" and notes[(bench.ORT_NAME, 32)] == ""
+    assert "not in the sweep" in notes[("odd", 16)]
+    assert "extra" in notes[(bench.ORT_NAME, 16)]
+
+
+def test_plan_cells_rejects_duplicate_contender_batch():
+    with pytest.raises(ToolkitError, match="twice"):
+        bench.plan_cells(FakeBackend(None), [("e", FakeBackend(8)), ("e", FakeBackend(8))], [8])
+
+
+def test_plan_cells_static_batch_onnx_runs_only_at_its_batch():
+    cells = bench.plan_cells(FakeBackend(32), [], [1, 8, 32])
+    assert [(c.contender, c.batch) for c in cells] == [(bench.ORT_NAME, 32)]
+
+
+# ----------------------------------------------------------------------------- FLOP counting
+def test_node_flops_formulas():
+    assert bench.node_flops("MatMul", [[2, 4, 8], [8, 3]], [2, 4, 3], {}) == 2 * 2 * 4 * 3 * 8
+    assert bench.node_flops("Gemm", [[5, 7], [7, 3]], [5, 3], {}) == 2 * 5 * 3 * 7
+    assert bench.node_flops("Gemm", [[7, 5], [7, 3]], [5, 3], {"transA": 1}) == 2 * 5 * 3 * 7
+    # grouped conv: weight [Cout, Cin/group, kh, kw]
+    assert bench.node_flops("Conv", [[1, 4, 8, 8], [6, 2, 3, 3]], [1, 6, 8, 8], {"group": 2}) == 2 * 6 * 64 * 2 * 9
+    assert bench.node_flops("MatMul", [[None, 4, 8], [8, 3]], [None, 4, 3], {}) is None
+    assert bench.node_flops("Relu", [[1]], [1], {}) is None
+
+
+def _tiny_model(path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")
+    m = numpy_helper.from_array(np.zeros((8, 5), np.float32), "m")
+    shape = numpy_helper.from_array(np.array([0, 32, 8], np.int64), "shape")
+    g = numpy_helper.from_array(np.zeros((5, 2), np.float32), "g")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),  # [N,4,8,8]
+        helper.make_node("Reshape", ["c", "shape"], ["r"]),  # [N,32,8]
+        helper.make_node("MatMul", ["r", "m"], ["mm"]),  # [N,32,5]
+        helper.make_node("ReduceMean", ["mm"], ["red"], axes=[1], keepdims=0),  # [N,5]
+        helper.make_node("Gemm", ["red", "g"], ["y"]),  # [N,2]
+    ]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], [w, m, shape, g])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+
+
+def test_count_model_flops_on_a_dynamic_batch_graph(tmp_path):
+    path = str(tmp_path / "tiny.onnx")
+    _tiny_model(path)
+    got = bench.count_model_flops(path, input_shape=(1, 3, 8, 8))
+    conv = 2 * 4 * 8 * 8 * 3 * 9
+    matmul = 2 * 32 * 5 * 8
+    gemm = 2 * 1 * 2 * 5
+    assert got["nodes_with_unknown_shape"] == 0
+    assert got["by_op_per_image"] == {"Conv": conv, "Gemm": gemm, "MatMul": matmul}
+    assert got["flops_per_image"] == conv + matmul + gemm
+    per_image_at_4 = bench.count_model_flops(path, input_shape=(4, 3, 8, 8))["flops_per_image"]
+    assert per_image_at_4 == pytest.approx(conv + matmul + gemm)
+
+
+# ----------------------------------------------------------------------------- output
+def test_table_and_json_shape(tmp_path):
+    results = [_result("fp32", 32, [80.0, 84.0]), _result(bench.ORT_NAME, 32, [400.0, 410.0]),
+               _result("odd", 16, [5.0, 6.0])]
+    results[2]["note"] = "engine batch 16 is not in the sweep; timed at its own batch only"
+    bench.add_comparisons(results, 728e6, 200e9)
+    table = bench.format_table(results)
+    lines = table.splitlines()
+    assert lines[0].startswith("contender") and "vs ORT" in lines[0] and "% peak" in lines[0]
+    assert lines[2].startswith(bench.ORT_NAME)  # reference first
+    assert f"{82.0 / 405.0:.3f}x" in table  # ratio of medians
+    assert "not in the sweep" in table
+    odd = next(line for line in lines if line.startswith("odd"))
+    assert "| -" in odd  # no ratio without ORT at batch 16
+
+    report = {"machine": {"cpu": "x"}, "settings": {}, "flops": {}, "peak": {}, "results": results, "parity": []}
+    path = bench.write_json(report, str(tmp_path / "out"))
+    loaded = json.loads(open(path).read())
+    assert set(loaded) == {"machine", "settings", "flops", "peak", "results", "parity"}
+    keys = {"contender", "batch", "note", "calls_per_sample", "seconds_per_call", "img_per_s", "median_img_per_s",
+            "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction"}
+    assert all(set(r) == keys for r in loaded["results"])
+    assert all(len(r["img_per_s"]) == len(r["seconds_per_call"]) for r in loaded["results"])
+    assert all(math.isfinite(v) for r in loaded["results"] for v in r["img_per_s"])
+
+
+def test_write_plot_or_skip(tmp_path):
+    results = [_result(bench.ORT_NAME, b, [10.0 * b, 11.0 * b]) for b in (1, 8)] + [_result("fp32", 8, [3.0, 4.0])]
+    path = bench.write_plot(results, str(tmp_path))
+    if path is None:
+        pytest.skip("matplotlib is not installed")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,90 @@
+"""CPU throughput of onnxruntime fp32 and TVM engines, timed side by side and interleaved.
+
+    python tools/bench_cpu.py --model_path SVTR_opt.onnx \
+        --engine fp32=svtr_bs_32_fp32.so --engine fp16=svtr_bs_32_fp16.so \
+        [--batches 1,8,32,64] [--rounds 5] [--min_sample_s 0.2] [--threads N] [--out_dir reports]
+    python tools/bench_cpu.py --build --precisions fp32,fp16 --batches 1,8,32,64
+
+onnxruntime runs at every sweep batch; an engine runs at the batch it was built for. Each
+round takes one sample of every (contender, batch), so noise hits all alike; the table gives
+the median over rounds, min-max, the ratio to onnxruntime at the same batch and the share
+of a measured fp32 GEMM peak. Raw numbers go to OUT_DIR/bench_cpu.json, the sweep plot to
+OUT_DIR/bench_cpu.png.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from common import run_cli  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_path", default="SVTR_opt.onnx", help="ONNX model, run by onnxruntime (default SVTR_opt.onnx)")
+    parser.add_argument("--engine", action="append", default=[], metavar="NAME=PATH",
+                        help="a TVM engine to time (repeatable), e.g. fp16=svtr_bs_32_fp16.so")
+    parser.add_argument("--batches", default="1,8,32,64", help="sweep batch sizes (default 1,8,32,64; 32 is the headline)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--min_sample_s", type=float, default=0.2, help="shortest timing sample, seconds (default 0.2)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--out_dir", default="reports", help="where bench_cpu.json and bench_cpu.png go (default reports)")
+    parser.add_argument("--build", action="store_true",
+                        help="build (or reuse up-to-date) llvm engines for every sweep batch and --precisions")
+    parser.add_argument("--precisions", default="fp32,fp16", help="precisions for --build (default fp32,fp16)")
+    parser.add_argument("--engine_dir", default=os.path.join("work", "bench"),
+                        help="where --build puts svtr_bs_{bs}_{precision}.so (default work/bench)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from svtr_toolkit import bench
+    from svtr_toolkit.engine import PRECISIONS
+    from svtr_toolkit.errors import ToolkitError
+
+    batches = bench.parse_batches(args.batches)
+    engines = bench.parse_engine_specs(args.engine)
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if args.build and (bad or not precisions):
+        raise ToolkitError(f"--precisions: unknown '{','.join(bad) or args.precisions}' (choose from {', '.join(PRECISIONS)})")
+    if not engines and not args.build:
+        print("note: no --engine and no --build given; timing onnxruntime only", flush=True)
+
+    report = bench.run_benchmark(
+        args.model_path, engines, batches, rounds=args.rounds, min_sample_s=args.min_sample_s,
+        out_dir=args.out_dir, threads=args.threads, build=args.build, precisions=precisions,
+        engine_dir=args.engine_dir, log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
+    )
+    results = report["results"]
+    print()
+    print(f"throughput, median of {args.rounds} interleaved rounds (% peak: {bench.FLOPS_PER_IMAGE / 1e6:.0f} MFLOP/image "
+          f"over the {report['peak']['all_cores_flops'] / 1e9:.1f} GFLOP/s all-core GEMM probe)")
+    print(bench.format_table(results))
+    headline = [r for r in results if r["batch"] == bench.HEADLINE_BATCH]
+    if headline:
+        print(f"\nheadline, batch {bench.HEADLINE_BATCH}: " + "; ".join(
+            f"{r['contender']} {r['median_img_per_s']:.1f} img/s"
+            + (f" ({r['ratio_to_ort']:.3f}x ORT)" if r["contender"] != bench.ORT_NAME and r["ratio_to_ort"] else "")
+            for r in headline))
+    for p in report["parity"]:
+        print(p["line"])
+    json_path = bench.write_json(report, args.out_dir)
+    print(f"wrote {json_path}")
+    m = report["machine"]
+    png = bench.write_plot(results, args.out_dir,
+                           f"SVTR-Tiny CPU throughput: {m['cpu']}, {m['cores_available']} cores, "
+                           f"TVM {m['tvm']}, ORT {m['onnxruntime']}")
+    if png:
+        print(f"wrote {png}")
+    else:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib); the JSON has every number")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
