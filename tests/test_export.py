@@ -1,0 +1,436 @@
+"""svtr_toolkit.export / tools/export_onnx.py / ci/prepare.sh.
+
+Exports take seconds each, so each distinct export runs once per session (session fixtures
+below) and the tests inspect its outputs.
+"""
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or REPO.parent / "shared")
+CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+paddle = pytest.importorskip("paddle")
+ort = pytest.importorskip("onnxruntime")
+
+from svtr_toolkit import export, modeling  # noqa: E402
+from svtr_toolkit.config import load_config  # noqa: E402
+from svtr_toolkit.errors import ToolkitError  # noqa: E402
+
+
+def golden(name):
+    path = SHARED / "golden" / name
+    if not path.exists():
+        pytest.skip(f"golden reference not found: {path} (set SVTR_SHARED_DIR to the shared folder)")
+    return path
+
+
+def listing(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def run_ort(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+# ---------------------------------------------------------------------- session fixtures
+@pytest.fixture(scope="session")
+def spec():
+    return modeling.state_dict_spec(modeling.build_model(load_config(str(CONFIG)), seed=1))
+
+
+@pytest.fixture(scope="session")
+def ckpt_file(tmp_path_factory):
+    """A real paddle.save'd checkpoint (with paddle.save's bookkeeping key), seed 7."""
+    m = modeling.build_model(load_config(str(CONFIG)), seed=7)
+    path = tmp_path_factory.mktemp("ckpt") / "best_accuracy.pdparams"
+    paddle.save(m.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("golden_export")
+    result = export.export(CONFIG, golden("svtr_tiny_seeded.pdparams"), out)
+    assert result.rebuilt
+    return result
+
+
+@pytest.fixture(scope="session")
+def untrained_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("untrained_export")
+    return export.export(CONFIG, None, out)
+
+
+@pytest.fixture(scope="session")
+def ckpt_export(tmp_path_factory, ckpt_file):
+    out = tmp_path_factory.mktemp("ckpt_export")
+    return export.export(CONFIG, ckpt_file, out)
+
+
+# ---------------------------------------------------------------------- (a) parity
+def test_onnx_matches_paddleocr_golden(golden_export):
+    io_ = np.load(golden("svtr_tiny_seeded_io.npz"))
+    for name in (export.RAW_ONNX, export.OPT_ONNX):
+        out = run_ort(golden_export.out_dir / name, io_["x"])
+        diff = np.abs(out - io_["probs"])
+        print(f"{name} (onnxruntime) vs golden: max abs diff {diff.max():.3g}")
+        assert diff.max() < 1e-4, f"{name} per row: {diff.reshape(len(out), -1).max(1)}"
+        assert np.array_equal(out.argmax(-1), io_["probs"].argmax(-1)), name
+
+
+def test_exported_model_shape_and_metadata(golden_export):
+    meta = json.loads((golden_export.out_dir / export.METADATA).read_text())
+    assert meta == golden_export.metadata
+    opt = meta["outputs"][export.OPT_ONNX]
+    assert opt["opset"] == 16 and meta["fingerprint"]["opset"] == 16
+    (name, dims), = opt["inputs"].items()
+    assert name == "x" and isinstance(dims[0], str) and dims[1:] == [3, 64, 256]  # batch stays dynamic
+    (_, out_dims), = opt["outputs"].items()
+    assert isinstance(out_dims[0], str) and out_dims[1:] == [25, 37]
+    assert meta["weights"] == "checkpoint" and "warning" not in meta
+    assert meta["self_check"]["max_abs_diff"] < 1e-4 and meta["self_check"]["argmax_agreement"] == 1.0
+    for key in ("paddlepaddle", "paddle2onnx", "onnx", "onnxsim", "onnxruntime", "numpy"):
+        assert meta["fingerprint"]["tools"][key]
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 64, 256)).astype(np.float32)
+    assert run_ort(golden_export.out_dir / export.OPT_ONNX, x).shape == (3, 25, 37)
+    assert listing(golden_export.out_dir) == sorted([export.RAW_ONNX, export.OPT_ONNX, export.METADATA])
+
+
+# ---------------------------------------------------------------------- (d) idempotent / atomic
+def test_rerun_with_same_inputs_is_a_noop(ckpt_export, ckpt_file, capsys):
+    out = ckpt_export.out_dir
+    before = {n: (out / n).stat().st_mtime_ns for n in listing(out)}
+    capsys.readouterr()
+    again = export.export(CONFIG, ckpt_file, out)
+    assert not again.rebuilt
+    assert "up to date" in capsys.readouterr().out
+    assert {n: (out / n).stat().st_mtime_ns for n in listing(out)} == before
+
+
+def test_same_weights_from_tar_are_the_same_input(ckpt_export, ckpt_file, tmp_path):
+    tar = tmp_path / export.CHECKPOINT_TAR
+    with tarfile.open(tar, "w") as tf:
+        tf.add(ckpt_file, arcname=export.CHECKPOINT_MEMBER)
+    assert not export.export(CONFIG, tar, ckpt_export.out_dir).rebuilt
+
+
+def test_changed_config_or_damaged_output_is_stale(ckpt_export, ckpt_file, tmp_path):
+    cfg = load_config(str(CONFIG))
+    ckpt = export.read_checkpoint(ckpt_file)
+    assert export.is_up_to_date(ckpt_export.out_dir, export.fingerprint(cfg, ckpt, None))
+    edited = tmp_path / "edited.yml"
+    edited.write_text(CONFIG.read_text() + "\n# edited\n")
+    assert not export.is_up_to_date(ckpt_export.out_dir, export.fingerprint(load_config(str(edited)), ckpt, None))
+    copy = tmp_path / "copy"
+    shutil.copytree(ckpt_export.out_dir, copy)
+    with open(copy / export.OPT_ONNX, "ab") as fh:
+        fh.write(b"\0")
+    assert not export.is_up_to_date(copy, export.fingerprint(cfg, ckpt, None))
+
+
+def test_changed_checkpoint_rebuilds(ckpt_export, ckpt_file, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(ckpt_export.out_dir, out)
+    params = export.parse_pdparams(ckpt_file.read_bytes(), "x")
+    params["head.fc.bias"] = params["head.fc.bias"] + 1.0
+    changed = tmp_path / "changed.pdparams"
+    changed.write_bytes(pickle.dumps(params, protocol=4))
+    old = json.loads((out / export.METADATA).read_text())
+    result = export.export(CONFIG, changed, out)
+    assert result.rebuilt
+    new = json.loads((out / export.METADATA).read_text())
+    assert new["fingerprint"]["weights"]["sha256"] != old["fingerprint"]["weights"]["sha256"]
+    assert new["outputs"][export.OPT_ONNX]["sha256"] != old["outputs"][export.OPT_ONNX]["sha256"]
+    assert listing(out) == sorted([export.RAW_ONNX, export.OPT_ONNX, export.METADATA])
+
+
+def test_interrupted_fresh_export_leaves_nothing(ckpt_file, tmp_path, monkeypatch):
+    def interrupted(raw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "simplify_onnx", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        export.export(CONFIG, ckpt_file, out)
+    assert listing(out) == []  # no SVTR_opt.onnx, no metadata, no temp files or folders
+
+
+def test_interrupted_commit_leaves_no_fresh_metadata(ckpt_export, tmp_path, monkeypatch):
+    """A rebuild killed between replacing the models must not leave metadata vouching for them."""
+    out = tmp_path / "out"
+    shutil.copytree(ckpt_export.out_dir, out)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == export.OPT_ONNX:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        export.export(CONFIG, None, out)  # other weights: a rebuild
+    monkeypatch.setattr(export.os, "replace", real_replace)
+    assert export.METADATA not in listing(out)
+    assert set(listing(out)) <= {export.RAW_ONNX, export.OPT_ONNX}  # no temp leftovers
+    fp = export.fingerprint(load_config(str(CONFIG)), None, None)
+    assert not export.is_up_to_date(out, fp)
+
+
+# ---------------------------------------------------------------------- (e) untrained, CLI
+def test_untrained_export_is_flagged(untrained_export, capfd):
+    meta = json.loads((untrained_export.out_dir / export.METADATA).read_text())
+    assert meta["weights"] == "untrained-seeded"
+    assert meta["fingerprint"]["weights"] == {"kind": "untrained-seeded", "seed": export.UNTRAINED_SEED}
+    assert "meaningless" in meta["warning"] and "UNTRAINED" in meta["warning"]
+    # a rerun is a no-op and still says so loudly
+    capfd.readouterr()
+    assert not export.export(CONFIG, None, untrained_export.out_dir).rebuilt
+    assert "UNTRAINED" in capfd.readouterr().err
+
+
+def test_untrained_export_is_reproducible(untrained_export):
+    """Same seed, same weights: the fingerprint of a fresh process's export would match."""
+    a = modeling.build_model(load_config(str(CONFIG)), seed=export.UNTRAINED_SEED).state_dict()
+    b = modeling.build_model(load_config(str(CONFIG)), seed=export.UNTRAINED_SEED).state_dict()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "export_onnx.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
+    proc = cli("--checkpoint", str(tmp_path / "nope.pdparams"), "--output_dir", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.pdparams" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out" / export.OPT_ONNX).exists()
+
+
+def test_cli_no_route_download_is_one_error_line(tmp_path):
+    proc = cli("--download", "--url", "http://127.0.0.1:9/rec_svtr_tiny_none_ctc_en_train.tar",
+               "--output_dir", str(tmp_path))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download") and "--checkpoint" in lines[0]
+    assert listing(tmp_path) == []
+
+
+def test_cli_rerun_is_noop(ckpt_export, ckpt_file):
+    proc = cli("--checkpoint", str(ckpt_file), "--output_dir", str(ckpt_export.out_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stdout
+
+
+def test_prepare_sh_rerun_is_noop(ckpt_export, ckpt_file):
+    env = {**os.environ, "SKIP_INSTALL": "1", "PYTHON": sys.executable, "SVTR_CHECKPOINT": str(ckpt_file)}
+    proc = subprocess.run(["bash", str(REPO / "ci" / "prepare.sh"), "--output_dir", str(ckpt_export.out_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stdout
+
+
+# ---------------------------------------------------------------------- (c) bad inputs
+def test_state_dict_validation_names_the_tensors(spec):
+    params = {name: np.zeros(shape, np.float32) for name, shape in spec}
+    assert list(export.validate_state_dict(dict(params), spec, "ck")) == [n for n, _ in spec]
+
+    missing = dict(params)
+    del missing["backbone.blocks2.3.mlp.fc1.weight"]
+    with pytest.raises(ToolkitError, match=r"1 missing: backbone\.blocks2\.3\.mlp\.fc1\.weight"):
+        export.validate_state_dict(missing, spec, "ck")
+
+    extra = dict(params, **{"backbone.len_conv.weight": np.zeros((3,), np.float32)})
+    with pytest.raises(ToolkitError, match=r"1 unexpected: backbone\.len_conv\.weight"):
+        export.validate_state_dict(extra, spec, "ck")
+
+    bad = dict(params, **{"head.fc.weight": np.zeros((192, 6625), np.float32)})
+    with pytest.raises(ToolkitError, match=r"mis-shaped: head\.fc\.weight \[192, 6625\] \(model \[192, 37\]\)") as exc:
+        export.validate_state_dict(bad, spec, "ck")
+    assert "\n" not in str(exc.value)
+
+
+def test_mismatched_checkpoint_fails_before_writing(tmp_path, spec):
+    params = {name: np.zeros(shape, np.float32) for name, shape in spec}
+    params["head.fc.weight"] = np.zeros((192, 6625), np.float32)
+    path = tmp_path / "wrong.pdparams"
+    path.write_bytes(pickle.dumps(params, protocol=4))
+    out = tmp_path / "out"
+    with pytest.raises(ToolkitError, match="wrong.pdparams does not fit.*head.fc.weight"):
+        export.export(CONFIG, path, out)
+    assert listing(out) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"not a pickle at all" * 10])
+def test_corrupt_pdparams(tmp_path, content):
+    path = tmp_path / "best_accuracy.pdparams"
+    path.write_bytes(content)
+    ckpt = export.read_checkpoint(path)
+    with pytest.raises(ToolkitError, match="best_accuracy.pdparams: not a readable .pdparams"):
+        export.parse_pdparams(ckpt.data, ckpt.source)
+
+
+def test_truncated_pdparams(tmp_path, ckpt_file):
+    data = ckpt_file.read_bytes()
+    with pytest.raises(ToolkitError, match="cut.pdparams: not a readable .pdparams"):
+        export.parse_pdparams(data[: len(data) // 2], str(tmp_path / "cut.pdparams"))
+
+
+def test_pdparams_with_foreign_objects_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    with pytest.raises(ToolkitError, match="refusing to load"):
+        export.parse_pdparams(pickle.dumps({"a": Evil()}), "evil.pdparams")
+    assert not (tmp_path / "pwned").exists()
+
+
+def _tar_with(path, members):
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_tar_checkpoint_reads_the_member(tmp_path, ckpt_file):
+    data = ckpt_file.read_bytes()
+    tar = _tar_with(tmp_path / export.CHECKPOINT_TAR, [
+        ("rec_svtr_tiny_none_ctc_en_train/train.log", b"log"),
+        (export.CHECKPOINT_MEMBER, data),
+    ])
+    for arg in (tar, tmp_path):  # the archive, or the folder holding it
+        ckpt = export.read_checkpoint(arg)
+        assert ckpt.data == data and ckpt.source.endswith("!" + export.CHECKPOINT_MEMBER)
+    assert listing(tmp_path) == [export.CHECKPOINT_TAR]  # read in memory: nothing extracted to disk
+
+
+def test_corrupt_or_unsafe_tars(tmp_path, ckpt_file):
+    data = ckpt_file.read_bytes()
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"this is not a tar" * 100)
+    with pytest.raises(ToolkitError, match="garbage.tar: not a readable tar archive"):
+        export.read_checkpoint(garbage)
+
+    good = _tar_with(tmp_path / "good.tar", [(export.CHECKPOINT_MEMBER, data)])
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(good.read_bytes()[: len(data) // 2])
+    with pytest.raises(ToolkitError, match="cut.tar: (not a readable tar archive|member .* is truncated)"):
+        export.read_checkpoint(cut)
+
+    empty = _tar_with(tmp_path / "empty.tar", [("readme.txt", b"hi")])
+    with pytest.raises(ToolkitError, match="empty.tar: no best_accuracy.pdparams inside"):
+        export.read_checkpoint(empty)
+
+    evil = _tar_with(tmp_path / "evil.tar", [("../best_accuracy.pdparams", data)])
+    with pytest.raises(ToolkitError, match="evil.tar: refusing unsafe member path"):
+        export.read_checkpoint(evil)
+
+    link = tmp_path / "link.tar"
+    with tarfile.open(link, "w") as tf:
+        info = tarfile.TarInfo(export.CHECKPOINT_MEMBER)
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tf.addfile(info)
+    with pytest.raises(ToolkitError, match="link.tar: member .* is not a regular file"):
+        export.read_checkpoint(link)
+
+    bad_member = _tar_with(tmp_path / "badmember.tar", [(export.CHECKPOINT_MEMBER, b"\x80\x04junk")])
+    ckpt = export.read_checkpoint(bad_member)
+    with pytest.raises(ToolkitError, match="badmember.tar!.*not a readable .pdparams"):
+        export.parse_pdparams(ckpt.data, ckpt.source)
+
+
+# ---------------------------------------------------------------------- download (file:// URL)
+def test_download_from_file_url(tmp_path, ckpt_file):
+    src = _tar_with(tmp_path / "src.tar", [(export.CHECKPOINT_MEMBER, ckpt_file.read_bytes())])
+    dest_dir = tmp_path / "dl"
+    got = export.download_checkpoint(dest_dir / export.CHECKPOINT_TAR, url=src.as_uri())
+    assert got.read_bytes() == src.read_bytes()
+    assert listing(dest_dir) == [export.CHECKPOINT_TAR]
+    mtime = got.stat().st_mtime_ns
+    export.download_checkpoint(got, url="file:///nonexistent/x.tar")  # present: not fetched again
+    assert got.stat().st_mtime_ns == mtime
+
+
+def test_download_failures_are_clean(tmp_path):
+    dest = tmp_path / "dl" / export.CHECKPOINT_TAR
+    with pytest.raises(ToolkitError, match="cannot download file:///nonexistent/x.tar: .*--checkpoint"):
+        export.download_checkpoint(dest, url="file:///nonexistent/x.tar")
+    not_tar = tmp_path / "page.html"
+    not_tar.write_text("<html>proxy login</html>")
+    with pytest.raises(ToolkitError, match="not a readable tar archive"):
+        export.download_checkpoint(dest, url=not_tar.as_uri())
+    assert listing(dest.parent) == []  # no partial download takes the name, no .part left
+
+
+def test_checkpoint_and_download_are_exclusive(ckpt_file, tmp_path):
+    with pytest.raises(ToolkitError, match="either --checkpoint or --download"):
+        export.export(CONFIG, ckpt_file, tmp_path, download=True)
+
+
+def test_non_svtr_config_is_rejected_by_export(tmp_path):
+    cfg = tmp_path / "crnn.yml"
+    cfg.write_text(CONFIG.read_text().replace("name: STN_ON", "name: TPS"))
+    with pytest.raises(ToolkitError, match="not an SVTR CTC config: Transform is 'TPS'"):
+        export.export(cfg, None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------- PADDLEOCR_DIR branch
+FAKE_EXPORT_MODEL = '''
+import sys
+sys.path.insert(0, {repo!r})
+args = dict(a.split("=", 1) for a in sys.argv[sys.argv.index("-o") + 1:])
+cfg_path = sys.argv[sys.argv.index("-c") + 1]
+if {fail!r}:
+    sys.exit("export_model: something broke")
+import paddle
+from svtr_toolkit import modeling
+from svtr_toolkit.config import load_config
+cfg = load_config(cfg_path)
+m = modeling.build_model(cfg)
+m.set_state_dict(paddle.load(args["Global.pretrained_model"] + ".pdparams"))
+spec = [paddle.static.InputSpec([None, 3, 64, 256], "float32", "x")]
+paddle.jit.save(paddle.jit.to_static(m, input_spec=spec, full_graph=True),
+                args["Global.save_inference_dir"] + "/inference")
+'''
+
+
+def _fake_paddleocr(root, fail):
+    (root / "tools").mkdir(parents=True)
+    (root / "tools" / "export_model.py").write_text(FAKE_EXPORT_MODEL.format(repo=str(REPO), fail=fail))
+    return root
+
+
+def test_paddleocr_dir_branch(tmp_path, ckpt_file, ckpt_export, monkeypatch):
+    monkeypatch.setenv("PADDLEOCR_DIR", str(_fake_paddleocr(tmp_path / "broken", True)))
+    with pytest.raises(ToolkitError, match="export_model.py failed .*something broke"):
+        export.export(CONFIG, ckpt_file, tmp_path / "out")
+    assert listing(tmp_path / "out") == []
+
+    monkeypatch.setenv("PADDLEOCR_DIR", str(_fake_paddleocr(tmp_path / "ok", False)))
+    result = export.export(CONFIG, ckpt_file, tmp_path / "out")
+    assert result.rebuilt and result.metadata["fingerprint"]["inference_model_by"].startswith("PaddleOCR")
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 3, 64, 256)).astype(np.float32)
+    a = run_ort(tmp_path / "out" / export.OPT_ONNX, x)
+    b = run_ort(ckpt_export.out_dir / export.OPT_ONNX, x)
+    assert np.abs(a - b).max() < 1e-5
