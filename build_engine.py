@@ -7,6 +7,7 @@ An up-to-date engine is reused; a stale one (other model, shape, precision, targ
 is rebuilt. Every build ends with a parity line against onnxruntime fp32.
 """
 import argparse
+import os
 
 from common import run_cli
 from svtr_toolkit import engine, parity
@@ -20,6 +21,8 @@ def parse_args(argv):
     parser.add_argument("--precision", required=True, help="fp16 or fp32")
     parser.add_argument("--engine_path", required=True, help="where to write the engine (.so)")
     parser.add_argument("--target", default="auto", help=f"one of {', '.join(TARGET_CHOICES)} (default auto)")
+    parser.add_argument("--tuning_db", default="auto",
+                        help="CPU only: 'auto' (tuning/<cpu class> if present), 'none', or a database folder")
     parser.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date")
     parser.add_argument("--skip_parity", action="store_true", help="do not compare with onnxruntime after the build")
     return parser.parse_args(argv)
@@ -31,7 +34,11 @@ def main(argv=None):
     if args.precision not in engine.PRECISIONS:
         raise engine.ToolkitError(f"unknown precision '{args.precision}' (choose from {', '.join(engine.PRECISIONS)})")
     target = select_target(args.target)
-    engine.build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path, force=args.force)
+    tuning_dir = None if args.tuning_db == "none" else args.tuning_db
+    if tuning_dir not in (None, "auto") and not os.path.isdir(tuning_dir):
+        raise engine.ToolkitError(f"tuning database folder not found: {tuning_dir}")
+    engine.build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path,
+                        force=args.force, tuning_dir=tuning_dir)
     if not args.skip_parity:
         backend = engine.load_engine(args.engine_path)
         print(parity.check(backend, args.model_path).line(backend.name), flush=True)

@@ -75,8 +75,9 @@ def _append_metadata(path: str, meta: dict) -> None:
         fh.write(_FOOTER.pack(len(blob), _FOOTER_MAGIC))
 
 
-def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget) -> dict:
-    """What an engine must match to be reused instead of rebuilt."""
+def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
+                   tuning_db: str | None = None) -> dict:
+    """What an engine must match to be reused instead of rebuilt (``tuning_db``: database digest)."""
     import tvm
 
     return {
@@ -87,6 +88,7 @@ def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: 
         "precision": precision,
         "target": target.spec,
         "tvm_version": tvm.__version__,
+        "tuning_db": tuning_db,
     }
 
 
@@ -94,7 +96,8 @@ def stale_reasons(meta: dict | None, identity: dict) -> list:
     """Why an existing engine cannot be reused; empty when it can."""
     if meta is None:
         return ["no build description (not built by this toolkit, or an older format)"]
-    labels = {"model_sha256": "source model", "input_shape": "input shape", "input_name": "input name"}
+    labels = {"model_sha256": "source model", "input_shape": "input shape", "input_name": "input name",
+              "tuning_db": "tuning database"}
     return [
         f"{labels.get(key, key.replace('_', ' '))} changed ({meta.get(key)!r} -> {want!r})"
         for key, want in identity.items()
@@ -190,12 +193,23 @@ def _chain(first, second, input_name, shape):
 
 
 def build_engine(model_path, input_name, shape, precision, target: BuildTarget, engine_path,
-                 force=False, log=print) -> dict:
-    """Compile unless a fresh engine is already there; return the engine's metadata."""
+                 force=False, log=print, tuning_dir: str | None = "auto") -> dict:
+    """Compile unless a fresh engine is already there; return the engine's metadata.
+
+    ``tuning_dir``: "auto" applies the repository's MetaSchedule database for this CPU
+    class if there is one, None builds without, a path names a database folder.
+    """
+    from . import tuning
+
     if precision not in PRECISIONS:
         raise ToolkitError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     model = load_onnx(model_path)
-    identity = build_identity(file_sha256(model_path), input_name, shape, precision, target)
+    if target.name != "llvm":
+        tuning_dir = None
+    elif tuning_dir == "auto":
+        tuning_dir = tuning.database_dir(target.spec)
+    db_digest = tuning.database_digest(tuning_dir) if tuning_dir else None
+    identity = build_identity(file_sha256(model_path), input_name, shape, precision, target, db_digest)
     existing = read_engine_metadata(engine_path) if os.path.exists(engine_path) else None
     if os.path.exists(engine_path) and not force:
         reasons = stale_reasons(existing, identity)
@@ -226,8 +240,13 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
         mod, plan = to_relax(prepared, input_name, shape, precision)
         meta["precision_plan"] = plan
         log(f"precision plan: {plan}")
+        tvm_target = target.tvm_target()
+        pipeline = "default"
+        if target.name == "llvm":
+            meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)
+            pipeline = tuning.make_pipeline(tvm_target, tuning_dir if db_digest else None)
         try:
-            executable = tvm.compile(mod, target.tvm_target())
+            executable = tvm.compile(mod, tvm_target, relax_pipeline=pipeline)
         except ToolkitError:
             raise
         except Exception as exc:

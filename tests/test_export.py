@@ -61,12 +61,7 @@ def ckpt_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="session")
-def golden_export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("golden_export")
-    result = export.export(CONFIG, golden("svtr_tiny_seeded.pdparams"), out)
-    assert result.rebuilt
-    return result
+# golden_export (the golden weights exported once per session) lives in conftest.py.
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,232 @@
+"""MetaSchedule tuning for the CPU engine: resumable, time-bounded, one JSON database per CPU class.
+
+The engine's Relax module is lowered as far as the default CPU pipeline lowers it before
+scheduling (legalise + fuse), the fused kernels become tuning tasks, and the best schedule
+found for each is kept in a JSON database under ``tuning/<target key>/``. ``build_engine``
+applies a database whose target key matches; kernels without a record stay unscheduled.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import time
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TUNING_ROOT = os.path.join(REPO, "tuning")
+
+
+def target_key(spec: dict) -> str:
+    """A folder name for the CPU class a database was tuned on, e.g. llvm-rocketlake-2c."""
+    parts = [spec.get("kind", "unknown"), spec.get("mcpu") or spec.get("arch") or "generic"]
+    if spec.get("num-cores"):
+        parts.append(f"{spec['num-cores']}c")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(str(p) for p in parts))
+
+
+def database_dir(spec: dict, root: str | None = None) -> str:
+    return os.path.join(root or os.environ.get("SVTR_TUNING_DIR") or DEFAULT_TUNING_ROOT, target_key(spec))
+
+
+def lowering_passes():
+    """The default CPU pipeline up to scheduling: what tasks are extracted from and applied to."""
+    from tvm import relax
+
+    return [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
+def open_database(folder: str, create: bool = False):
+    from tvm.s_tir import meta_schedule as ms
+
+    workload = os.path.join(folder, "database_workload.json")
+    records = os.path.join(folder, "database_tuning_record.json")
+    if not create and not os.path.isfile(records):
+        return None
+    os.makedirs(folder, exist_ok=True)
+    return ms.database.JSONDatabase(path_workload=workload, path_tuning_record=records, allow_missing=create)
+
+
+def database_digest(folder: str) -> str | None:
+    """Identifies the database contents an engine was built with (None when there is none)."""
+    from .engine import file_sha256
+
+    records = os.path.join(folder, "database_tuning_record.json")
+    return file_sha256(records) if os.path.isfile(records) else None
+
+
+def extract_tasks(mod, target):
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    with target:
+        lowered = tvm.transform.Sequential(lowering_passes())(mod)
+    return ms.relax_integration.extract_tasks(lowered, target)
+
+
+def task_flops(task) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # some kernels (e.g. with opaque calls) have no estimate
+        return 0.0
+
+
+def make_pipeline(target, db_folder: str | None):
+    """The default CPU pipeline with the tuning database applied right after fusion."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    database = open_database(db_folder) if db_folder else None
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        passes = cpu.library_dispatch_passes(target) + lowering_passes()
+        if database is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+        with target:
+            if database is not None:
+                with database:
+                    return tvm.transform.Sequential(passes)(mod)
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def describe_coverage(mod, target, db_folder: str | None, log=print) -> dict:
+    """Say how much of the engine the database schedules, and what a miss costs.
+
+    ``db_folder`` None means tuning was turned off; a folder without records means none
+    has been made for this CPU class yet.
+    """
+    slow = "kernels are left unscheduled (single-threaded, scalar: typically 50-100x slower than tuned)"
+    if db_folder is None:
+        log(f"tuning database not used: {slow}")
+        return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
+    if database_digest(db_folder) is None:
+        others = sorted(os.listdir(os.path.dirname(db_folder))) if os.path.isdir(os.path.dirname(db_folder)) else []
+        log(f"no tuning database for this CPU class ({os.path.basename(db_folder)}): {slow}; "
+            f"run tools/tune_cpu.py to make one" + (f" (there are databases for: {', '.join(others)})" if others else ""))
+        return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
+    hit, total, fraction = coverage(mod, target, db_folder)
+    log(f"tuning database {os.path.relpath(db_folder)}: {hit}/{total} kernels, {100 * fraction:.1f}% of FLOPs tuned"
+        + ("" if hit == total else "; the rest stay unscheduled (tune more with tools/tune_cpu.py)"))
+    return {"database": os.path.abspath(db_folder), "tuned_kernels": hit, "kernels": total, "flops_covered": round(fraction, 4)}
+
+
+def coverage(mod, target, db_folder: str) -> tuple[int, int, float]:
+    """(tasks with a record, tasks, fraction of FLOPs covered) for this module and database."""
+    database = open_database(db_folder)
+    tasks = extract_tasks(mod, target)
+    total = sum(task_flops(t) * t.weight for t in tasks) or 1.0
+    if database is None:
+        return 0, len(tasks), 0.0
+    hit, hit_flops = 0, 0.0
+    for t in tasks:
+        if database.has_workload(t.dispatched[0]) and database.query_tuning_record(t.dispatched[0], target, t.task_name):
+            hit += 1
+            hit_flops += task_flops(t) * t.weight
+    return hit, len(tasks), hit_flops / total
+
+
+def _in_process_builder():
+    """Builds candidates in this process: LocalBuilder restarts its worker pool for every
+    batch, which costs more than the builds themselves on a 2-core machine."""
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, None)), None))
+                except Exception as exc:  # a candidate that fails to build is just a bad candidate
+                    results.append(BuilderResult(None, f"{exc.__class__.__name__}: {exc}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def _task_key(task) -> str:
+    from tvm_ffi import structural_hash
+
+    return f"{task.task_name}:{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
+
+
+def trial_plan(tasks, trials_per_task: int, light_trials: int, heavy_share: float = 0.01) -> list:
+    """Trials each task deserves: the full count for kernels with >= ``heavy_share`` of the
+    FLOPs, a few for the light ones (elementwise and reductions find their schedule fast)."""
+    weights = [task_flops(t) * t.weight for t in tasks]
+    total = sum(weights) or 1.0
+    return [trials_per_task if w / total >= heavy_share else min(light_trials, trials_per_task) for w in weights]
+
+
+def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int = 64, light_trials: int = 8,
+         trials_per_round: int = 16, log=print) -> dict:
+    """Tune ``mod``'s kernels into the database at ``folder`` until done or out of time.
+
+    Tasks are visited heaviest first (FLOPs x occurrences), in rounds of at most
+    ``trials_per_round`` trials, so a short budget is spent where it matters. Progress is
+    saved after each task, and a rerun resumes where the last one stopped.
+    """
+    import tempfile
+
+    from tqdm import tqdm
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = extract_tasks(mod, target)
+    tasks.sort(key=lambda t: -task_flops(t) * t.weight)
+    wanted = {_task_key(t): n for t, n in zip(tasks, trial_plan(tasks, trials_per_task, light_trials))}
+    progress_path = os.path.join(folder, "progress.json")
+    progress = {}
+    if os.path.isfile(progress_path):
+        with open(progress_path) as fh:
+            progress = json.load(fh)
+    database = open_database(folder, create=True)
+    start = time.monotonic()
+    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40))
+    builder = _in_process_builder()
+    total = sum(wanted.values())
+    done_before = sum(min(progress.get(k, 0), n) for k, n in wanted.items())
+    bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning")
+    with tempfile.TemporaryDirectory() as logs:
+        while time.monotonic() - start < time_budget_s:
+            pending = [t for t in tasks if progress.get(_task_key(t), 0) < wanted[_task_key(t)]]
+            if not pending:
+                break
+            for task in pending:
+                if time.monotonic() - start >= time_budget_s:
+                    break
+                key = _task_key(task)
+                trials = min(trials_per_round, wanted[key] - progress.get(key, 0))
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts([task], work_dir=logs)
+                # MetaSchedule binds its console log handler to sys.stdout when it starts; a
+                # per-task table there would bury the progress bar, so it goes to the void.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
+                                  num_trials_per_iter=trials, builder=builder, runner=runner, database=database,
+                                  cost_model="xgb", task_scheduler="round-robin")
+                progress[key] = progress.get(key, 0) + trials
+                bar.update(trials)
+                bar.set_postfix_str(task.task_name[:30])
+                tmp = progress_path + ".tmp"
+                with open(tmp, "w") as fh:
+                    json.dump(progress, fh, indent=0, sort_keys=True)
+                os.replace(tmp, progress_path)
+    bar.close()
+    remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items())
+    return {"tasks": len(tasks), "seconds": round(time.monotonic() - start, 1), "remaining_trials": remaining}

@@ -1,0 +1,84 @@
+"""MetaSchedule tuning: plan, resumable progress, and the build applying the database."""
+import json
+import os
+
+import onnx
+import pytest
+
+from svtr_toolkit import engine, parity, targets, tuning
+from tiny_models import tiny_recogniser
+
+SHAPE = (2, 3, 8, 16)
+
+
+def test_target_key_names_the_cpu_class():
+    assert tuning.target_key({"kind": "llvm", "mcpu": "rocketlake", "num-cores": 2}) == "llvm-rocketlake-2c"
+    assert tuning.target_key({"kind": "llvm", "mcpu": "x/y z"}) == "llvm-x_y_z"
+
+
+class FakeTask:
+    def __init__(self, flops, weight):
+        self.flops, self.weight = flops, weight
+
+
+def test_trial_plan_spends_on_heavy_kernels(monkeypatch):
+    monkeypatch.setattr(tuning, "task_flops", lambda t: t.flops)
+    tasks = [FakeTask(900, 1), FakeTask(5, 2), FakeTask(80, 1)]  # shares 0.9, 0.01, 0.08
+    assert tuning.trial_plan(tasks, 64, 8) == [64, 64, 64]
+    tasks = [FakeTask(990, 1), FakeTask(1, 2), FakeTask(8, 1)]  # 0.002 is light
+    assert tuning.trial_plan(tasks, 64, 8) == [64, 8, 64 if 8 / 1000 >= 0.01 else 8]
+    assert tuning.trial_plan([FakeTask(1, 1), FakeTask(1000, 1)], 4, 8) == [4, 4]  # light never exceeds heavy
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tuning")
+    model = tiny_recogniser(folder / "tiny.onnx")
+    prepared = engine.prepare_onnx(onnx.load(model), "x", SHAPE)
+    mod, _ = engine.to_relax(prepared, "x", SHAPE, "fp32")
+    target = targets.select_target("llvm")
+    db = str(folder / "db")
+    first = tuning.tune(mod, target.tvm_target(), db, time_budget_s=600, trials_per_task=2, light_trials=1,
+                        log=lambda *_: None)
+    return model, mod, target, db, first
+
+
+def test_tuning_fills_a_resumable_database(tuned):
+    _, mod, target, db, first = tuned
+    assert first["remaining_trials"] == 0 and first["tasks"] > 3
+    assert os.path.getsize(os.path.join(db, "database_tuning_record.json")) > 0
+    progress = json.load(open(os.path.join(db, "progress.json")))
+    assert len(progress) == first["tasks"] and all(v >= 1 for v in progress.values())
+    again = tuning.tune(mod, target.tvm_target(), db, time_budget_s=600, trials_per_task=2, light_trials=1)
+    assert again["remaining_trials"] == 0 and again["seconds"] < first["seconds"]
+    assert json.load(open(os.path.join(db, "progress.json"))) == progress, "nothing re-tuned on resume"
+
+
+def test_zero_budget_tunes_nothing(tuned, tmp_path):
+    _, mod, target, _, _ = tuned
+    summary = tuning.tune(mod, target.tvm_target(), str(tmp_path / "db"), time_budget_s=0, trials_per_task=2)
+    assert summary["remaining_trials"] > 0
+    assert not (tmp_path / "db" / "progress.json").exists()
+
+
+def test_build_applies_the_database_and_tracks_it(tuned, tmp_path):
+    model, mod, target, db, _ = tuned
+    hit, total, fraction = tuning.coverage(mod, target.tvm_target(), db)
+    assert hit == total and fraction == pytest.approx(1.0)
+    path = str(tmp_path / "tuned.so")
+    messages = []
+    meta = engine.build_engine(model, "x", SHAPE, "fp32", target, path, log=messages.append, tuning_dir=db)
+    assert any(f"{total}/{total} kernels" in m for m in messages)
+    assert meta["tuning_db"] == tuning.database_digest(db) and meta["tuning"]["flops_covered"] == pytest.approx(1.0)
+    result = parity.check(engine.load_engine(path), model, parity.default_inputs(SHAPE))
+    assert result.max_abs_diff <= 1e-5 and result.argmax_agreement == 1.0
+
+    messages.clear()
+    engine.build_engine(model, "x", SHAPE, "fp32", target, path, log=messages.append, tuning_dir=None)
+    assert "tuning database changed" in messages[0]
+    assert any("tuning database not used" in m for m in messages)
+
+    messages.clear()
+    engine.build_engine(model, "x", SHAPE, "fp32", target, str(tmp_path / "other.so"), log=messages.append,
+                        tuning_dir=str(tmp_path / "llvm-othercpu-2c"))
+    assert any("no tuning database for this CPU class (llvm-othercpu-2c)" in m for m in messages)

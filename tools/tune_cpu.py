@@ -1,0 +1,61 @@
+"""Tune the CPU engine's kernels with MetaSchedule into the repository's database.
+
+    python tools/tune_cpu.py --model_path SVTR_opt.onnx --input x:32,3,64,256 \
+        --precision fp32 --budget_min 30
+
+The database lands in tuning/<cpu class>/ (e.g. tuning/llvm-rocketlake-2c), where
+build_engine.py finds it for the same CPU class. Tuning is resumable: a rerun continues
+with the kernels that have not had their trials yet, until --budget_min runs out.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import run_cli  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_path", default="SVTR_opt.onnx")
+    parser.add_argument("--input", default="x:32,3,64,256", help="name:N,C,H,W; engines match the database per shape")
+    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or both (fp32,fp16)")
+    parser.add_argument("--budget_min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
+    parser.add_argument("--trials_per_task", type=int, default=64, help="trials for each heavy kernel (default 64)")
+    parser.add_argument("--light_trials", type=int, default=8, help="trials for kernels under 1%% of the FLOPs")
+    parser.add_argument("--database", default=None, help="database folder (default tuning/<cpu class>)")
+    args = parser.parse_args(argv)
+
+    from svtr_toolkit import engine, tuning
+    from svtr_toolkit.errors import ToolkitError
+    from svtr_toolkit.targets import host_cpu_target
+
+    input_name, shape = engine.parse_input_spec(args.input)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    unknown = [p for p in precisions if p not in engine.PRECISIONS]
+    if unknown or not precisions:
+        raise ToolkitError(f"unknown precision {','.join(unknown) or args.precision!r} (choose from fp32, fp16)")
+    if args.budget_min <= 0 or args.trials_per_task < 1 or args.light_trials < 1:
+        raise ToolkitError("--budget_min, --trials_per_task and --light_trials must be positive")
+    target = host_cpu_target()
+    folder = args.database or tuning.database_dir(target.spec)
+    prepared = engine.prepare_onnx(engine.load_onnx(args.model_path), input_name, shape)
+    print(f"tuning for {target.description} into {folder}, budget {args.budget_min:g} min", flush=True)
+    budget = args.budget_min * 60
+    for precision in precisions:
+        mod, plan = engine.to_relax(prepared, input_name, shape, precision)
+        print(f"{precision}: {plan}", flush=True)
+        summary = tuning.tune(mod, target.tvm_target(), folder, time_budget_s=budget,
+                              trials_per_task=args.trials_per_task, light_trials=args.light_trials)
+        budget -= summary["seconds"]
+        left = summary["remaining_trials"]
+        print(f"{precision}: {summary['tasks']} kernels, {summary['seconds']:.0f} s, "
+              + ("all planned trials done" if not left else f"{left} trials left (rerun to resume)"), flush=True)
+        if budget <= 0:
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
