@@ -5,6 +5,7 @@
 #   SVTR_CHECKPOINT=/path/x.tar ci/prepare.sh
 #   SVTR_DOWNLOAD=1 ci/prepare.sh      # download rec_svtr_tiny_none_ctc_en_train.tar first
 #   SKIP_INSTALL=1 ci/prepare.sh       # do not pip install requirements.txt
+#   MODEL_PRESET=ppocrv4 ci/prepare.sh # PP-OCRv4's recogniser from the rapidocr wheel instead
 #
 # A rerun with unchanged inputs does nothing (tools/export_onnx.py checks SVTR_opt.onnx.json).
 set -euo pipefail
@@ -16,6 +17,13 @@ PDPARAMS=rec_svtr_tiny_none_ctc_en_train/best_accuracy.pdparams
 
 if [[ "${SKIP_INSTALL:-0}" != "1" ]]; then
     "$PYTHON" -m pip install -r requirements.txt
+fi
+
+if [[ "${MODEL_PRESET:-svtr}" == "ppocrv4" ]]; then
+    exec "$PYTHON" tools/fetch_ppocrv4.py "$@"
+elif [[ "${MODEL_PRESET:-svtr}" != "svtr" ]]; then
+    echo "error: unknown MODEL_PRESET '${MODEL_PRESET}' (svtr or ppocrv4)" >&2
+    exit 2
 fi
 
 args=()

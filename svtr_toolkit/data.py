@@ -202,7 +202,7 @@ class Preprocessor:
 
     def check_input(self, backend) -> None:
         """The engine must take exactly what this preprocessing produces."""
-        if tuple(backend.input_shape[1:]) != self.shape:
+        if any(dim is not None and dim != want for dim, want in zip(backend.input_shape[1:], self.shape)):
             raise ToolkitError(
                 f"the engine takes '{backend.input_name}' of shape {list(backend.input_shape)}, but the config "
                 f"preprocesses images to {list(self.shape)}; wrong --config for this engine?"

@@ -6,14 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import lmdb
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from svtr_toolkit.config import DEFAULT_CHARACTERS
+from tiny_models import make_fake_onnx, write_lmdb
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or REPO.parent / "shared")
@@ -23,48 +18,6 @@ HOTEL_KEPT = 4
 # normalised distances of the kept labels to 'hotel', by hand: hotel hotel hotel hostel grand h0tel hotel
 # pacific a b
 NED = 1 - sum([0, 0, 0, 1 / 6, 5 / 5, 1 / 5, 0, 7 / 7, 5 / 5, 5 / 5]) / 10
-
-
-def make_fake_onnx(path, text="hotel", batch="N"):
-    """x [batch,3,64,256] -> softmax probs [batch,25,37] decoding to ``text`` (repeats + blanks inside)."""
-    seq = []
-    for ch in text:
-        seq += [DEFAULT_CHARACTERS.index(ch) + 1] * 2 + [0]
-    seq += [0] * (25 - len(seq))
-    logits = np.full((25, 37), -4.0, np.float32)
-    logits[np.arange(25), seq] = 4.0
-    const = lambda name, arr: helper.make_tensor(name, TensorProto.FLOAT if arr.dtype == np.float32
-                                                 else TensorProto.INT64, arr.shape, arr.flatten().tolist())
-    graph = helper.make_graph(
-        [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"]),
-         helper.make_node("Squeeze", ["s", "sq_axes"], ["q"]),
-         helper.make_node("Mul", ["q", "zero"], ["z"]),
-         helper.make_node("Add", ["z", "logits"], ["l"]),
-         helper.make_node("Softmax", ["l"], ["probs"], axis=2)],
-        "fake_svtr",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 64, 256])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 25, 37])],
-        [const("starts", np.array([0, 0, 0], np.int64)), const("ends", np.array([1, 25, 37], np.int64)),
-         const("axes", np.array([1, 2, 3], np.int64)), const("sq_axes", np.array([1], np.int64)),
-         const("zero", np.zeros((), np.float32)), const("logits", logits)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def write_lmdb(path, labels):
-    os.makedirs(path, exist_ok=True)
-    env = lmdb.open(str(path), map_size=1 << 26)
-    rng = np.random.default_rng(0)
-    with env.begin(write=True) as txn:
-        for i, label in enumerate(labels, 1):
-            img = rng.integers(0, 256, (20 + i, 60 + 7 * i, 3), dtype=np.uint8)
-            txn.put(b"image-%09d" % i, cv2.imencode(".jpg", img)[1].tobytes())
-            txn.put(b"label-%09d" % i, label.encode())
-        txn.put(b"num-samples", str(len(labels)).encode())
-    env.close()
 
 
 @pytest.fixture(scope="module")

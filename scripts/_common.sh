@@ -1,0 +1,51 @@
+# Sourced by infer_svtr_fp16_accuracy.sh and infer_svtr_fp16_performance.sh: the model-zoo
+# command line (--bs N), thresholds, the data check and the engine build they share.
+#
+# Environment: DATASETS_DIR (required), MODEL_PRESET (svtr | ppocrv4, default svtr),
+# TARGET (auto | llvm | cuda | iluvatar), PRECISION (fp16), ACC_TARGET, FPS_TARGET,
+# ENGINE_DIR (default work/engines), MODEL_PATH (another ONNX file for the preset), PYTHON.
+set -euo pipefail
+
+RUN_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+batchsize=32
+preset="${MODEL_PRESET:-svtr}"
+target="${TARGET:-auto}"
+precision="${PRECISION:-fp16}"
+acc_target="${ACC_TARGET:-}"
+fps_target="${FPS_TARGET:-}"
+
+die() { echo "error: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --bs|--acc_target|--fps_target|--preset|--target)
+            [[ $# -ge 2 ]] || die "$1 needs a value"
+            case "$1" in
+                --bs) batchsize="$2" ;;
+                --acc_target) acc_target="$2" ;;
+                --fps_target) fps_target="$2" ;;
+                --preset) preset="$2" ;;
+                --target) target="$2" ;;
+            esac
+            shift 2 ;;
+        *) die "unknown argument '$1' (known: --bs N, --acc_target A, --fps_target F, --preset svtr|ppocrv4, --target T)" ;;
+    esac
+done
+[[ "$batchsize" =~ ^[1-9][0-9]*$ ]] || die "--bs must be a positive integer, got '$batchsize'"
+[[ -n "${DATASETS_DIR:-}" ]] || die "DATASETS_DIR is not set (export DATASETS_DIR=/path/to/data_lmdb_release/evaluation)"
+[[ -d "$DATASETS_DIR" && -n "$(ls -A "$DATASETS_DIR")" ]] || die "DATASETS_DIR=$DATASETS_DIR is missing or empty"
+
+# model, config, input_name, input_spec, engine
+assignments="$(PYTHONPATH="$RUN_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m svtr_toolkit.presets "$preset" \
+    --batch "$batchsize" --precision "$precision" --engine_dir "${ENGINE_DIR:-$RUN_DIR/work/engines}" \
+    ${MODEL_PATH:+--model_path "$MODEL_PATH"})" || exit 2
+eval "$assignments"
+echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}"
+
+"$PYTHON" "$RUN_DIR/build_engine.py" --model_path "$model" --input "$input_spec" --precision "$precision" \
+    --engine_path "$engine" --target "$target"
+
+checks=()
+[[ -z "$acc_target" ]] || checks+=(--acc_target "$acc_target")
+[[ -z "$fps_target" ]] || checks+=(--fps_target "$fps_target")

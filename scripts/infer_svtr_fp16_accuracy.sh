@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Accuracy of the FP16 engine on every LMDB under $DATASETS_DIR (PaddleOCR's rules).
+#   DATASETS_DIR=/data/evaluation bash scripts/infer_svtr_fp16_accuracy.sh [--bs 32] [--acc_target 0.88]
+# Exits non-zero when the accuracy misses --acc_target (or $ACC_TARGET).
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+exec "$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" --input_name "$input_name" \
+    --datasets "$DATASETS_DIR" --config "$config" ${checks[@]+"${checks[@]}"} ${REPORT:+--report "$REPORT"}
