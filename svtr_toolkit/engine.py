@@ -8,17 +8,17 @@ trailing bytes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
-import tempfile
 import time
 
 import numpy as np
 
 from .backends import Backend
 from .errors import ToolkitError
+from .files import sha256_file as file_sha256
+from .files import write_atomically
 from .targets import BuildTarget
 
 PRECISIONS = ("fp16", "fp32")
@@ -42,14 +42,6 @@ def parse_input_spec(text: str):
 
 
 # ----------------------------------------------------------------------------- metadata
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_engine_metadata(path: str) -> dict | None:
     """The build description appended to an engine, or None if the file has none."""
     try:
@@ -103,21 +95,6 @@ def stale_reasons(meta: dict | None, identity: dict) -> list:
         for key, want in identity.items()
         if meta.get(key) != want
     ]
-
-
-def write_atomically(path: str, write) -> None:
-    """Call ``write(tmp_path)`` and move the result into place only once it is complete."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- build

@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import RecConfig, load_config, require_svtr_stn_ctc
 from .errors import ToolkitError
+from .files import sha256_file, write_bytes_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "rec_svtr_tiny_6local_6global_stn_en.yml"
@@ -77,14 +78,6 @@ def warn_loudly(msg: str) -> None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -328,23 +321,9 @@ def is_up_to_date(out_dir: Path, fp: dict) -> bool:
         return False
     for name in (RAW_ONNX, OPT_ONNX):
         path, recorded = out_dir / name, meta["outputs"].get(name)
-        if not path.is_file() or not isinstance(recorded, dict) or recorded.get("sha256") != _sha256_file(path):
+        if not path.is_file() or not isinstance(recorded, dict) or recorded.get("sha256") != sha256_file(path):
             return False
     return True
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------------------
@@ -545,7 +524,7 @@ def export(config_path=DEFAULT_CONFIG, checkpoint=None, output_dir=REPO_ROOT, fo
         (out_dir / METADATA).unlink(missing_ok=True)
         os.replace(work / RAW_ONNX, out_dir / RAW_ONNX)
         os.replace(work / OPT_ONNX, out_dir / OPT_ONNX)
-        _write_atomic(out_dir / METADATA, (json.dumps(meta, indent=1) + "\n").encode())
+        write_bytes_atomically(out_dir / METADATA, (json.dumps(meta, indent=1) + "\n").encode())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out_dir / RAW_ONNX}, {out_dir / OPT_ONNX}, {out_dir / METADATA} "

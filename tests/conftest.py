@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -8,15 +7,24 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
+from shared_data import shared_path  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_shipped_tuning_database(tmp_path_factory):
+    """Builds in tests do not pick up tuning/<cpu class>: results must not depend on what has
+    been tuned on this machine (tests that want a database name one explicitly)."""
+    import os
+
+    os.environ["SVTR_TUNING_DIR"] = str(tmp_path_factory.mktemp("no-tuning"))
+    yield
+    os.environ.pop("SVTR_TUNING_DIR", None)
 
 
 @pytest.fixture(scope="session")
 def shared_dir():
     """../shared (benchmark data and golden references); tests that need it skip without it."""
-    if not (SHARED / "FACTS.md").exists() and not (SHARED / "golden").is_dir():
-        pytest.skip(f"shared test data not found at {SHARED} (set SVTR_SHARED_DIR to the shared folder)")
-    return SHARED
+    return shared_path("golden").parent
 
 
 @pytest.fixture(scope="session")

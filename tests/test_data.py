@@ -2,7 +2,6 @@
 import json
 import math
 import os
-from pathlib import Path
 
 import cv2
 import lmdb
@@ -13,16 +12,9 @@ from svtr_toolkit.config import DEFAULT_CHARACTERS
 from svtr_toolkit.data import (REJECT_EMPTY, REJECT_NO_CHARS, REJECT_TOO_LONG, Dataset, LabelRules, Preprocessor,
                                decode_image, find_lmdbs, iter_batches)
 from svtr_toolkit.errors import ToolkitError
+from shared_data import shared_path
 
-SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 RULES = LabelRules(25, True, frozenset(DEFAULT_CHARACTERS))
-
-
-def shared(*parts):
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path} (set SVTR_SHARED_DIR to the shared folder)")
-    return path
 
 
 def png(h=32, w=100, seed=0):
@@ -68,7 +60,7 @@ def resize_norm_img_paddleocr(img, image_shape, padding=True):
 # --- preprocessing against PaddleOCR's own output (golden rows 4-13) ---
 
 def golden_rows():
-    gold = np.load(shared("golden", "svtr_tiny_seeded_io.npz"))
+    gold = np.load(shared_path("golden", "svtr_tiny_seeded_io.npz"))
     rows = {str(name): i for i, name in enumerate(gold["rows"]) if str(name) != "random"}
     assert len(rows) == 10 and min(rows.values()) == 4
     return gold["x"], rows
@@ -78,13 +70,13 @@ def test_golden_preprocessing_from_image_files():
     x, rows = golden_rows()
     pre = Preprocessor((3, 64, 256), "stretch")
     for name, row in rows.items():
-        img = decode_image(shared("data", "rec_toy", "imgs", name).read_bytes())
+        img = decode_image(shared_path("data", "rec_toy", "imgs", name).read_bytes())
         np.testing.assert_array_equal(pre(img), x[row], err_msg=name)
 
 
 def test_golden_preprocessing_from_lmdb_through_loader():
     x, rows = golden_rows()
-    toy = shared("data", "rec_toy")
+    toy = shared_path("data", "rec_toy")
     names = [d["img_path"] for d in json.loads((toy / "labels.json").read_text())["data_list"]]
     with Dataset(str(toy / "imgs.lmdb"), RULES) as ds:
         assert len(ds.samples) == 10
@@ -200,7 +192,7 @@ def test_missing_image_key_counted_as_unreadable(tmp_path):
 
 
 def test_broken_lmdb_image_reported():
-    with Dataset(str(shared("data", "rec_toy", "broken.lmdb")), RULES) as ds:
+    with Dataset(str(shared_path("data", "rec_toy", "broken.lmdb")), RULES) as ds:
         assert [s.target for s in ds.samples] == ["broken"]
         (batch,) = iter_batches(ds, Preprocessor((3, 64, 256), "stretch"), 2)
     assert batch.failed == {0: "image does not decode"} and not batch.images.any()

@@ -18,7 +18,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or REPO.parent / "shared")
 CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -28,13 +27,7 @@ ort = pytest.importorskip("onnxruntime")
 from svtr_toolkit import export, modeling  # noqa: E402
 from svtr_toolkit.config import load_config  # noqa: E402
 from svtr_toolkit.errors import ToolkitError  # noqa: E402
-
-
-def golden(name):
-    path = SHARED / "golden" / name
-    if not path.exists():
-        pytest.skip(f"golden reference not found: {path} (set SVTR_SHARED_DIR to the shared folder)")
-    return path
+from shared_data import golden  # noqa: E402
 
 
 def listing(folder):

@@ -1,17 +1,16 @@
 """inference.py end to end (subprocess) on a tiny fake ONNX model whose output decodes to 'hotel'."""
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from shared_data import shared_path
 from tiny_models import make_fake_onnx, write_lmdb
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SVTR_SHARED_DIR") or REPO.parent / "shared")
 # 12 raw labels, 10 kept; 'hotel' after PaddleOCR's rules for 4 of them
 LABELS = ["hotel", "HOTEL", "Ho tel", "hostel", "x" * 26, "grand", "!!!", "h0tel", "Hotel.", "pacific", "a", "b"]
 HOTEL_KEPT = 4
@@ -113,9 +112,7 @@ def test_engine_batch_mismatch_is_one_error_line(setup, tmp_path):
 
 
 def test_rec_toy_with_broken_lmdb(setup):
-    toy = SHARED / "data" / "rec_toy"
-    if not toy.exists():
-        pytest.skip(f"shared test data not found: {toy} (set SVTR_SHARED_DIR to the shared folder)")
+    toy = shared_path("data", "rec_toy")
     p = run("--engine", setup["model"], "--batchsize", 4, "--datasets", toy)
     assert p.returncode == 0, p.stderr
     assert ("warning: broken.lmdb: 1 image(s) unreadable, counted as wrong: image-000000001 "

@@ -82,3 +82,18 @@ def test_build_applies_the_database_and_tracks_it(tuned, tmp_path):
     engine.build_engine(model, "x", SHAPE, "fp32", target, str(tmp_path / "other.so"), log=messages.append,
                         tuning_dir=str(tmp_path / "llvm-othercpu-2c"))
     assert any("no tuning database for this CPU class (llvm-othercpu-2c)" in m for m in messages)
+
+
+def test_shipped_database_covers_svtr_on_its_cpu_class(golden_export):
+    """The database in tuning/ must schedule the SVTR fp32 batch-32 engine it was made for."""
+    from svtr_toolkit import export
+
+    target = targets.select_target("llvm")
+    folder = tuning.database_dir(target.spec, root=tuning.DEFAULT_TUNING_ROOT)
+    if tuning.database_digest(folder) is None:
+        pytest.skip(f"no shipped tuning database for this CPU class ({tuning.target_key(target.spec)})")
+    shape = (32, 3, 64, 256)
+    prepared = engine.prepare_onnx(onnx.load(str(golden_export.out_dir / export.OPT_ONNX)), "x", shape)
+    mod, _ = engine.to_relax(prepared, "x", shape, "fp32")
+    hit, total, fraction = tuning.coverage(mod, target.tvm_target(), folder)
+    assert fraction >= 0.95, f"{hit}/{total} kernels, {fraction:.1%} of FLOPs"
