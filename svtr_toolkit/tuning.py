@@ -55,6 +55,34 @@ def open_database(folder: str, create: bool = False):
     return ms.database.JSONDatabase(path_workload=workload, path_tuning_record=records, allow_missing=create)
 
 
+def compact(folder: str) -> None:
+    """Keep only the best record per kernel: what builds use, and a far smaller file to ship.
+
+    The pruned database is written beside the folder and swapped in whole, so an
+    interruption leaves either the old or the new database, never a mix of their files.
+    """
+    import shutil
+
+    from tvm.s_tir import meta_schedule as ms
+
+    database = open_database(folder)
+    if database is None:
+        return
+    staging = folder.rstrip("/") + ".compacting"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    database.dump_pruned(ms.database.JSONDatabase(
+        path_workload=os.path.join(staging, "database_workload.json"),
+        path_tuning_record=os.path.join(staging, "database_tuning_record.json"), allow_missing=True))
+    if os.path.isfile(os.path.join(folder, "progress.json")):
+        shutil.copy2(os.path.join(folder, "progress.json"), staging)
+    old = folder.rstrip("/") + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old)
+
+
 def database_digest(folder: str) -> str | None:
     """Identifies the database contents an engine was built with (None when there is none)."""
     from .files import sha256_file
@@ -258,5 +286,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                     json.dump(progress, fh, indent=0, sort_keys=True)
                 os.replace(tmp, progress_path)
     bar.close()
+    if os.path.isfile(progress_path):
+        compact(folder)
     remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items())
     return {"tasks": len(tasks), "seconds": round(time.monotonic() - start, 1), "remaining_trials": remaining}
