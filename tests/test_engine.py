@@ -235,3 +235,14 @@ def test_cli_builds_and_prints_parity(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = [l for l in proc.stdout.splitlines() if l.startswith("parity")]
     assert len(line) == 1 and "argmax agreement 100.00%" in line[0]
+
+
+def test_parity_tool_on_its_own(built, tiny, tmp_path, x):
+    np.savez(tmp_path / "rows.npz", x=np.concatenate([x, x[:1]]))  # 3 rows through a batch-2 engine
+    cmd = [sys.executable, "tools/parity_check.py", "--engine", built[0], "--model_path", tiny]
+    ok = subprocess.run(cmd + ["--inputs", str(tmp_path / "rows.npz"), "--min_agreement", "1.0"],
+                        cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "(3 rows x 4 steps)" in ok.stdout and "argmax agreement 100.00%" in ok.stdout
+    bad = subprocess.run(cmd + ["--inputs", str(tmp_path / "missing.npz")], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: cannot read an 'x' array")
