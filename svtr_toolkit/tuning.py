@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 
 
@@ -260,7 +261,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     builder = _forking_builder()
     total = sum(wanted.values())
     done_before = sum(min(progress.get(k, 0), n) for k, n in wanted.items())
-    bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning")
+    bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning", file=sys.stderr)
     with tempfile.TemporaryDirectory() as logs:
         while time.monotonic() - start < time_budget_s:
             pending = [t for t in tasks if progress.get(_task_key(t), 0) < wanted[_task_key(t)]]
@@ -272,9 +273,9 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 key = _task_key(task)
                 trials = min(trials_per_round, wanted[key] - progress.get(key, 0))
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts([task], work_dir=logs)
-                # MetaSchedule binds its console log handler to sys.stdout when it starts; a
+                # MetaSchedule binds its console log handler to the standard streams when it starts; a
                 # per-task table there would bury the progress bar, so it goes to the void.
-                with contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
                                   num_trials_per_iter=trials, builder=builder, runner=runner, database=database,
                                   cost_model="xgb", task_scheduler="round-robin")
