@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import time
+import warnings
 
 import numpy as np
 
@@ -122,7 +123,10 @@ def _import(model, input_name, shape):
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
-        return from_onnx(model, shape_dict={input_name: list(shape)})
+        with warnings.catch_warnings():
+            # paddle2onnx's tensor names have dots; the importer renames them and warns each time
+            warnings.filterwarnings("ignore", message="Renaming name")
+            return from_onnx(model, shape_dict={input_name: list(shape)})
     except Exception as exc:  # the importer raises assorted errors for unsupported graphs
         raise ToolkitError(f"TVM cannot import the model: {str(exc).splitlines()[-1] if str(exc) else exc.__class__.__name__}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -273,8 +274,10 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 key = _task_key(task)
                 trials = min(trials_per_round, wanted[key] - progress.get(key, 0))
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts([task], work_dir=logs)
-                # MetaSchedule binds its console log handler to the standard streams when it starts; a
-                # per-task table there would bury the progress bar, so it goes to the void.
+                # MetaSchedule sets its console handler's level from its logger's level on every
+                # call (and then resets that logger to DEBUG): WARNING here keeps per-task tables
+                # from burying the progress bar; the redirects catch what is printed directly.
+                logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
                                   num_trials_per_iter=trials, builder=builder, runner=runner, database=database,
