@@ -222,9 +222,11 @@ def _forking_builder(timeout_s: float = 60.0):
 
 
 def _task_key(task) -> str:
+    """The kernel's structure, not its name: fused-kernel names are numbered per model, so
+    the same kernel is called differently after any change elsewhere in the graph."""
     from tvm_ffi import structural_hash
 
-    return f"{task.task_name}:{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
+    return f"{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
 
 
 def trial_plan(tasks, trials_per_task: int, light_trials: int, heavy_share: float = 0.01) -> list:
@@ -255,7 +257,9 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     progress = {}
     if os.path.isfile(progress_path):
         with open(progress_path) as fh:
-            progress = json.load(fh)
+            for key, trials in json.load(fh).items():  # older files keyed "name:hash"
+                key = key.rsplit(":", 1)[-1]
+                progress[key] = max(progress.get(key, 0), trials)
     database = open_database(folder, create=True)
     start = time.monotonic()
     runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40))
