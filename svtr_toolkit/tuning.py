@@ -16,6 +16,8 @@ import re
 import sys
 import time
 
+from .targets import use_all_cpu_cores
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TUNING_ROOT = os.path.join(REPO, "tuning")
@@ -261,6 +263,8 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 key = key.rsplit(":", 1)[-1]
                 progress[key] = max(progress.get(key, 0), trials)
     database = open_database(folder, create=True)
+    threads = use_all_cpu_cores()  # candidates are timed with the pool the engine will run with
+    log(f"timing candidates with {threads} threads")
     start = time.monotonic()
     runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40))
     builder = _forking_builder()

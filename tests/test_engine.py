@@ -65,6 +65,26 @@ def test_host_target_uses_real_cpu_and_cores():
     assert target.tvm_target().kind.name == "llvm"
 
 
+THREADS_PROBE = """
+import os, tvm
+from svtr_toolkit import targets
+tvm.cpu(0)
+print(targets.use_all_cpu_cores(), tvm.get_global_func("runtime.NumThreads")())
+"""
+
+
+@pytest.mark.parametrize("user_threads", [None, "1"])
+def test_cpu_engines_get_every_core_unless_the_user_says(user_threads):
+    # TVM alone would take half the logical CPUs on x86 (one thread on a 2-vCPU VM)
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    if user_threads:
+        env["TVM_NUM_THREADS"] = user_threads
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
+    expected = int(user_threads) if user_threads else len(os.sched_getaffinity(0))
+    assert out == [str(expected), str(expected)]
+
+
 def test_unknown_and_unavailable_targets(monkeypatch):
     with pytest.raises(ToolkitError, match="unknown target 'tpu'"):
         targets.select_target("tpu")
