@@ -134,30 +134,41 @@ def _import(model, input_name, shape):
 def to_relax(model, input_name: str, shape: tuple, precision: str):
     """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
 
-    fp16 converts everything after the GridSample (the SVTR recogniser) with
-    ToMixedPrecision and leaves the STN/TPS rectifier in fp32; a model with no GridSample
-    is converted whole. exp/erf/tanh/softmax become TVM's fast (polynomial) forms, which
-    LLVM vectorises: otherwise each element is a scalar libm call, and GELU and softmax
-    took ~40 % of a tuned CPU engine's time.
+    fp16 converts the recogniser with ToMixedPrecision and keeps two parts in fp32, each
+    its own function in the module: the STN/TPS rectifier up to the GridSample (if the
+    model has one) and the CTC head (classifier, bias, softmax), whose fp16 logits would
+    swap near-tied characters. exp/erf/tanh/softmax become TVM's fast (polynomial) forms,
+    which LLVM vectorises: otherwise each element is a scalar libm call, and GELU and
+    softmax took ~40 % of a tuned CPU engine's time.
     """
+    import tvm
     from tvm import relax
 
-    from .onnx_passes import split_at_grid_sample
+    from .onnx_passes import split_at_grid_sample, split_ctc_head
 
     if precision == "fp32":
         return _fast_math(_import(model, input_name, shape)), "all fp32"
-    mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
-    parts = split_at_grid_sample(model)
-    if parts is None:
+    parts = []  # (function name, ONNX part, converted to fp16?)
+    rest = model
+    cut = split_at_grid_sample(rest)
+    if cut is not None:
+        parts.append(("rectifier", cut[0], False))
+        rest = cut[1]
+    cut = split_ctc_head(rest)
+    parts += [("recogniser", cut[0], True), ("head", cut[1], False)] if cut else [("recogniser", rest, True)]
+    if len(parts) == 1:
+        mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
         return _fast_math(mixed(_import(model, input_name, shape))), "fp16 compute, fp32 accumulate/IO"
-    rectifier, recogniser = parts
-    rect_main = _import(rectifier, input_name, shape)["main"]
-    cut_name = recogniser.graph.input[0].name
-    rec_main = mixed(_import(recogniser, cut_name, [int(d) for d in rect_main.ret_ty.shape]))["main"]
-    chained = _fast_math(_chain(rect_main, rec_main, input_name, shape), skip="main")
-    return chained, (
-        f"STN/TPS rectifier fp32 ({len(rectifier.graph.node)} nodes), recogniser fp16 ({len(recogniser.graph.node)} nodes)"
-    )
+    functions, part_shape, described = [], list(shape), []
+    for name, part, fp16 in parts:
+        part_input = input_name if not functions else part.graph.input[0].name
+        func = _import(part, part_input, part_shape)["main"]
+        if fp16:
+            func = relax.transform.ToMixedPrecision(out_dtype="float32")(tvm.IRModule({"main": func}))["main"]
+        functions.append((name, func))
+        part_shape = [int(d) for d in func.ret_ty.shape]
+        described.append(f"{name} {'fp16' if fp16 else 'fp32'} ({len(part.graph.node)} nodes)")
+    return _fast_math(_chain(functions, input_name, shape), skip="main"), ", ".join(described)
 
 
 def _fast_math(mod, skip=None):
@@ -174,18 +185,18 @@ def _fast_math(mod, skip=None):
     return converted
 
 
-def _chain(first, second, input_name, shape):
-    """main(x) = second(first(x)) in one module, each part kept as its own function."""
+def _chain(functions, input_name, shape):
+    """main(x) = fn(...f2(f1(x))) in one module, each (name, function) kept as its own function."""
     from tvm import relax
 
     bb = relax.BlockBuilder()
-    first_gv = bb.add_func(first.without_attr("global_symbol"), "rectifier")
-    second_gv = bb.add_func(second.without_attr("global_symbol"), "recogniser")
+    handles = [bb.add_func(func.without_attr("global_symbol"), name) for name, func in functions]
     x = relax.Var(input_name, relax.TensorType(shape, "float32"))
     with bb.function("main", [x], {"num_input": 1}):
-        rectified = bb.emit(relax.Call(first_gv, [x]))
-        out = bb.emit(relax.Call(second_gv, [rectified]))
-        bb.emit_func_output(out)
+        value = x
+        for handle in handles:
+            value = bb.emit(relax.Call(handle, [value]))
+        bb.emit_func_output(value)
     return bb.get()
 
 

@@ -144,3 +144,34 @@ def split_at_grid_sample(model: onnx.ModelProto):
     if any(i.name in inputs for i in recogniser.graph.input):
         raise ToolkitError("the network reads its input after the GridSample; cannot keep the rectifier apart")
     return rectifier, recogniser
+
+
+# between the classifier and the graph output: bias, reshapes (3D <-> 2D Gemm) and softmax
+_HEAD_TAIL_OPS = {"Add", "Reshape", "Softmax"}
+
+
+def split_ctc_head(model: onnx.ModelProto):
+    """Cut the model before its CTC head (the last MatMul/Gemm, bias, softmax): (body, head) or None.
+
+    fp16 logits carry ~3 significant digits, so near-tied characters swap places in the
+    argmax; the head is a small share of the FLOPs and stays fp32 in the fp16 engine.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {t.name for t in model.graph.initializer} | {
+        n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    if len(model.graph.output) != 1:
+        return None
+    node = producers.get(model.graph.output[0].name)
+    while node is not None and node.op_type in _HEAD_TAIL_OPS:
+        dynamic = [i for i in node.input if i not in constants]
+        if len(dynamic) != 1:
+            return None
+        node = producers.get(dynamic[0])
+    if node is None or node.op_type not in ("MatMul", "Gemm") or node.input[0] in constants:
+        return None
+    cut = node.input[0]
+    inputs = [i.name for i in model.graph.input if i.name not in constants]
+    extractor = onnx.utils.Extractor(model)
+    body = extractor.extract_model(inputs, [cut])
+    head = extractor.extract_model([cut], [model.graph.output[0].name])
+    return body, head

@@ -131,12 +131,27 @@ def test_split_at_grid_sample_composes_back(tiny, tmp_path, x):
     assert onnx_passes.split_at_grid_sample(onnx.load(plain)) is None
 
 
-def test_fp16_plan_keeps_rectifier_fp32(tiny):
+def test_split_ctc_head_composes_back(tiny, x):
+    model = onnx_passes.static_input(onnx.load(tiny), "x", SHAPE)
+    body, head = onnx_passes.split_ctc_head(model)
+    assert [n.op_type for n in head.graph.node] == ["MatMul", "Softmax"]
+    assert "MatMul" not in {n.op_type for n in body.graph.node}
+    np.testing.assert_allclose(ort_run(head, ort_run(body, x)), ort_run(model, x), atol=1e-6)
+
+
+def test_split_ctc_head_wants_a_classifier_at_the_end(tiny):
+    model = onnx_passes.static_input(onnx.load(tiny), "x", SHAPE)
+    head_only = onnx.utils.Extractor(model).extract_model(["x"], ["hsg"])  # ends in HardSigmoid
+    assert onnx_passes.split_ctc_head(head_only) is None
+
+
+def test_fp16_plan_keeps_rectifier_and_head_fp32(tiny):
     prepared = engine.prepare_onnx(onnx.load(tiny), "x", SHAPE)
     mod, plan = engine.to_relax(prepared, "x", SHAPE, "fp16")
-    assert "rectifier fp32" in plan
+    assert plan.startswith("rectifier fp32") and "head fp32" in plan
     assert "float16" not in mod["rectifier"].script()
     assert "float16" in mod["recogniser"].script()
+    assert "float16" not in mod["head"].script()
     assert 'dtype="float32"' in str(mod["main"].ret_ty)
 
 
