@@ -131,31 +131,52 @@ def _import(model, input_name, shape):
         raise ToolkitError(f"TVM cannot import the model: {str(exc).splitlines()[-1] if str(exc) else exc.__class__.__name__}")
 
 
-def to_relax(model, input_name: str, shape: tuple, precision: str):
-    """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
+def fp16_plan(model):
+    """The fp16 engine's parts, in order: [(name, ONNX part, converted to fp16?)].
 
-    fp16 converts the recogniser with ToMixedPrecision and keeps two parts in fp32, each
-    its own function in the module: the STN/TPS rectifier up to the GridSample (if the
-    model has one) and the CTC head (classifier, bias, softmax), whose fp16 logits would
-    swap near-tied characters. exp/erf/tanh/softmax become TVM's fast (polynomial) forms,
-    which LLVM vectorises: otherwise each element is a scalar libm call, and GELU and
-    softmax took ~40 % of a tuned CPU engine's time.
+    The STN/TPS rectifier up to the GridSample (if the model has one) stays fp32: converting
+    it loses the argmax. The CTC head (classifier, bias, softmax) stays fp32: fp16 logits
+    swap near-tied characters. The recogniser between them is fp16.
     """
-    import tvm
-    from tvm import relax
-
     from .onnx_passes import split_at_grid_sample, split_ctc_head
 
-    if precision == "fp32":
-        return _fast_math(_import(model, input_name, shape)), "all fp32"
-    parts = []  # (function name, ONNX part, converted to fp16?)
-    rest = model
+    parts, rest = [], model
     cut = split_at_grid_sample(rest)
     if cut is not None:
         parts.append(("rectifier", cut[0], False))
         rest = cut[1]
     cut = split_ctc_head(rest)
     parts += [("recogniser", cut[0], True), ("head", cut[1], False)] if cut else [("recogniser", rest, True)]
+    return parts
+
+
+def emulate_fp16_plan(model, input_name: str, shape: tuple):
+    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them,
+    for onnxruntime: the reference that separates fp16 rounding from compiler error.
+    Returns (model, a line naming the parts)."""
+    from .onnx_passes import emulate_fp16_storage
+
+    prepared = prepare_onnx(model, input_name, shape)
+    parts = fp16_plan(prepared)
+    region = {o for _, part, fp16 in parts if fp16 for n in part.graph.node for o in n.output}
+    plan = ", ".join(f"{name} {'fp16' if fp16 else 'fp32'}" for name, _, fp16 in parts)
+    return emulate_fp16_storage(prepared, region), plan
+
+
+def to_relax(model, input_name: str, shape: tuple, precision: str):
+    """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
+
+    fp16 converts the parts ``fp16_plan`` marks with ToMixedPrecision (fp32 accumulation),
+    each part its own function in the module. exp/erf/tanh/softmax become TVM's fast
+    (polynomial) forms, which LLVM vectorises: otherwise each element is a scalar libm call,
+    and GELU and softmax took ~40 % of a tuned CPU engine's time.
+    """
+    import tvm
+    from tvm import relax
+
+    if precision == "fp32":
+        return _fast_math(_import(model, input_name, shape)), "all fp32"
+    parts = fp16_plan(model)
     if len(parts) == 1:
         mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
         return _fast_math(mixed(_import(model, input_name, shape))), "fp16 compute, fp32 accumulate/IO"

@@ -175,3 +175,65 @@ def split_ctc_head(model: onnx.ModelProto):
     body = extractor.extract_model(inputs, [cut])
     head = extractor.extract_model([cut], [model.graph.output[0].name])
     return body, head
+
+
+# ops that only move or select values: their outputs are exactly their (already rounded) inputs
+_MOVE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Concat", "Flatten", "Shape", "Gather"}
+
+
+def emulate_fp16_storage(model: onnx.ModelProto, region: set) -> onnx.ModelProto:
+    """Round what the nodes producing ``region`` (output names) read and write to fp16, in fp32.
+
+    An onnxruntime reference for a mixed-precision engine: weights and activations of the
+    region carry fp16 values, arithmetic inside each op stays fp32 (as ToMixedPrecision's
+    fp32 accumulation). It approximates the engine (TVM keeps some elementwise results fp32
+    where this rounds every one) well enough to tell fp16 rounding apart from compiler error:
+    if onnxruntime with this rounding gains and loses the same share of samples, fp16 is
+    the cause.
+    """
+    from onnx import TensorProto
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(out)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    values = _constant_values(out)
+    producers = {o: n for n in out.graph.node for o in n.output}
+
+    def round_trip(name, new_name):
+        return [helper.make_node("Cast", [name], [new_name + "__fp16"], to=TensorProto.FLOAT16),
+                helper.make_node("Cast", [new_name + "__fp16"], [new_name], to=TensorProto.FLOAT)]
+
+    renamed, nodes = {}, []
+    for node in out.graph.node:
+        if node.op_type == "Constant" or not set(node.output) & region:
+            nodes.append(node)
+            continue
+        for k, name in enumerate(node.input):
+            outside = name not in values and (name not in producers or not set(producers[name].output) & region)
+            if name in values and values[name].dtype == np.float32 and values[name].size > 0:
+                if name not in renamed:
+                    renamed[name] = name + "__as_fp16"
+                    rounded = values[name].astype(np.float16).astype(np.float32)
+                    out.graph.initializer.append(numpy_helper.from_array(rounded, renamed[name]))
+                node.input[k] = renamed[name]
+            elif outside and name and types.get(name) == TensorProto.FLOAT:
+                if name not in renamed:  # an fp32 tensor entering the region: cast once
+                    renamed[name] = name + "__as_fp16"
+                    nodes += round_trip(name, renamed[name])
+                node.input[k] = renamed[name]
+        nodes.append(node)
+        if node.op_type in _MOVE_OPS:
+            continue
+        for k, name in enumerate(node.output):
+            if types.get(name) == TensorProto.FLOAT:
+                node.output[k] = name + "__fp32"
+                nodes += round_trip(node.output[k], name)
+    used = {i for n in nodes for i in n.input} | {o.name for o in out.graph.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
+    kept = [i for i in out.graph.initializer if i.name in used]
+    del out.graph.node[:], out.graph.initializer[:]
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(kept)
+    return out

@@ -1,0 +1,41 @@
+"""Write an ONNX model that onnxruntime runs with the fp16 engine's rounding, as a reference.
+
+    python tools/emulate_fp16.py --model_path PPOCRv4_rec.onnx --input x:32,3,48,320 \
+        --out work/PPOCRv4_rec_fp16emu.onnx
+    python inference.py --engine work/PPOCRv4_rec_fp16emu.onnx --batchsize 32 --datasets DIR ...
+
+The parts the fp16 engine converts (see build_engine.py) get fp16-rounded weights and
+activations; the parts it keeps fp32 are untouched; arithmetic inside each op stays fp32. When
+onnxruntime with this rounding gains or loses the same samples as the engine, the difference
+to fp32 comes from fp16 itself, not from the compiler.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import run_cli  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_path", required=True, help="the ONNX model the fp16 engine is built from")
+    parser.add_argument("--input", required=True, help="name:N,C,H,W, as given to build_engine.py")
+    parser.add_argument("--out", required=True, help="where the emulating ONNX model goes")
+    args = parser.parse_args(argv)
+
+    import onnx
+
+    from svtr_toolkit import engine
+    from svtr_toolkit.files import write_atomically
+
+    name, shape = engine.parse_input_spec(args.input)
+    model, plan = engine.emulate_fp16_plan(engine.load_onnx(args.model_path), name, shape)
+    write_atomically(args.out, lambda tmp: onnx.save(model, tmp))
+    print(f"wrote {args.out}: {plan} (fp16 parts rounded, run by onnxruntime in fp32)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
