@@ -59,6 +59,41 @@ def open_database(folder: str, create: bool = False):
     return ms.database.JSONDatabase(path_workload=workload, path_tuning_record=records, allow_missing=create)
 
 
+STUCK_FILE = "stuck.json"  # kernels whose tuning round never finished: skipped from then on
+INFLIGHT_FILE = "inflight.json"  # the kernel being tuned right now
+
+
+def _load_stuck(folder: str, log) -> dict:
+    """Kernels to skip; a round left in flight by a killed run joins them.
+
+    MetaSchedule's candidate search runs in C++ and can spin for many minutes on some
+    kernels; the time budget is only checked between rounds, so such a run has to be
+    killed, and the next one must not walk into the same kernel again.
+    """
+    stuck_path, inflight_path = os.path.join(folder, STUCK_FILE), os.path.join(folder, INFLIGHT_FILE)
+    stuck = {}
+    if os.path.isfile(stuck_path):
+        with open(stuck_path) as fh:
+            stuck = json.load(fh)
+    if os.path.isfile(inflight_path):
+        with open(inflight_path) as fh:
+            left = json.load(fh)
+        stuck.update(left)
+        _write_json(stuck_path, stuck)
+        os.remove(inflight_path)
+        for name in left.values():
+            log(f"skipping {name}: its last tuning round never finished (killed while MetaSchedule searched); "
+                f"delete it from {stuck_path} to try again")
+    return stuck
+
+
+def _write_json(path: str, value) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(value, fh, indent=0, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def compact(folder: str) -> None:
     """Keep only the best record per kernel: what builds use, and a far smaller file to ship.
 
@@ -78,8 +113,9 @@ def compact(folder: str) -> None:
     database.dump_pruned(ms.database.JSONDatabase(
         path_workload=os.path.join(staging, "database_workload.json"),
         path_tuning_record=os.path.join(staging, "database_tuning_record.json"), allow_missing=True))
-    if os.path.isfile(os.path.join(folder, "progress.json")):
-        shutil.copy2(os.path.join(folder, "progress.json"), staging)
+    for name in ("progress.json", STUCK_FILE):
+        if os.path.isfile(os.path.join(folder, name)):
+            shutil.copy2(os.path.join(folder, name), staging)
     old = folder.rstrip("/") + ".old"
     shutil.rmtree(old, ignore_errors=True)
     os.replace(folder, old)
@@ -263,6 +299,11 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 key = key.rsplit(":", 1)[-1]
                 progress[key] = max(progress.get(key, 0), trials)
     database = open_database(folder, create=True)
+    stuck = _load_stuck(folder, log)
+    skipped = [t.task_name for t in tasks if _task_key(t) in stuck]
+    if skipped:
+        log(f"{len(skipped)} kernel(s) skipped as stuck (see {STUCK_FILE}): {', '.join(skipped)}")
+    inflight_path = os.path.join(folder, INFLIGHT_FILE)
     threads = use_all_cpu_cores()  # candidates are timed with the pool the engine will run with
     log(f"timing candidates with {threads} threads")
     start = time.monotonic()
@@ -273,7 +314,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning", file=sys.stderr)
     with tempfile.TemporaryDirectory() as logs:
         while time.monotonic() - start < time_budget_s:
-            pending = [t for t in tasks if progress.get(_task_key(t), 0) < wanted[_task_key(t)]]
+            pending = [t for t in tasks if progress.get(_task_key(t), 0) < wanted[_task_key(t)] and _task_key(t) not in stuck]
             if not pending:
                 break
             for task in pending:
@@ -286,19 +327,18 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 # call (and then resets that logger to DEBUG): WARNING here keeps per-task tables
                 # from burying the progress bar; the redirects catch what is printed directly.
                 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+                _write_json(inflight_path, {key: task.task_name})
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
                                   num_trials_per_iter=trials, builder=builder, runner=runner, database=database,
                                   cost_model="xgb", task_scheduler="round-robin")
+                os.remove(inflight_path)
                 progress[key] = progress.get(key, 0) + trials
                 bar.update(trials)
                 bar.set_postfix_str(task.task_name[:30])
-                tmp = progress_path + ".tmp"
-                with open(tmp, "w") as fh:
-                    json.dump(progress, fh, indent=0, sort_keys=True)
-                os.replace(tmp, progress_path)
+                _write_json(progress_path, progress)
     bar.close()
     if os.path.isfile(progress_path):
         compact(folder)
-    remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items())
+    remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items() if k not in stuck)
     return {"tasks": len(tasks), "seconds": round(time.monotonic() - start, 1), "remaining_trials": remaining}

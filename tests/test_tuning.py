@@ -54,6 +54,31 @@ def test_tuning_fills_a_resumable_database(tuned):
     assert json.load(open(os.path.join(db, "progress.json"))) == progress, "nothing re-tuned on resume"
 
 
+def test_a_round_left_in_flight_is_skipped_from_then_on(tuned, tmp_path, monkeypatch):
+    from tvm.s_tir import meta_schedule as ms
+
+    _, mod, target, _, _ = tuned
+    db = str(tmp_path / "db")
+    searched = []  # MetaSchedule itself is not under test here: record what it would search
+    monkeypatch.setattr(ms.relax_integration, "extracted_tasks_to_tune_contexts", lambda tasks, work_dir: (tasks, [1]))
+    monkeypatch.setattr(ms, "tune_tasks", lambda tasks, **_: searched.extend(t.task_name for t in tasks))
+    tasks = tuning.extract_tasks(mod, target.tvm_target())
+    hung = max(tasks, key=lambda t: tuning.task_flops(t) * t.weight)  # the first one tuned
+    os.makedirs(db)
+    with open(os.path.join(db, tuning.INFLIGHT_FILE), "w") as fh:  # as a killed run leaves it
+        json.dump({tuning._task_key(hung): hung.task_name}, fh)
+    messages = []
+    summary = tuning.tune(mod, target.tvm_target(), db, time_budget_s=600, trials_per_task=1, light_trials=1,
+                          log=messages.append)
+    assert summary["remaining_trials"] == 0
+    assert not os.path.exists(os.path.join(db, tuning.INFLIGHT_FILE))
+    assert json.load(open(os.path.join(db, tuning.STUCK_FILE))) == {tuning._task_key(hung): hung.task_name}
+    progress = json.load(open(os.path.join(db, "progress.json")))
+    assert tuning._task_key(hung) not in progress and len(progress) == len(tasks) - 1
+    assert any(m.startswith(f"skipping {hung.task_name}") for m in messages)
+    assert hung.task_name not in searched and len(searched) == len(tasks) - 1
+
+
 def test_zero_budget_tunes_nothing(tuned, tmp_path):
     _, mod, target, _, _ = tuned
     summary = tuning.tune(mod, target.tvm_target(), str(tmp_path / "db"), time_budget_s=0, trials_per_task=2)
