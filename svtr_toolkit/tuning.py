@@ -113,7 +113,7 @@ def compact(folder: str) -> None:
     database.dump_pruned(ms.database.JSONDatabase(
         path_workload=os.path.join(staging, "database_workload.json"),
         path_tuning_record=os.path.join(staging, "database_tuning_record.json"), allow_missing=True))
-    for name in ("progress.json", STUCK_FILE):
+    for name in ("progress.json", STUCK_FILE, INFLIGHT_FILE):
         if os.path.isfile(os.path.join(folder, name)):
             shutil.copy2(os.path.join(folder, name), staging)
     old = folder.rstrip("/") + ".old"
@@ -327,6 +327,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 # call (and then resets that logger to DEBUG): WARNING here keeps per-task tables
                 # from burying the progress bar; the redirects catch what is printed directly.
                 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+                bar.set_postfix_str(task.task_name[:30])  # the kernel being searched now
                 _write_json(inflight_path, {key: task.task_name})
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
@@ -335,7 +336,6 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 os.remove(inflight_path)
                 progress[key] = progress.get(key, 0) + trials
                 bar.update(trials)
-                bar.set_postfix_str(task.task_name[:30])
                 _write_json(progress_path, progress)
     bar.close()
     if os.path.isfile(progress_path):
