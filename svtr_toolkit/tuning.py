@@ -82,9 +82,14 @@ def _load_stuck(folder: str, log) -> dict:
         _write_json(stuck_path, stuck)
         os.remove(inflight_path)
         for name in left.values():
-            log(f"skipping {name}: its last tuning round never finished (killed while MetaSchedule searched); "
+            log(f"skipping {_short(name)}: its last tuning round never finished (killed while MetaSchedule searched); "
                 f"delete it from {stuck_path} to try again")
     return stuck
+
+
+def _short(name: str, width: int = 60) -> str:
+    """Fused-kernel names run to hundreds of characters."""
+    return name if len(name) <= width else name[:width - 3] + "..."
 
 
 def _write_json(path: str, value) -> None:
@@ -302,7 +307,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     stuck = _load_stuck(folder, log)
     skipped = [t.task_name for t in tasks if _task_key(t) in stuck]
     if skipped:
-        log(f"{len(skipped)} kernel(s) skipped as stuck (see {STUCK_FILE}): {', '.join(skipped)}")
+        log(f"{len(skipped)} kernel(s) skipped as stuck (see {STUCK_FILE}): " + ", ".join(_short(n) for n in skipped))
     inflight_path = os.path.join(folder, INFLIGHT_FILE)
     threads = use_all_cpu_cores()  # candidates are timed with the pool the engine will run with
     log(f"timing candidates with {threads} threads")

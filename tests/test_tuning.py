@@ -75,7 +75,7 @@ def test_a_round_left_in_flight_is_skipped_from_then_on(tuned, tmp_path, monkeyp
     assert json.load(open(os.path.join(db, tuning.STUCK_FILE))) == {tuning._task_key(hung): hung.task_name}
     progress = json.load(open(os.path.join(db, "progress.json")))
     assert tuning._task_key(hung) not in progress and len(progress) == len(tasks) - 1
-    assert any(m.startswith(f"skipping {hung.task_name}") for m in messages)
+    assert any(m.startswith(f"skipping {hung.task_name[:20]}") for m in messages)
     assert hung.task_name not in searched and len(searched) == len(tasks) - 1
 
 
