@@ -23,6 +23,12 @@ def _constant_values(model):
     return values
 
 
+def _data_inputs(model: onnx.ModelProto) -> list:
+    """Graph inputs that carry data (old exporters also list initializers as inputs)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
+
+
 def static_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> onnx.ModelProto:
     """Pin the input to ``shape`` and fold the shape arithmetic with onnxsim.
 
@@ -33,8 +39,7 @@ def static_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> onnx.
     import onnxsim
 
     inputs = {i.name: i for i in model.graph.input}
-    initializers = {i.name for i in model.graph.initializer}
-    real_inputs = [n for n in inputs if n not in initializers]
+    real_inputs = _data_inputs(model)
     if input_name not in inputs:
         raise ToolkitError(f"the model has no input '{input_name}' (its inputs: {', '.join(real_inputs)})")
     if len(real_inputs) != 1:
@@ -136,7 +141,7 @@ def split_at_grid_sample(model: onnx.ModelProto):
     if len(samplers) > 1:
         raise ToolkitError(f"expected at most one GridSample, found {len(samplers)}")
     cut = samplers[0].output[0]
-    inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    inputs = _data_inputs(model)
     outputs = [o.name for o in model.graph.output]
     extractor = onnx.utils.Extractor(model)
     rectifier = extractor.extract_model(inputs, [cut])
@@ -170,7 +175,7 @@ def split_ctc_head(model: onnx.ModelProto):
     if node is None or node.op_type not in ("MatMul", "Gemm") or node.input[0] in constants:
         return None
     cut = node.input[0]
-    inputs = [i.name for i in model.graph.input if i.name not in constants]
+    inputs = _data_inputs(model)
     extractor = onnx.utils.Extractor(model)
     body = extractor.extract_model(inputs, [cut])
     head = extractor.extract_model([cut], [model.graph.output[0].name])

@@ -295,7 +295,8 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
 
     tasks = extract_tasks(mod, target)
     tasks.sort(key=lambda t: -task_flops(t) * t.weight)
-    wanted = {_task_key(t): n for t, n in zip(tasks, trial_plan(tasks, trials_per_task, light_trials))}
+    keyed = [(t, _task_key(t)) for t in tasks]  # structural hashes: computed once, used every round
+    wanted = {k: n for (_, k), n in zip(keyed, trial_plan(tasks, trials_per_task, light_trials))}
     progress_path = os.path.join(folder, "progress.json")
     progress = {}
     if os.path.isfile(progress_path):
@@ -305,7 +306,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 progress[key] = max(progress.get(key, 0), trials)
     database = open_database(folder, create=True)
     stuck = _load_stuck(folder, log)
-    skipped = [t.task_name for t in tasks if _task_key(t) in stuck]
+    skipped = [t.task_name for t, k in keyed if k in stuck]
     if skipped:
         log(f"{len(skipped)} kernel(s) skipped as stuck (see {STUCK_FILE}): " + ", ".join(_short(n) for n in skipped))
     inflight_path = os.path.join(folder, INFLIGHT_FILE)
@@ -319,13 +320,12 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning", file=sys.stderr)
     with tempfile.TemporaryDirectory() as logs:
         while time.monotonic() - start < time_budget_s:
-            pending = [t for t in tasks if progress.get(_task_key(t), 0) < wanted[_task_key(t)] and _task_key(t) not in stuck]
+            pending = [(t, k) for t, k in keyed if progress.get(k, 0) < wanted[k] and k not in stuck]
             if not pending:
                 break
-            for task in pending:
+            for task, key in pending:
                 if time.monotonic() - start >= time_budget_s:
                     break
-                key = _task_key(task)
                 trials = min(trials_per_round, wanted[key] - progress.get(key, 0))
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts([task], work_dir=logs)
                 # MetaSchedule sets its console handler's level from its logger's level on every
