@@ -99,7 +99,50 @@ def _write_json(path: str, value) -> None:
     os.replace(tmp, path)
 
 
-def compact(folder: str) -> None:
+def _loads(workloads: str, records: list) -> bool:
+    """Whether MetaSchedule can read these record lines back against the workload file."""
+    import tempfile
+
+    from tvm.s_tir import meta_schedule as ms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "records.json")
+        with open(path, "w") as fh:
+            fh.write("".join(line + "\n" for line in records))
+        try:
+            ms.database.JSONDatabase(path_workload=workloads, path_tuning_record=path, allow_missing=False)
+        except Exception:
+            return False
+    return True
+
+
+def drop_unreadable_records(folder: str) -> int:
+    """Remove the record lines MetaSchedule cannot read back; return how many.
+
+    TVM 0.27 sometimes writes a record for a reduction kernel whose trace fails to replay
+    when the file is loaded, and one such line makes the whole database unreadable (for
+    the next build too). Records are checked per kernel, then line by line in a bad kernel.
+    """
+    workloads = os.path.join(folder, "database_workload.json")
+    path = os.path.join(folder, "database_tuning_record.json")
+    with open(path) as fh:
+        lines = [line.rstrip("\n") for line in fh if line.strip()]
+    by_kernel = {}
+    for number, line in enumerate(lines):
+        by_kernel.setdefault(json.loads(line)[0], []).append(number)
+    bad = set()
+    for numbers in by_kernel.values():
+        if not _loads(workloads, [lines[n] for n in numbers]):
+            bad |= {n for n in numbers if not _loads(workloads, [lines[n]])}
+    if bad:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write("".join(line + "\n" for n, line in enumerate(lines) if n not in bad))
+        os.replace(tmp, path)
+    return len(bad)
+
+
+def compact(folder: str, log=print) -> None:
     """Keep only the best record per kernel: what builds use, and a far smaller file to ship.
 
     The pruned database is written beside the folder and swapped in whole, so an
@@ -109,7 +152,12 @@ def compact(folder: str) -> None:
 
     from tvm.s_tir import meta_schedule as ms
 
-    database = open_database(folder)
+    try:
+        database = open_database(folder)
+    except Exception:
+        dropped = drop_unreadable_records(folder)
+        log(f"dropped {dropped} tuning record(s) that MetaSchedule could not read back")
+        database = open_database(folder)
     if database is None:
         return
     staging = folder.rstrip("/") + ".compacting"
@@ -272,12 +320,30 @@ def _task_key(task) -> str:
     return f"{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
 
 
-def trial_plan(tasks, trials_per_task: int, light_trials: int, heavy_share: float = 0.01) -> list:
+def trial_plan(tasks, trials_per_task: int, light_trials: int, heavy_share: float = 0.01, seconds=None) -> list:
     """Trials each task deserves: the full count for kernels with >= ``heavy_share`` of the
-    FLOPs, a few for the light ones (elementwise and reductions find their schedule fast)."""
+    FLOPs or of the measured time, a few for the light ones (elementwise and reductions find
+    their schedule fast).
+
+    ``seconds`` (per task, None where not measured yet) are the best times the database
+    holds: FLOPs alone miss kernels that are slow for their size (a small strided conv, a
+    softmax, an attention matmul with a 32-wide inner dimension).
+    """
     weights = [task_flops(t) * t.weight for t in tasks]
     total = sum(weights) or 1.0
-    return [trials_per_task if w / total >= heavy_share else min(light_trials, trials_per_task) for w in weights]
+    times = [(s or 0.0) * t.weight for s, t in zip(seconds or [None] * len(tasks), tasks)]
+    total_time = sum(times) or 1.0
+    return [trials_per_task if w / total >= heavy_share or s / total_time >= heavy_share
+            else min(light_trials, trials_per_task) for w, s in zip(weights, times)]
+
+
+def best_seconds(database, task) -> float | None:
+    """The fastest time the database holds for this kernel, or None."""
+    mod = task.dispatched[0]
+    if database is None or not database.has_workload(mod):
+        return None
+    records = database.get_top_k(database.commit_workload(mod), 1)
+    return float(records[0].run_secs[0]) if records and records[0].run_secs else None
 
 
 def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int = 64, light_trials: int = 8,
@@ -296,7 +362,13 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     tasks = extract_tasks(mod, target)
     tasks.sort(key=lambda t: -task_flops(t) * t.weight)
     keyed = [(t, _task_key(t)) for t in tasks]  # structural hashes: computed once, used every round
-    wanted = {k: n for (_, k), n in zip(keyed, trial_plan(tasks, trials_per_task, light_trials))}
+    database = open_database(folder, create=True)
+
+    def plan() -> dict:  # redone after each pass: a kernel's first trials can show it is slow for its FLOPs
+        seconds = [best_seconds(database, t) for t in tasks]
+        return {k: n for (_, k), n in zip(keyed, trial_plan(tasks, trials_per_task, light_trials, seconds=seconds))}
+
+    wanted = plan()
     progress_path = os.path.join(folder, "progress.json")
     progress = {}
     if os.path.isfile(progress_path):
@@ -304,7 +376,6 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
             for key, trials in json.load(fh).items():  # older files keyed "name:hash"
                 key = key.rsplit(":", 1)[-1]
                 progress[key] = max(progress.get(key, 0), trials)
-    database = open_database(folder, create=True)
     stuck = _load_stuck(folder, log)
     skipped = [t.task_name for t, k in keyed if k in stuck]
     if skipped:
@@ -320,6 +391,8 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning", file=sys.stderr)
     with tempfile.TemporaryDirectory() as logs:
         while time.monotonic() - start < time_budget_s:
+            wanted = plan()
+            bar.total = sum(wanted.values())
             pending = [(t, k) for t, k in keyed if progress.get(k, 0) < wanted[k] and k not in stuck]
             if not pending:
                 break
@@ -344,6 +417,6 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 _write_json(progress_path, progress)
     bar.close()
     if os.path.isfile(progress_path):
-        compact(folder)
+        compact(folder, log)
     remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items() if k not in stuck)
     return {"tasks": len(tasks), "seconds": round(time.monotonic() - start, 1), "remaining_trials": remaining}

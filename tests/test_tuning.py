@@ -30,6 +30,15 @@ def test_trial_plan_spends_on_heavy_kernels(monkeypatch):
     assert tuning.trial_plan([FakeTask(1, 1), FakeTask(1000, 1)], 4, 8) == [4, 4]  # light never exceeds heavy
 
 
+def test_trial_plan_also_spends_on_kernels_slow_for_their_flops(monkeypatch):
+    monkeypatch.setattr(tuning, "task_flops", lambda t: t.flops)
+    tasks = [FakeTask(990, 1), FakeTask(1, 2), FakeTask(9, 1)]  # the second is 0.2 % of the FLOPs
+    assert tuning.trial_plan(tasks, 64, 8) == [64, 8, 8]
+    # ... but measured at 2 x 0.3 s of 1.7 s: a third of the time
+    assert tuning.trial_plan(tasks, 64, 8, seconds=[1.0, 0.3, 0.001]) == [64, 64, 8]
+    assert tuning.trial_plan(tasks, 64, 8, seconds=[1.0, None, None]) == [64, 8, 8]  # unmeasured: FLOPs decide
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tuning")
@@ -77,6 +86,26 @@ def test_a_round_left_in_flight_is_skipped_from_then_on(tuned, tmp_path, monkeyp
     assert tuning._task_key(hung) not in progress and len(progress) == len(tasks) - 1
     assert any(m.startswith(f"skipping {hung.task_name[:20]}") for m in messages)
     assert hung.task_name not in searched and len(searched) == len(tasks) - 1
+
+
+def test_compaction_drops_a_record_tvm_cannot_read_back(tuned, tmp_path):
+    import shutil
+
+    _, mod, target, db, _ = tuned
+    copy = str(tmp_path / "db")
+    shutil.copytree(db, copy)
+    records = os.path.join(copy, "database_tuning_record.json")
+    lines = open(records).read().splitlines()
+    broken = json.loads(lines[0])  # a trace naming a block the kernel does not have, as TVM sometimes writes
+    next(inst for inst in broken[1][0][0] if inst[0] == "GetSBlock")[2][0] = "no_such_block"
+    with open(records, "a") as fh:
+        fh.write(json.dumps(broken) + "\n")
+    with pytest.raises(Exception):
+        tuning.open_database(copy)
+    messages = []
+    tuning.compact(copy, log=messages.append)
+    assert messages == ["dropped 1 tuning record(s) that MetaSchedule could not read back"]
+    assert tuning.coverage(mod, target.tvm_target(), copy) == tuning.coverage(mod, target.tvm_target(), db)
 
 
 def test_zero_budget_tunes_nothing(tuned, tmp_path):
