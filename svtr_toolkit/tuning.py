@@ -39,7 +39,10 @@ def lowering_passes():
     """The default CPU pipeline up to scheduling: what tasks are extracted from and applied to."""
     from tvm import relax
 
+    from .relax_passes import convs_to_nhwc
+
     return [
+        convs_to_nhwc(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
