@@ -1,21 +1,6 @@
 """Relax graph rewrites applied when building engines."""
 
 
-def _rewrite_functions(mod, rules):
-    """Apply (pattern, rewriter) rules to every Relax function of ``mod``."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.dpl import rewrite_call
-
-    rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            for pattern, rewriter in rules:
-                func = rewrite_call(pattern, rewriter, func)
-            rewritten[gv] = func
-    return rewritten
-
-
 def convs_to_nhwc():
     """Run KxK convolutions (K > 1, groups 1) in NHWC with HWIO weights, NCHW around them.
 
@@ -28,9 +13,10 @@ def convs_to_nhwc():
     """
     import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_op, wildcard
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
     data, weight = wildcard(), wildcard()
+    pattern = is_op("relax.nn.conv2d")(data, weight)
 
     def rewriter(call, matches):
         attrs = call.attrs
@@ -48,6 +34,12 @@ def convs_to_nhwc():
             out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
         return relax.op.permute_dims(conv, [0, 3, 1, 2])
 
-    rules = [(is_op("relax.nn.conv2d")(data, weight), rewriter)]
-    return tvm.transform.module_pass(lambda mod, _ctx: _rewrite_functions(mod, rules), opt_level=0,
-                                     name="ConvsToNHWC")
+    @tvm.transform.module_pass(opt_level=0, name="ConvsToNHWC")
+    def _pass(mod, _ctx):
+        rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewritten[gv] = rewrite_call(pattern, rewriter, func)
+        return rewritten
+
+    return _pass

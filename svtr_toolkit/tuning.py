@@ -16,6 +16,8 @@ import re
 import sys
 import time
 
+from .errors import ToolkitError
+from .files import sha256_file, write_bytes_atomically
 from .targets import use_all_cpu_cores
 
 
@@ -96,10 +98,7 @@ def _short(name: str, width: int = 60) -> str:
 
 
 def _write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(value, fh, indent=0, sort_keys=True)
-    os.replace(tmp, path)
+    write_bytes_atomically(path, json.dumps(value, indent=0, sort_keys=True).encode())
 
 
 def _loads(workloads: str, records: list) -> bool:
@@ -128,6 +127,8 @@ def drop_unreadable_records(folder: str) -> int:
     """
     workloads = os.path.join(folder, "database_workload.json")
     path = os.path.join(folder, "database_tuning_record.json")
+    if not _loads(workloads, []):  # then every record would look bad: keep them all
+        raise ToolkitError(f"MetaSchedule cannot read the workloads of the tuning database {folder}")
     with open(path) as fh:
         lines = [line.rstrip("\n") for line in fh if line.strip()]
     by_kernel = {}
@@ -138,10 +139,7 @@ def drop_unreadable_records(folder: str) -> int:
         if not _loads(workloads, [lines[n] for n in numbers]):
             bad |= {n for n in numbers if not _loads(workloads, [lines[n]])}
     if bad:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write("".join(line + "\n" for n, line in enumerate(lines) if n not in bad))
-        os.replace(tmp, path)
+        write_bytes_atomically(path, "".join(line + "\n" for n, line in enumerate(lines) if n not in bad).encode())
     return len(bad)
 
 
@@ -181,8 +179,6 @@ def compact(folder: str, log=print) -> None:
 
 def database_digest(folder: str) -> str | None:
     """Identifies the database contents an engine was built with (None when there is none)."""
-    from .files import sha256_file
-
     records = os.path.join(folder, "database_tuning_record.json")
     return sha256_file(records) if os.path.isfile(records) else None
 
@@ -367,7 +363,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     keyed = [(t, _task_key(t)) for t in tasks]  # structural hashes: computed once, used every round
     database = open_database(folder, create=True)
 
-    def plan() -> dict:  # redone after each pass: a kernel's first trials can show it is slow for its FLOPs
+    def plan() -> dict:  # redone after each pass
         seconds = [best_seconds(database, t) for t in tasks]
         return {k: n for (_, k), n in zip(keyed, trial_plan(tasks, trials_per_task, light_trials, seconds=seconds))}
 
@@ -394,8 +390,6 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     bar = tqdm(total=total, initial=done_before, unit="trial", desc="tuning", file=sys.stderr)
     with tempfile.TemporaryDirectory() as logs:
         while time.monotonic() - start < time_budget_s:
-            wanted = plan()
-            bar.total = sum(wanted.values())
             pending = [(t, k) for t, k in keyed if progress.get(k, 0) < wanted[k] and k not in stuck]
             if not pending:
                 break
@@ -418,6 +412,8 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 progress[key] = progress.get(key, 0) + trials
                 bar.update(trials)
                 _write_json(progress_path, progress)
+            wanted = plan()  # the pass's first trials can show a kernel is slow for its FLOPs
+            bar.total = sum(wanted.values())
     bar.close()
     if os.path.isfile(progress_path):
         compact(folder, log)

@@ -108,6 +108,21 @@ def test_compaction_drops_a_record_tvm_cannot_read_back(tuned, tmp_path):
     assert tuning.coverage(mod, target.tvm_target(), copy) == tuning.coverage(mod, target.tvm_target(), db)
 
 
+def test_compaction_keeps_the_records_when_the_workloads_are_unreadable(tuned, tmp_path):
+    import shutil
+
+    from svtr_toolkit.errors import ToolkitError
+
+    copy = str(tmp_path / "db")
+    shutil.copytree(tuned[3], copy)
+    with open(os.path.join(copy, "database_workload.json"), "a") as fh:
+        fh.write('["0", "not a workload"]\n')
+    records = open(os.path.join(copy, "database_tuning_record.json")).read()
+    with pytest.raises(ToolkitError, match="cannot read the workloads"):
+        tuning.compact(copy, log=lambda *_: None)
+    assert open(os.path.join(copy, "database_tuning_record.json")).read() == records
+
+
 def test_zero_budget_tunes_nothing(tuned, tmp_path):
     _, mod, target, _, _ = tuned
     summary = tuning.tune(mod, target.tvm_target(), str(tmp_path / "db"), time_budget_s=0, trials_per_task=2)
