@@ -150,9 +150,10 @@ def fp16_plan(model):
     return parts
 
 
-def emulate_fp16_plan(model, input_name: str, shape: tuple):
-    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them,
-    for onnxruntime: the reference that separates fp16 rounding from compiler error.
+def emulate_fp16_plan(model, input_name: str, shape: tuple, rounding: str = "all"):
+    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them
+    (or only their weights / activations, see ``emulate_fp16_storage``), for onnxruntime: the
+    reference that separates fp16 rounding from compiler error.
     Returns (model, a line naming the parts)."""
     from .onnx_passes import emulate_fp16_storage
 
@@ -160,7 +161,7 @@ def emulate_fp16_plan(model, input_name: str, shape: tuple):
     parts = fp16_plan(prepared)
     region = {o for _, part, fp16 in parts if fp16 for n in part.graph.node for o in n.output}
     plan = ", ".join(f"{name} {'fp16' if fp16 else 'fp32'}" for name, _, fp16 in parts)
-    return emulate_fp16_storage(prepared, region), plan
+    return emulate_fp16_storage(prepared, region, rounding), plan
 
 
 def to_relax(model, input_name: str, shape: tuple, precision: str):

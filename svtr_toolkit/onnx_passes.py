@@ -186,7 +186,10 @@ def split_ctc_head(model: onnx.ModelProto):
 _MOVE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Concat", "Flatten", "Shape", "Gather"}
 
 
-def emulate_fp16_storage(model: onnx.ModelProto, region: set) -> onnx.ModelProto:
+EMULATED_ROUNDINGS = ("all", "weights", "activations")
+
+
+def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "all") -> onnx.ModelProto:
     """Round what the nodes producing ``region`` (output names) read and write to fp16, in fp32.
 
     An onnxruntime reference for a mixed-precision engine: weights and activations of the
@@ -194,9 +197,14 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set) -> onnx.ModelProto
     fp32 accumulation). It approximates the engine (TVM keeps some elementwise results fp32
     where this rounds every one) well enough to tell fp16 rounding apart from compiler error:
     if onnxruntime with this rounding gains and loses the same share of samples, fp16 is
-    the cause.
+    the cause. ``rounding`` "weights" or "activations" rounds only the constants or only the
+    computed tensors: which of the two moves the accuracy.
     """
     from onnx import TensorProto
+
+    if rounding not in EMULATED_ROUNDINGS:
+        raise ToolkitError(f"rounding must be one of {', '.join(EMULATED_ROUNDINGS)}, got '{rounding}'")
+    weights, activations = rounding in ("all", "weights"), rounding in ("all", "activations")
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -218,18 +226,20 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set) -> onnx.ModelProto
         for k, name in enumerate(node.input):
             outside = name not in values and (name not in producers or not set(producers[name].output) & region)
             if name in values and values[name].dtype == np.float32 and values[name].size > 0:
+                if not weights:
+                    continue
                 if name not in renamed:
                     renamed[name] = name + "__as_fp16"
                     rounded = values[name].astype(np.float16).astype(np.float32)
                     out.graph.initializer.append(numpy_helper.from_array(rounded, renamed[name]))
                 node.input[k] = renamed[name]
-            elif outside and name and types.get(name) == TensorProto.FLOAT:
+            elif activations and outside and name and types.get(name) == TensorProto.FLOAT:
                 if name not in renamed:  # an fp32 tensor entering the region: cast once
                     renamed[name] = name + "__as_fp16"
                     nodes += round_trip(name, renamed[name])
                 node.input[k] = renamed[name]
         nodes.append(node)
-        if node.op_type in _MOVE_OPS:
+        if node.op_type in _MOVE_OPS or not activations:
             continue
         for k, name in enumerate(node.output):
             if types.get(name) == TensorProto.FLOAT:

@@ -179,6 +179,33 @@ def test_fp16_emulation_rounds_the_fp16_part_like_the_engine(tiny, tmp_path, x):
     assert 1e-5 < emulated_error and 0.1 < emulated_error / engine_error < 10
 
 
+
+def test_fp16_emulation_can_round_weights_or_activations_alone(tiny, x):
+    prepared = engine.prepare_onnx(onnx.load(tiny), "x", SHAPE)
+    full, _ = engine.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE)
+    weights, _ = engine.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE, "weights")
+    activations, _ = engine.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE, "activations")
+    casts = lambda m: sum(n.op_type == "Cast" for n in m.graph.node)  # noqa: E731
+    rounded = lambda m: {i.name for i in m.graph.initializer if i.name.endswith("__as_fp16")}  # noqa: E731
+
+    # weights: the same rounded initializers as the full emulation, no activation round trips
+    assert rounded(weights) == rounded(full) and casts(weights) == casts(prepared)
+    # activations: every initializer untouched, the same round trips as the full emulation
+    assert not rounded(activations) and casts(activations) == casts(full) > casts(prepared)
+    fp32 = ort_run(prepared, x)
+    for model in (weights, activations):
+        assert np.abs(ort_run(model, x) - fp32).max() > 1e-6
+    # rounding only the weights is exactly the fp32 graph run on fp16-valued weights
+    by_hand = onnx.ModelProto()
+    by_hand.CopyFrom(prepared)
+    values = {i.name.removesuffix("__as_fp16"): onnx.numpy_helper.to_array(i) for i in weights.graph.initializer if i.name in rounded(weights)}
+    for init in by_hand.graph.initializer:
+        if init.name in values:
+            init.CopyFrom(onnx.numpy_helper.from_array(values[init.name], init.name))
+    np.testing.assert_array_equal(ort_run(weights, x), ort_run(by_hand, x))
+    with pytest.raises(ToolkitError, match="rounding must be one of"):
+        onnx_passes.emulate_fp16_storage(prepared, set(), "bf16")
+
 # ------------------------------------------------------------------ build, metadata, staleness
 @pytest.fixture(scope="module")
 def built(tiny, tmp_path_factory):

@@ -7,7 +7,8 @@
 The parts the fp16 engine converts (see build_engine.py) get fp16-rounded weights and
 activations; the parts it keeps fp32 are untouched; arithmetic inside each op stays fp32. When
 onnxruntime with this rounding gains or loses the same samples as the engine, the difference
-to fp32 comes from fp16 itself, not from the compiler.
+to fp32 comes from fp16 itself, not from the compiler. --round weights (or activations) rounds
+only that half of the fp16 part, to see which of the two moves the accuracy.
 """
 import argparse
 import os
@@ -16,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import run_cli  # noqa: E402
+from svtr_toolkit.onnx_passes import EMULATED_ROUNDINGS  # noqa: E402
 
 
 def main(argv=None):
@@ -23,6 +25,8 @@ def main(argv=None):
     parser.add_argument("--model_path", required=True, help="the ONNX model the fp16 engine is built from")
     parser.add_argument("--input", required=True, help="name:N,C,H,W, as given to build_engine.py")
     parser.add_argument("--out", required=True, help="where the emulating ONNX model goes")
+    parser.add_argument("--round", default="all", choices=EMULATED_ROUNDINGS,
+                        help="round weights and activations of the fp16 part (the engine), or only one of them")
     args = parser.parse_args(argv)
 
     import onnx
@@ -31,9 +35,10 @@ def main(argv=None):
     from svtr_toolkit.files import write_atomically
 
     name, shape = engine.parse_input_spec(args.input)
-    model, plan = engine.emulate_fp16_plan(engine.load_onnx(args.model_path), name, shape)
+    model, plan = engine.emulate_fp16_plan(engine.load_onnx(args.model_path), name, shape, args.round)
     write_atomically(args.out, lambda tmp: onnx.save(model, tmp))
-    print(f"wrote {args.out}: {plan} (fp16 parts rounded, run by onnxruntime in fp32)")
+    rounded = "weights and activations" if args.round == "all" else args.round
+    print(f"wrote {args.out}: {plan} (fp16 parts' {rounded} rounded, run by onnxruntime in fp32)")
     return 0
 
 
