@@ -157,10 +157,10 @@ def count_model_flops(onnx_path: str, input_shape=(1, *IMAGE_CHW)) -> dict:
     import onnx
     from onnx import helper, shape_inference
 
+    from .onnx_passes import data_inputs
+
     model = onnx.load(onnx_path)
-    initializers = {i.name for i in model.graph.initializer}
-    real_inputs = [i for i in model.graph.input if i.name not in initializers]
-    dims = real_inputs[0].type.tensor_type.shape.dim
+    dims = data_inputs(model)[0].type.tensor_type.shape.dim
     for dim, value in zip(dims, input_shape):
         if not (dim.HasField("dim_value") and dim.dim_value > 0):
             dim.Clear()

@@ -23,10 +23,10 @@ def _constant_values(model):
     return values
 
 
-def _data_inputs(model: onnx.ModelProto) -> list:
-    """Graph inputs that carry data (old exporters also list initializers as inputs)."""
+def data_inputs(model: onnx.ModelProto) -> list:
+    """Graph inputs (ValueInfoProto) that carry data: old exporters also list initializers as inputs."""
     initializers = {t.name for t in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in initializers]
+    return [i for i in model.graph.input if i.name not in initializers]
 
 
 def static_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> onnx.ModelProto:
@@ -39,7 +39,7 @@ def static_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> onnx.
     import onnxsim
 
     inputs = {i.name: i for i in model.graph.input}
-    real_inputs = _data_inputs(model)
+    real_inputs = [i.name for i in data_inputs(model)]
     if input_name not in inputs:
         raise ToolkitError(f"the model has no input '{input_name}' (its inputs: {', '.join(real_inputs)})")
     if len(real_inputs) != 1:
@@ -141,7 +141,7 @@ def split_at_grid_sample(model: onnx.ModelProto):
     if len(samplers) > 1:
         raise ToolkitError(f"expected at most one GridSample, found {len(samplers)}")
     cut = samplers[0].output[0]
-    inputs = _data_inputs(model)
+    inputs = [i.name for i in data_inputs(model)]
     outputs = [o.name for o in model.graph.output]
     extractor = onnx.utils.Extractor(model)
     rectifier = extractor.extract_model(inputs, [cut])
@@ -175,7 +175,7 @@ def split_ctc_head(model: onnx.ModelProto):
     if node is None or node.op_type not in ("MatMul", "Gemm") or node.input[0] in constants:
         return None
     cut = node.input[0]
-    inputs = _data_inputs(model)
+    inputs = [i.name for i in data_inputs(model)]
     extractor = onnx.utils.Extractor(model)
     body = extractor.extract_model(inputs, [cut])
     head = extractor.extract_model([cut], [model.graph.output[0].name])
