@@ -1,0 +1,62 @@
+"""Default CPU schedules without tuning: a list of rules tried in order on every kernel.
+
+The model of TVM's dlight: each rule recognises one class of kernel and schedules it, or
+passes. A kernel a tuning database already scheduled is left alone, so tuning refines these
+defaults wherever it has a record. ``ApplyRules`` remembers which rule took each kernel (or
+that none did), for the build's report.
+"""
+from __future__ import annotations
+
+from .contraction import TiledContraction
+from .injective import Injective, ParallelFallback
+from .reduction import RowReduction
+from .rule import CpuRule
+
+__all__ = ["CpuRule", "default_rules", "ApplyRules"]
+
+
+def default_rules() -> list:
+    # Contractions before row reductions: a matmul with an elementwise epilogue also
+    # matches dlight's Reduction pattern (reduction then injective), and would lose its
+    # register tiling there.
+    return [TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False), Injective(),
+            ParallelFallback()]
+
+
+def ApplyRules(rules=None, report: dict | None = None):  # noqa: N802 (a pass, named like TVM's)
+    """A module pass: schedule every unscheduled PrimFunc with the first rule that takes it.
+
+    ``report`` (a dict) receives {kernel name: rule name, "database" or None}.
+    """
+    import tvm
+
+    rules = default_rules() if rules is None else rules
+
+    @tvm.transform.module_pass(opt_level=0, name="SvtrApplyScheduleRules")
+    def transform(mod, _ctx):
+        from tvm import tirx
+
+        target = tvm.target.Target.current(allow_none=False)
+        updated = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            name = gvar.name_hint
+            if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)):
+                if report is not None:
+                    report.setdefault(name, "database")
+                continue
+            taken = None
+            for rule in rules:
+                sch = rule.apply(func, target)
+                if sch is not None:
+                    updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                    taken = rule.name
+                    break
+            if report is not None:
+                report[name] = taken
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod
+
+    return transform

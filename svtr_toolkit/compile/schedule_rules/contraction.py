@@ -1,0 +1,126 @@
+"""Register-tiled reductions: GEMM, batch matmul, convolutions, pooling.
+
+A kernel qualifies when its one reduction block iterates spatial axes first and reduction
+axes after (S...SR...R), and injective blocks at most come before it (padding) and after it
+(bias, activation, casts). The output's last spatial axis (j) is vectorised, the one before
+it (i) is unrolled into a small block of rows, and the reduction runs between the tile loops
+and the register tile, so every partial sum of an mr x nr tile lives in vector registers for
+the whole reduction. Everything outside the tile is fused into one parallel loop.
+"""
+from __future__ import annotations
+
+import re
+
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+from .common import CpuShape, divisor_near, int_extent, read_vars, vector_factor
+from .rule import CpuRule
+
+
+class TiledContraction(CpuRule):
+    """``broadcast_operand``: only kernels that read an operand independent of j (GEMM's A,
+    a convolution's input across output channels), i.e. real contractions; without it any
+    S..SR..R reduction qualifies (pooling), and no row block is kept (nothing is reused)."""
+
+    def __init__(self, broadcast_operand: bool = True):
+        self.broadcast_operand = broadcast_operand
+        self.name = "contraction" if broadcast_operand else "tiled-reduction"
+
+    def schedule(self, sch, blocks, target):
+        reductions = [b for b in blocks if not b.is_injective()]
+        if len(reductions) != 1:
+            return False
+        main = reductions[0]
+        kinds = main.dom_kind()
+        if not re.fullmatch(r"S+R+", kinds) or kinds.count("S") < (2 if self.broadcast_operand else 1):
+            return False
+        stmt = sch.get(main.block_rv)
+        spatial = [it for it in main.iters if it.kind == "S"]
+        reduce = [it for it in main.iters if it.kind == "R"]
+        if self.broadcast_operand and all(spatial[-1].var.name in used for used in read_vars(stmt)):
+            return False
+        shape = CpuShape.of(target)
+        lanes = shape.lanes(stmt.writes[0].source.dtype.bits)
+        width = int_extent(sch, spatial[-1].loop_rv)
+        copies = set()
+        step = 2 * lanes if width is not None and width > 2 * lanes else lanes
+        if self.broadcast_operand and width is not None and width > lanes and width % step:
+            # Odd row widths (attention over 100 or 50 tokens) as odd vector widths run at a
+            # fraction of the speed of whole vectors: pad j to whole vectors instead (zeros in,
+            # padded columns dropped on the way out). Only pure einsums can be padded.
+            try:
+                sch.pad_einsum(main.block_rv, [1] * (len(spatial) - 1) + [step] + [1] * len(reduce))
+            except Exception:
+                pass
+            else:
+                known = {b.name for b in blocks}
+                blocks = normalize_prim_func(sch)
+                if blocks is None:
+                    return False
+                main = next(b for b in blocks if not b.is_injective())
+                spatial = [it for it in main.iters if it.kind == "S"]
+                reduce = [it for it in main.iters if it.kind == "R"]
+                copies = {b.name for b in blocks} - known
+        index = blocks.index(main)
+        before, after = blocks[:index], blocks[index + 1:]
+        if not all(b.is_injective() for b in before + after):
+            return False
+        for block in before:
+            if block.name in copies:
+                _schedule_copy(sch, block.block_rv, lanes)
+            else:
+                sch.compute_inline(block.block_rv)
+        for block in after[:-1]:
+            sch.compute_inline(block.block_rv)
+
+        loops = [it.loop_rv for it in main.iters]
+        extents = [int_extent(sch, loop) for loop in loops]
+        if None in extents:
+            return False
+        s_loops, r_loops = loops[:len(spatial)], loops[len(spatial):]
+
+        nr = vector_factor(extents[len(spatial) - 1], lanes)
+        jo, ji = sch.split(s_loops[-1], [None, nr])
+        tile_outer, tile_inner = [jo], [ji]
+        if self.broadcast_operand:
+            vectors = -(-nr // lanes)
+            # accumulators + one operand load per vector + the broadcast scalar
+            rows = max(1, min(8, (shape.vector_registers - vectors - 1) // vectors))
+            mr = divisor_near(extents[len(spatial) - 2], rows)
+            io, ii = sch.split(s_loops[-2], [None, mr])
+            # j-tiles outside i-tiles: the K x nr panel of the reused operand stays in L1
+            # while the rows stream past it
+            tile_outer, tile_inner = [jo, io], [ii, ji]
+            outer_spatial = s_loops[:-2]
+        else:
+            outer_spatial = s_loops[:-1]
+        sch.reorder(*outer_spatial, *tile_outer, *r_loops, *tile_inner)
+        tile = sch.fuse(*outer_spatial, *tile_outer)
+        sch.parallel(tile)
+
+        if after:
+            sch.reverse_compute_at(after[-1].block_rv, tile, preserve_unit_loops=True)
+            epilogue = after[-1].block_rv
+        else:
+            epilogue = sch.cache_write(main.block_rv, 0, "global")
+            sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
+        init = sch.decompose_reduction(main.block_rv, r_loops[0])
+        for block in (init, epilogue):
+            inner = sch.get_loops(block)[-1]
+            if (int_extent(sch, inner) or 1) > 1:
+                sch.vectorize(inner)
+        if len(tile_inner) == 2 and (int_extent(sch, tile_inner[0]) or 1) > 1:
+            sch.unroll(tile_inner[0])
+        if nr > 1:
+            sch.vectorize(tile_inner[-1])
+        return True
+
+
+def _schedule_copy(sch, block, lanes: int) -> None:
+    """A padded copy of an operand: its own parallel, vectorised pass before the product."""
+    loops = sch.get_loops(block)
+    inner = int_extent(sch, loops[-1]) or 1
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]))
+    if inner % lanes == 0:
+        sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
