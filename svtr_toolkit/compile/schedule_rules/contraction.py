@@ -65,9 +65,15 @@ class TiledContraction(CpuRule):
         before, after = blocks[:index], blocks[index + 1:]
         if not all(b.is_injective() for b in before + after):
             return False
+        windows = []
         for block in before:
             if block.name in copies:
                 _schedule_copy(sch, block.block_rv, lanes)
+            elif _is_conditional(sch, block.block_rv) and _feeds_vectors(sch, block, main, spatial):
+                # Zero padding read along j: inlined, its bounds test would sit in every
+                # vector lane and stop vectorisation; computed per tile it fills a small
+                # window the vector loads then read unconditionally.
+                windows.append(block.block_rv)
             else:
                 sch.compute_inline(block.block_rv)
         for block in after[:-1]:
@@ -82,21 +88,23 @@ class TiledContraction(CpuRule):
         nr = vector_factor(extents[len(spatial) - 1], lanes)
         jo, ji = sch.split(s_loops[-1], [None, nr])
         tile_outer, tile_inner = [jo], [ji]
+        outer_spatial = s_loops[:-1]
         if self.broadcast_operand:
+            row = _row_axis(spatial, read_vars(sch.get(main.block_rv)))
             vectors = -(-nr // lanes)
             # accumulators + one operand load per vector + the broadcast scalar
             rows = max(1, min(8, (shape.vector_registers - vectors - 1) // vectors))
-            mr = divisor_near(extents[len(spatial) - 2], rows)
-            io, ii = sch.split(s_loops[-2], [None, mr])
+            mr = divisor_near(extents[row], rows)
+            io, ii = sch.split(s_loops[row], [None, mr])
             # j-tiles outside i-tiles: the K x nr panel of the reused operand stays in L1
             # while the rows stream past it
             tile_outer, tile_inner = [jo, io], [ii, ji]
-            outer_spatial = s_loops[:-2]
-        else:
-            outer_spatial = s_loops[:-1]
+            outer_spatial = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
         sch.reorder(*outer_spatial, *tile_outer, *r_loops, *tile_inner)
         tile = sch.fuse(*outer_spatial, *tile_outer)
         sch.parallel(tile)
+        for window in windows:
+            sch.compute_at(window, tile, preserve_unit_loops=True)
 
         if after:
             sch.reverse_compute_at(after[-1].block_rv, tile, preserve_unit_loops=True)
@@ -124,3 +132,28 @@ def _schedule_copy(sch, block, lanes: int) -> None:
         sch.parallel(sch.fuse(*loops[:-1]))
     if inner % lanes == 0:
         sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
+
+
+def _row_axis(spatial, reads) -> int:
+    """The spatial axis to unroll into rows of the register tile: the innermost one that the
+    j-varying operand does not depend on, so each vector of it loaded is reused across the
+    rows (GEMM: i; NCHW convolution: output channels; NHWC: output width). Without such an
+    axis (depthwise convolution) the one just outside j."""
+    j = spatial[-1].var.name
+    vector_reads = [used for used in reads if j in used]
+    for index in range(len(spatial) - 2, -1, -1):
+        if all(spatial[index].var.name not in used for used in vector_reads):
+            return index
+    return len(spatial) - 2
+
+
+def _is_conditional(sch, block) -> bool:
+    return "if_then_else" in str(sch.get(block).body)
+
+
+def _feeds_vectors(sch, producer, main, spatial) -> bool:
+    """Does ``main`` read ``producer``'s output at an index that moves with j?"""
+    written = sch.get(producer.block_rv).writes[0].source.same_as
+    j = spatial[-1].var.name
+    stmt = sch.get(main.block_rv)
+    return any(written(region.source) and j in used for region, used in zip(stmt.reads, read_vars(stmt)))
