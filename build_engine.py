@@ -1,46 +1,72 @@
-"""Compile SVTR_opt.onnx into a TVM engine (the model zoo's build_engine.py command line).
+"""Compile an ONNX model into a TVM engine (the model zoo's build_engine.py command line).
 
     python build_engine.py --model_path SVTR_opt.onnx --input x:32,3,64,256 \
         --precision fp16 --engine_path svtr_bs_32_fp16.so [--target auto|llvm|cuda|iluvatar]
+    python build_engine.py --preset ppocrv4 --batchsize 32 --precision fp16   # model, input, engine path from the preset
 
 An up-to-date engine is reused; a stale one (other model, shape, precision, target or TVM)
 is rebuilt. Every build ends with a parity line against onnxruntime fp32.
 """
-import argparse
 import os
 
-from common import run_cli
-from svtr_toolkit import engine, parity
-from svtr_toolkit.targets import TARGET_CHOICES, select_target
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
+from svtr_toolkit.paths import in_repo
+
+DEFAULT_ENGINE_DIR = in_repo("work", "engines")
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", required=True, help="ONNX model (dynamic or static batch)")
-    parser.add_argument("--input", required=True, help="input name and shape, name:N,C,H,W")
-    parser.add_argument("--precision", required=True, help="fp16 or fp32")
-    parser.add_argument("--engine_path", required=True, help="where to write the engine (.so)")
-    parser.add_argument("--target", default="auto", help=f"one of {', '.join(TARGET_CHOICES)} (default auto)")
+    from svtr_toolkit.compile.targets import TARGET_CHOICES
+
+    parser = cli.Parser(__doc__)
+    cli.add_preset(parser)
+    parser.add_argument("--model_path", help="ONNX model (dynamic or static batch); default: the preset's")
+    parser.add_argument("--input", help="input name and shape, name:N,C,H,W; default: the preset's at --batchsize")
+    parser.add_argument("--batchsize", type=int, default=32, help="with --preset and no --input: the batch (default 32)")
+    cli.add_precision(parser, required=True, help="fp16 or fp32")
+    parser.add_argument("--engine_path", help="where to write the engine (.so); with --preset default "
+                                              "work/engines/<preset>_bs_<N>_<precision>.so")
+    parser.add_argument("--target", default="auto", type=cli.choice("target", TARGET_CHOICES),
+                        metavar="{" + ",".join(TARGET_CHOICES) + "}", help="where the engine runs (default auto)")
     parser.add_argument("--tuning_db", default="auto",
                         help="CPU only: 'auto' (tuning/<cpu class> if present), 'none', or a database folder")
     parser.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date")
     parser.add_argument("--skip_parity", action="store_true", help="do not compare with onnxruntime after the build")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.preset:
+        preset = cli.get_preset(args.preset)
+        args.model_path = preset.require_model(args.model_path)
+        if args.input is None:
+            if args.batchsize < 1:
+                raise cli.ToolkitError(f"--batchsize must be at least 1, got {args.batchsize}")
+            args.input = f"{preset.input_name}:{','.join(map(str, preset.input_shape(args.batchsize)))}"
+        if args.engine_path is None:
+            batch = cli.parse_input_spec(args.input)[1][0]
+            args.engine_path = os.path.join(DEFAULT_ENGINE_DIR, preset.engine_name(batch, args.precision))
+    missing = [flag for flag, value in (("--model_path", args.model_path), ("--input", args.input),
+                                        ("--engine_path", args.engine_path)) if value is None]
+    if missing:
+        raise cli.ToolkitError(f"{', '.join(missing)} required (or give --preset)")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    input_name, shape = engine.parse_input_spec(args.input)
-    if args.precision not in engine.PRECISIONS:
-        raise engine.ToolkitError(f"unknown precision '{args.precision}' (choose from {', '.join(engine.PRECISIONS)})")
+    from svtr_toolkit.compile.build import build_engine
+    from svtr_toolkit.compile.targets import select_target
+    from svtr_toolkit.evaluate import parity
+    from svtr_toolkit.runtime import load_engine
+
+    input_name, shape = cli.parse_input_spec(args.input)
     target = select_target(args.target)
     tuning_dir = None if args.tuning_db == "none" else args.tuning_db
     if tuning_dir not in (None, "auto") and not os.path.isdir(tuning_dir):
-        raise engine.ToolkitError(f"tuning database folder not found: {tuning_dir}")
-    engine.build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path,
-                        force=args.force, tuning_dir=tuning_dir)
+        raise cli.ToolkitError(f"tuning database folder not found: {tuning_dir}")
+    build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path,
+                 force=args.force, tuning_dir=tuning_dir)
     if not args.skip_parity:
-        backend = engine.load_engine(args.engine_path)
+        backend = load_engine(args.engine_path)
         print(parity.check(backend, args.model_path).line(backend.name), flush=True)
     return 0
 

@@ -1,21 +1,6 @@
 """Glue shared by the top-level scripts (build_engine.py, inference.py).
 
-The real logic lives in the ``svtr_toolkit`` package; this module only holds the
-command-line conventions both scripts follow.
+The command-line conventions (the one-line ``error:``, the shared flags) live in
+``svtr_toolkit.cli``; this module keeps the model zoo's import path for them.
 """
-import sys
-
-from svtr_toolkit.errors import ToolkitError
-
-
-def run_cli(main, argv=None):
-    """Run ``main(argv)``; a ToolkitError becomes one line on stderr and exit status 2."""
-    try:
-        code = main(argv)
-    except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
+from svtr_toolkit.cli import run_cli  # noqa: F401

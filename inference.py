@@ -2,16 +2,16 @@
 
     python inference.py --engine svtr_bs_32_fp32.so --batchsize 32 --input_name x --datasets DIR
     python inference.py ... --perf_only True --fps_target 70
+    python inference.py --preset ppocrv4 --engine work/engines/ppocrv4_bs_32_fp16.so --batchsize 32 --datasets DIR
 
 A missed --acc_target / --fps_target exits 1; bad input is one `error:` line, exit 2.
 """
 import argparse
 import os
 
-from common import run_cli
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
 from svtr_toolkit.errors import ToolkitError
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rec_svtr_tiny_6local_6global_stn_en.yml")
 
 
 def flag(value):
@@ -25,12 +25,13 @@ def flag(value):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
+    cli.add_preset(p)
     p.add_argument("--engine", required=True, help="TVM engine, or an .onnx run on onnxruntime (the reference)")
     p.add_argument("--batchsize", type=int, required=True)
     p.add_argument("--input_name", default=None, help="the engine's input name (checked), e.g. x")
     p.add_argument("--datasets", required=True, help="folder holding one or more LMDBs (searched recursively)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="PaddleOCR rec yml (default: %(default)s)")
+    p.add_argument("--config", default=None, help="PaddleOCR rec yml (default: the preset's, svtr's without one)")
     p.add_argument("--perf_only", nargs="?", const=True, default=False, type=flag, help="time instead of evaluating")
     p.add_argument("--acc_target", type=float, default=None, help="minimum pooled accuracy, a fraction (0.88)")
     p.add_argument("--fps_target", type=float, default=None, help="minimum compute-only images/s")
@@ -39,6 +40,7 @@ def parse_args(argv):
     p.add_argument("--report", default=None, help="write every figure and the run's configuration as JSON")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="preprocessing threads")
     args = p.parse_args(argv)
+    args.config = args.config or cli.get_preset(args.preset or cli.DEFAULT_PRESET).config_path
     if args.batchsize < 1:
         raise ToolkitError(f"--batchsize must be at least 1, got {args.batchsize}")
     if args.acc_target is not None and not 0 <= args.acc_target <= 1:
@@ -50,11 +52,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    from svtr_toolkit.backends import open_backend
     from svtr_toolkit.config import load_config
-    from svtr_toolkit.data import Dataset, LabelRules, Preprocessor
-    from svtr_toolkit.runner import benchmark, evaluate
-    from svtr_toolkit import report
+    from svtr_toolkit.evaluate import report
+    from svtr_toolkit.evaluate.data import Dataset, LabelRules, Preprocessor
+    from svtr_toolkit.evaluate.runner import benchmark, evaluate
+    from svtr_toolkit.files import write_json
+    from svtr_toolkit.runtime import open_backend
 
     cfg = load_config(args.config)
     if not os.path.isdir(args.datasets):
@@ -79,30 +82,28 @@ def main(argv=None):
         if args.perf_only:
             perf = benchmark(backend, dataset, preprocess, args.batchsize,
                              warmup=args.warmup, loop_count=args.loop_count, workers=args.workers)
-            out["performance"] = perf
+            out["performance"] = perf.to_dict()
             print(report.format_perf(perf))
-            print(report.metric_result({"FPS": perf["fps"], "e2e_FPS": perf.get("e2e_fps"),
-                                        "latency_p50_ms": perf["p50_ms"], "latency_p99_ms": perf["p99_ms"]}))
+            print(report.metric_result({"FPS": perf.fps, "e2e_FPS": perf.e2e_fps,
+                                        "latency_p50_ms": perf.p50_ms, "latency_p99_ms": perf.p99_ms}))
             if args.fps_target is not None:
-                checks.append(report.check_target("fps", perf["fps"], args.fps_target))
+                checks.append(report.Check("fps", args.fps_target, perf.fps))
         else:
             result = evaluate(backend, dataset, preprocess, characters, args.batchsize,
                               ignore_space=cfg.ignore_space, is_filter=cfg.is_filter,
                               workers=args.workers, progress=True)
             summary = report.accuracy_summary(dataset, result)
-            out["accuracy"] = summary
-            out["accuracy"]["seconds"] = round(result.seconds, 3)
+            out["accuracy"] = summary.to_dict()
             print(report.format_accuracy(summary))
-            print(report.metric_result({"acc": summary["pooled"]["acc"],
-                                        "norm_edit_dis": summary["pooled"]["norm_edit_dis"]}))
+            print(report.metric_result({"acc": summary.pooled.acc, "norm_edit_dis": summary.pooled.norm_edit_dis}))
             if args.acc_target is not None:
-                checks.append(report.check_target("acc", summary["pooled"]["acc"], args.acc_target))
+                checks.append(report.Check("acc", args.acc_target, summary.pooled.acc))
     for check in checks:
-        print(check.pop("line"))
-    out["checks"] = checks
-    out["passed"] = all(c["passed"] for c in checks)
+        print(check.line)
+    out["checks"] = [c.to_dict() for c in checks]
+    out["passed"] = all(c.passed for c in checks)
     if args.report:
-        report.write_json(args.report, out)
+        write_json(args.report, out)
     return 0 if out["passed"] else 1
 
 

@@ -36,15 +36,12 @@ done
 [[ -n "${DATASETS_DIR:-}" ]] || die "DATASETS_DIR is not set (export DATASETS_DIR=/path/to/data_lmdb_release/evaluation)"
 [[ -d "$DATASETS_DIR" && -n "$(ls -A "$DATASETS_DIR")" ]] || die "DATASETS_DIR=$DATASETS_DIR is missing or empty"
 
-# model, config, input_name, input_spec, engine
-assignments="$(PYTHONPATH="$RUN_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m svtr_toolkit.presets "$preset" \
-    --batch "$batchsize" --precision "$precision" --engine_dir "${ENGINE_DIR:-$RUN_DIR/work/engines}" \
-    ${MODEL_PATH:+--model_path "$MODEL_PATH"})" || exit 2
-eval "$assignments"
+engine="${ENGINE_DIR:-$RUN_DIR/work/engines}/${preset}_bs_${batchsize}_${precision}.so"
 echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}"
 
-"$PYTHON" "$RUN_DIR/build_engine.py" --model_path "$model" --input "$input_spec" --precision "$precision" \
-    --engine_path "$engine" --target "$target"
+# The preset gives the model, its input and config; build_engine.py checks the preset and the model.
+"$PYTHON" "$RUN_DIR/build_engine.py" --preset "$preset" ${MODEL_PATH:+--model_path "$MODEL_PATH"} \
+    --batchsize "$batchsize" --precision "$precision" --engine_path "$engine" --target "$target"
 
 checks=()
 [[ -z "$acc_target" ]] || checks+=(--acc_target "$acc_target")

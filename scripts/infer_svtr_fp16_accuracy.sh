@@ -4,5 +4,5 @@
 # Exits non-zero when the accuracy misses --acc_target (or $ACC_TARGET).
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec "$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" --input_name "$input_name" \
-    --datasets "$DATASETS_DIR" --config "$config" ${checks[@]+"${checks[@]}"} ${REPORT:+--report "$REPORT"}
+exec "$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" \
+    --datasets "$DATASETS_DIR" --preset "$preset" ${checks[@]+"${checks[@]}"} ${REPORT:+--report "$REPORT"}

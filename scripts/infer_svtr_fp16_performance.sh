@@ -4,6 +4,6 @@
 # Exits non-zero when the compute-only img/s misses --fps_target (or $FPS_TARGET).
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec "$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" --input_name "$input_name" \
-    --datasets "$DATASETS_DIR" --config "$config" --perf_only True --loop_count "${LOOP_COUNT:-20}" \
+exec "$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" \
+    --datasets "$DATASETS_DIR" --preset "$preset" --perf_only True --loop_count "${LOOP_COUNT:-20}" \
     ${checks[@]+"${checks[@]}"} ${REPORT:+--report "$REPORT"}

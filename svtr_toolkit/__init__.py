@@ -1,1 +1,10 @@
-"""SVTR benchmark toolkit: export, TVM engine build, LMDB evaluation and timing."""
+"""SVTR benchmark toolkit: export, TVM engine build, LMDB evaluation and timing.
+
+Split by pipeline stage; imports only go one way (``tests/test_layout.py`` checks it):
+
+- base (modules directly here): errors, files, paths, threads, config, presets, engine_file,
+  numerics, table, cli;
+- ``prepare`` (model -> ONNX) and ``compile`` (ONNX -> engine) import only the base;
+- ``runtime`` (run an engine) imports only the base; ``evaluate`` imports runtime;
+- ``bench`` may import all of them.
+"""

@@ -6,13 +6,14 @@ One yml drives everything: ``Architecture`` builds the network (export), ``Globa
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import yaml
 
 from .errors import ToolkitError
+from .files import sha256_file
 
 # CTCLabelDecode's character set when Global.character_dict_path is empty; it also turns
 # on lower-casing of labels (CTCLabelEncode) so the metric is case-insensitive.
@@ -42,10 +43,10 @@ class RecConfig:
         """PaddleOCR lower-cases labels exactly when it uses the built-in character set."""
         return self.character_dict_path is None
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        with open(self.path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
+        """sha256 of the yml, read once per loaded config."""
+        return sha256_file(self.path)
 
     def characters(self, model_metadata: dict | None = None) -> list[str]:
         """The decoder's classes without the CTC blank (class 0 is the blank).

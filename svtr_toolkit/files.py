@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+
+from .errors import ToolkitError
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path) -> str:
@@ -42,3 +49,11 @@ def write_bytes_atomically(path, data: bytes) -> None:
             os.fsync(fh.fileno())
 
     write_atomically(path, write)
+
+
+def write_json(path, value, indent=2, sort_keys=False) -> None:
+    """``value`` as JSON (newline-terminated) at ``path``, atomically; an OS error is one ToolkitError."""
+    try:
+        write_bytes_atomically(path, (json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise ToolkitError(f"cannot write {path}: {exc.strerror}")

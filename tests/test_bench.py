@@ -159,8 +159,7 @@ def test_merge_peaks_keeps_best_and_both_readings():
     assert merged["all_cores_flops_probes"] == [1.0, 3.0]
 
 
-def test_flops_constant_matches_facts():
-    assert bench.FLOPS_PER_IMAGE == 728e6
+def test_headline_batch_is_in_the_default_sweep():
     assert bench.HEADLINE_BATCH in bench.DEFAULT_BATCHES
 
 
@@ -262,3 +261,32 @@ def test_write_plot_or_skip(tmp_path):
     if path is None:
         pytest.skip("matplotlib is not installed")
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flops_of_a_tiny_model_counted_two_ways(tmp_path):
+    """The graph count against the arithmetic of its one conv and one matmul, at the image
+    shape read from the model itself (what the benchmark uses when no preset is named)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 12])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(np.zeros((5, 3, 3, 3), np.float32), "w")
+    m = numpy_helper.from_array(np.zeros((12, 7), np.float32), "m")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("MatMul", ["c", "m"], ["y"])], "two", [x], [y], [w, m])
+    path = str(tmp_path / "two.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    chw = bench.model_image_shape(path)
+    assert chw == (3, 10, 12)
+    counted = bench.count_model_flops(path, (1, *chw))
+    conv_macs = 5 * 10 * 12 * (3 * 3 * 3)  # every output element: one 3x3x3 window
+    matmul_macs = 5 * 10 * 7 * 12  # [5, 10, 12] x [12, 7]
+    assert counted["flops_per_image"] == 2 * (conv_macs + matmul_macs)
+
+
+def test_model_image_shape_needs_static_dims(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", 12])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = str(tmp_path / "dyn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    with pytest.raises(ToolkitError, match="not static"):
+        bench.model_image_shape(path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from svtr_toolkit.config import DEFAULT_CHARACTERS
-from svtr_toolkit.data import (REJECT_EMPTY, REJECT_NO_CHARS, REJECT_TOO_LONG, Dataset, LabelRules, Preprocessor,
+from svtr_toolkit.evaluate.data import (REJECT_EMPTY, REJECT_NO_CHARS, REJECT_TOO_LONG, Dataset, LabelRules, Preprocessor,
                                decode_image, find_lmdbs, iter_batches)
 from svtr_toolkit.errors import ToolkitError
 from shared_data import shared_path

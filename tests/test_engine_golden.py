@@ -8,7 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from svtr_toolkit import engine, parity, targets
+from svtr_toolkit import runtime
+from svtr_toolkit.compile import targets
+from svtr_toolkit.compile.build import build_engine
+from svtr_toolkit.evaluate import parity
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +22,16 @@ def golden_io(shared_dir):
 
 @pytest.fixture(scope="module")
 def golden_onnx(golden_export):
-    from svtr_toolkit import export
+    from svtr_toolkit.prepare import export
 
     return str(golden_export.out_dir / export.OPT_ONNX)
 
 
 def build(onnx_path, precision, rows, folder):
     path = str(folder / f"golden_{precision}.so")
-    engine.build_engine(onnx_path, "x", (rows, 3, 64, 256), precision, targets.select_target("llvm"), path,
-                        log=lambda *_: None, tuning_dir=None)
-    return engine.load_engine(path)
+    build_engine(onnx_path, "x", (rows, 3, 64, 256), precision, targets.select_target("llvm"), path,
+                 log=lambda *_: None, tuning_dir=None)
+    return runtime.load_engine(path)
 
 
 def ort_unfused(onnx_path, x):

@@ -1,4 +1,4 @@
-"""svtr_toolkit.export / tools/export_onnx.py / ci/prepare.sh.
+"""svtr_toolkit.prepare.export / tools/export_onnx.py / ci/prepare.sh.
 
 Exports take seconds each, so each distinct export runs once per session (session fixtures
 below) and the tests inspect its outputs.
@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 paddle = pytest.importorskip("paddle")
 ort = pytest.importorskip("onnxruntime")
 
-from svtr_toolkit import export, modeling  # noqa: E402
+from svtr_toolkit.prepare import export, modeling  # noqa: E402
 from svtr_toolkit.config import load_config  # noqa: E402
 from svtr_toolkit.errors import ToolkitError  # noqa: E402
 from shared_data import golden  # noqa: E402
@@ -203,7 +202,7 @@ def cli(*args, env=None):
 
 
 def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
-    proc = cli("--checkpoint", str(tmp_path / "nope.pdparams"), "--output_dir", str(tmp_path / "out"))
+    proc = cli("--checkpoint", str(tmp_path / "nope.pdparams"), "--out_dir", str(tmp_path / "out"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.pdparams" in lines[0]
@@ -213,7 +212,7 @@ def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
 
 def test_cli_no_route_download_is_one_error_line(tmp_path):
     proc = cli("--download", "--url", "http://127.0.0.1:9/rec_svtr_tiny_none_ctc_en_train.tar",
-               "--output_dir", str(tmp_path))
+               "--out_dir", str(tmp_path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download") and "--checkpoint" in lines[0]
@@ -221,9 +220,16 @@ def test_cli_no_route_download_is_one_error_line(tmp_path):
 
 
 def test_cli_rerun_is_noop(ckpt_export, ckpt_file):
+    proc = cli("--checkpoint", str(ckpt_file), "--out_dir", str(ckpt_export.out_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stdout
+
+
+def test_cli_old_output_dir_flag_still_works_with_a_note(ckpt_export, ckpt_file):
     proc = cli("--checkpoint", str(ckpt_file), "--output_dir", str(ckpt_export.out_dir))
     assert proc.returncode == 0, proc.stderr
     assert "up to date" in proc.stdout
+    assert proc.stderr.splitlines() == ["note: --output_dir is deprecated; use --out_dir"]
 
 
 def test_prepare_sh_rerun_is_noop(ckpt_export, ckpt_file):
@@ -392,7 +398,7 @@ cfg_path = sys.argv[sys.argv.index("-c") + 1]
 if {fail!r}:
     sys.exit("export_model: something broke")
 import paddle
-from svtr_toolkit import modeling
+from svtr_toolkit.prepare import modeling
 from svtr_toolkit.config import load_config
 cfg = load_config(cfg_path)
 m = modeling.build_model(cfg)

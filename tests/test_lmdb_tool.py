@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from svtr_toolkit import lmdb_tool
+from svtr_toolkit.evaluate import lmdb_tool
 from svtr_toolkit.config import DEFAULT_CHARACTERS
-from svtr_toolkit.data import Dataset, LabelRules
+from svtr_toolkit.evaluate.data import Dataset, LabelRules
 from svtr_toolkit.errors import ToolkitError
 
 REPO = Path(__file__).resolve().parents[1]

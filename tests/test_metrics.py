@@ -6,7 +6,7 @@ import pytest
 
 from svtr_toolkit.config import DEFAULT_CHARACTERS
 from svtr_toolkit.errors import ToolkitError
-from svtr_toolkit.metrics import RecMetric, ctc_greedy_decode, normalize_text, normalized_edit_distance
+from svtr_toolkit.evaluate.metrics import RecMetric, ctc_greedy_decode, normalize_text, normalized_edit_distance
 
 CHARS = list(DEFAULT_CHARACTERS)
 

@@ -1,21 +1,19 @@
-"""svtr_toolkit.modeling: PaddleOCR-identical state dict, eval semantics, TPS numerics, golden parity."""
+"""svtr_toolkit.prepare.modeling: PaddleOCR-identical state dict, eval semantics, TPS numerics, golden parity."""
 import json
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 paddle = pytest.importorskip("paddle")
 
-from svtr_toolkit import modeling  # noqa: E402
+from svtr_toolkit.prepare import modeling  # noqa: E402
 from svtr_toolkit.config import load_config  # noqa: E402
 from svtr_toolkit.errors import ToolkitError  # noqa: E402
 from shared_data import golden  # noqa: E402

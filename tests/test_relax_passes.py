@@ -7,7 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from svtr_toolkit import engine, relax_passes, targets
+from svtr_toolkit import runtime
+from svtr_toolkit.compile import build, onnx_passes, precision, relax_passes, targets
 
 SHAPE = (2, 4, 9, 12)
 # (kernel, strides, pads [top, left, bottom, right], groups): SVTR's stride-2 and stride-(2,1)
@@ -39,8 +40,8 @@ def conv_model(tmp_path_factory):
 
 
 def test_kxk_convs_go_nhwc_the_rest_stay(conv_model):
-    prepared = engine.prepare_onnx(engine.load_onnx(conv_model), "x", SHAPE)
-    mod, _ = engine.to_relax(prepared, "x", SHAPE, "fp32")
+    prepared = onnx_passes.prepare_onnx(onnx_passes.load_onnx(conv_model), "x", SHAPE)
+    mod, _ = precision.to_relax(prepared, "x", SHAPE, "fp32")
     text = relax_passes.convs_to_nhwc()(mod).script()
     assert len(re.findall(r"R\.nn\.conv2d\(", text)) == len(CONVS)
     assert text.count('data_layout="NHWC", kernel_layout="HWIO"') == 3
@@ -52,8 +53,8 @@ def test_engine_with_nhwc_convs_matches_onnxruntime(conv_model, tmp_path, precis
     x = np.random.default_rng(0).uniform(-1, 1, SHAPE).astype(np.float32)
     expected = ort.InferenceSession(conv_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     path = str(tmp_path / f"convs_{precision}.so")
-    engine.build_engine(conv_model, "x", SHAPE, precision, targets.select_target("llvm"), path,
+    build.build_engine(conv_model, "x", SHAPE, precision, targets.select_target("llvm"), path,
                         log=lambda *_: None, tuning_dir=None)
-    got = engine.load_engine(path).run(x)
+    got = runtime.load_engine(path).run(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=atol, rtol=0)

@@ -5,7 +5,13 @@ import os
 import onnx
 import pytest
 
-from svtr_toolkit import engine, parity, targets, tuning
+from svtr_toolkit import runtime
+from svtr_toolkit.compile import build, onnx_passes, precision, targets, tuning
+from svtr_toolkit.compile.tuning import planning
+from svtr_toolkit.compile.tuning.coverage import task_key
+from svtr_toolkit.compile.tuning.database import INFLIGHT_FILE, STUCK_FILE
+from svtr_toolkit.evaluate import parity
+from svtr_toolkit.numerics import random_batch
 from tiny_models import tiny_recogniser
 
 SHAPE = (2, 3, 8, 16)
@@ -22,7 +28,7 @@ class FakeTask:
 
 
 def test_trial_plan_spends_on_heavy_kernels(monkeypatch):
-    monkeypatch.setattr(tuning, "task_flops", lambda t: t.flops)
+    monkeypatch.setattr(planning, "task_flops", lambda t: t.flops)
     tasks = [FakeTask(900, 1), FakeTask(5, 2), FakeTask(80, 1)]  # shares 0.9, 0.01, 0.08
     assert tuning.trial_plan(tasks, 64, 8) == [64, 64, 64]
     tasks = [FakeTask(990, 1), FakeTask(1, 2), FakeTask(8, 1)]  # 0.002 is light
@@ -31,7 +37,7 @@ def test_trial_plan_spends_on_heavy_kernels(monkeypatch):
 
 
 def test_trial_plan_also_spends_on_kernels_slow_for_their_flops(monkeypatch):
-    monkeypatch.setattr(tuning, "task_flops", lambda t: t.flops)
+    monkeypatch.setattr(planning, "task_flops", lambda t: t.flops)
     tasks = [FakeTask(990, 1), FakeTask(1, 2), FakeTask(9, 1)]  # the second is 0.2 % of the FLOPs
     assert tuning.trial_plan(tasks, 64, 8) == [64, 8, 8]
     # ... but measured at 2 x 0.3 s of 1.7 s: a third of the time
@@ -43,8 +49,8 @@ def test_trial_plan_also_spends_on_kernels_slow_for_their_flops(monkeypatch):
 def tuned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tuning")
     model = tiny_recogniser(folder / "tiny.onnx")
-    prepared = engine.prepare_onnx(onnx.load(model), "x", SHAPE)
-    mod, _ = engine.to_relax(prepared, "x", SHAPE, "fp32")
+    prepared = onnx_passes.prepare_onnx(onnx.load(model), "x", SHAPE)
+    mod, _ = precision.to_relax(prepared, "x", SHAPE, "fp32")
     target = targets.select_target("llvm")
     db = str(folder / "db")
     first = tuning.tune(mod, target.tvm_target(), db, time_budget_s=600, trials_per_task=2, light_trials=1,
@@ -74,16 +80,16 @@ def test_a_round_left_in_flight_is_skipped_from_then_on(tuned, tmp_path, monkeyp
     tasks = tuning.extract_tasks(mod, target.tvm_target())
     hung = max(tasks, key=lambda t: tuning.task_flops(t) * t.weight)  # the first one tuned
     os.makedirs(db)
-    with open(os.path.join(db, tuning.INFLIGHT_FILE), "w") as fh:  # as a killed run leaves it
-        json.dump({tuning._task_key(hung): hung.task_name}, fh)
+    with open(os.path.join(db, INFLIGHT_FILE), "w") as fh:  # as a killed run leaves it
+        json.dump({task_key(hung): hung.task_name}, fh)
     messages = []
     summary = tuning.tune(mod, target.tvm_target(), db, time_budget_s=600, trials_per_task=1, light_trials=1,
                           log=messages.append)
     assert summary["remaining_trials"] == 0
-    assert not os.path.exists(os.path.join(db, tuning.INFLIGHT_FILE))
-    assert json.load(open(os.path.join(db, tuning.STUCK_FILE))) == {tuning._task_key(hung): hung.task_name}
+    assert not os.path.exists(os.path.join(db, INFLIGHT_FILE))
+    assert json.load(open(os.path.join(db, STUCK_FILE))) == {task_key(hung): hung.task_name}
     progress = json.load(open(os.path.join(db, "progress.json")))
-    assert tuning._task_key(hung) not in progress and len(progress) == len(tasks) - 1
+    assert task_key(hung) not in progress and len(progress) == len(tasks) - 1
     assert any(m.startswith(f"skipping {hung.task_name[:20]}") for m in messages)
     assert hung.task_name not in searched and len(searched) == len(tasks) - 1
 
@@ -136,33 +142,33 @@ def test_build_applies_the_database_and_tracks_it(tuned, tmp_path):
     assert hit == total and fraction == pytest.approx(1.0)
     path = str(tmp_path / "tuned.so")
     messages = []
-    meta = engine.build_engine(model, "x", SHAPE, "fp32", target, path, log=messages.append, tuning_dir=db)
+    meta = build.build_engine(model, "x", SHAPE, "fp32", target, path, log=messages.append, tuning_dir=db)
     assert any(f"{total}/{total} kernels" in m for m in messages)
     assert meta["tuning_db"] == tuning.database_digest(db) and meta["tuning"]["flops_covered"] == pytest.approx(1.0)
-    result = parity.check(engine.load_engine(path), model, parity.default_inputs(SHAPE))
+    result = parity.check(runtime.load_engine(path), model, random_batch(SHAPE))
     assert result.max_abs_diff <= 1e-5 and result.argmax_agreement == 1.0
 
     messages.clear()
-    engine.build_engine(model, "x", SHAPE, "fp32", target, path, log=messages.append, tuning_dir=None)
+    build.build_engine(model, "x", SHAPE, "fp32", target, path, log=messages.append, tuning_dir=None)
     assert "tuning database changed" in messages[0]
     assert any("tuning database not used" in m for m in messages)
 
     messages.clear()
-    engine.build_engine(model, "x", SHAPE, "fp32", target, str(tmp_path / "other.so"), log=messages.append,
+    build.build_engine(model, "x", SHAPE, "fp32", target, str(tmp_path / "other.so"), log=messages.append,
                         tuning_dir=str(tmp_path / "llvm-othercpu-2c"))
     assert any("no tuning database for this CPU class (llvm-othercpu-2c)" in m for m in messages)
 
 
 def test_shipped_database_covers_svtr_on_its_cpu_class(golden_export):
     """The database in tuning/ must schedule the SVTR fp32 batch-32 engine it was made for."""
-    from svtr_toolkit import export
+    from svtr_toolkit.prepare import export
 
     target = targets.select_target("llvm")
     folder = tuning.database_dir(target.spec, root=tuning.DEFAULT_TUNING_ROOT)
     if tuning.database_digest(folder) is None:
         pytest.skip(f"no shipped tuning database for this CPU class ({tuning.target_key(target.spec)})")
     shape = (32, 3, 64, 256)
-    prepared = engine.prepare_onnx(onnx.load(str(golden_export.out_dir / export.OPT_ONNX)), "x", shape)
-    mod, _ = engine.to_relax(prepared, "x", shape, "fp32")
+    prepared = onnx_passes.prepare_onnx(onnx.load(str(golden_export.out_dir / export.OPT_ONNX)), "x", shape)
+    mod, _ = precision.to_relax(prepared, "x", shape, "fp32")
     hit, total, fraction = tuning.coverage(mod, target.tvm_target(), folder)
     assert fraction >= 0.95, f"{hit}/{total} kernels, {fraction:.1%} of FLOPs"

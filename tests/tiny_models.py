@@ -9,6 +9,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from svtr_toolkit.config import DEFAULT_CHARACTERS
 
+SHAPE = (2, 3, 8, 16)  # the tiny recogniser's static input
+
+
+def ort_run(model_or_path, x):
+    """onnxruntime on a model file or ModelProto."""
+    import onnxruntime as ort
+
+    source = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
 
 def _init(name, array):
     return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)

@@ -3,27 +3,28 @@
     python tools/bench_cpu.py --model_path SVTR_opt.onnx \
         --engine fp32=svtr_bs_32_fp32.so --engine fp16=svtr_bs_32_fp16.so \
         [--batches 1,8,32,64] [--rounds 5] [--min_sample_s 0.2] [--threads N] [--out_dir reports]
-    python tools/bench_cpu.py --build --precisions fp32,fp16 --batches 1,8,32,64
+    python tools/bench_cpu.py --build --precision fp32,fp16 --batches 1,8,32,64
+    python tools/bench_cpu.py --preset ppocrv4 --batches 32      # PP-OCRv4: onnxruntime and a built engine
 
 onnxruntime runs at every sweep batch; an engine runs at the batch it was built for. Each
 round takes one sample of every (contender, batch), so noise hits all alike; the table gives
 the median over rounds, min-max, the ratio to onnxruntime at the same batch and the share
-of a measured fp32 GEMM peak. Raw numbers go to OUT_DIR/bench_cpu.json, the sweep plot to
-OUT_DIR/bench_cpu.png.
+of a measured fp32 GEMM peak, from the model's FLOPs per image at its image shape. Raw
+numbers go to OUT_DIR/bench_cpu.json, the sweep plot to OUT_DIR/bench_cpu.png.
 """
-import argparse
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from common import run_cli  # noqa: E402
+import _repo  # noqa: F401  (the checkout on sys.path)
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
+from svtr_toolkit.errors import ToolkitError
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", default="SVTR_opt.onnx", help="ONNX model, run by onnxruntime (default SVTR_opt.onnx)")
+    parser = cli.Parser(__doc__)
+    cli.add_preset(parser)
+    parser.add_argument("--model_path", default=None,
+                        help="ONNX model, run by onnxruntime (default: the preset's, SVTR_opt.onnx without one)")
     parser.add_argument("--engine", action="append", default=[], metavar="NAME=PATH",
                         help="a TVM engine to time (repeatable), e.g. fp16=svtr_bs_32_fp16.so")
     parser.add_argument("--batches", default="1,8,32,64", help="sweep batch sizes (default 1,8,32,64; 32 is the headline)")
@@ -32,38 +33,48 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     parser.add_argument("--out_dir", default="reports", help="where bench_cpu.json and bench_cpu.png go (default reports)")
     parser.add_argument("--build", action="store_true",
-                        help="build (or reuse up-to-date) llvm engines for every sweep batch and --precisions")
-    parser.add_argument("--precisions", default="fp32,fp16", help="precisions for --build (default fp32,fp16)")
+                        help="build (or reuse up-to-date) llvm engines for every sweep batch and --precision "
+                             "(implied by --preset without --engine)")
+    parser.add_argument("--precision", default=None,
+                        help="precisions for --build, P[,P] (default fp32,fp16; fp16 with --preset alone)")
+    cli.add_deprecated(parser, "--precisions", "--precision")
     parser.add_argument("--engine_dir", default=os.path.join("work", "bench"),
-                        help="where --build puts svtr_bs_{bs}_{precision}.so (default work/bench)")
+                        help="where --build puts <model>_bs_{bs}_{precision}.so (default work/bench)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        raise ToolkitError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.min_sample_s <= 0:
+        raise ToolkitError(f"--min_sample_s must be positive, got {args.min_sample_s}")
+    if args.preset and not args.engine:
+        args.build = True
+    args.precision = args.precision or ("fp16" if args.preset and not args.engine else "fp32,fp16")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     from svtr_toolkit import bench
-    from svtr_toolkit.engine import PRECISIONS
-    from svtr_toolkit.errors import ToolkitError
 
     batches = bench.parse_batches(args.batches)
     engines = bench.parse_engine_specs(args.engine)
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if args.build and (bad or not precisions):
-        raise ToolkitError(f"--precisions: unknown '{','.join(bad) or args.precisions}' (choose from {', '.join(PRECISIONS)})")
+    precisions = cli.parse_precisions(args.precision) if args.build else []
+    preset = cli.get_preset(args.preset) if args.preset else None
+    model_path = preset.require_model(args.model_path) if preset else (args.model_path or "SVTR_opt.onnx")
     if not engines and not args.build:
         print("note: no --engine and no --build given; timing onnxruntime only", flush=True)
 
     report = bench.run_benchmark(
-        args.model_path, engines, batches, rounds=args.rounds, min_sample_s=args.min_sample_s,
-        out_dir=args.out_dir, threads=args.threads, build=args.build, precisions=precisions,
-        engine_dir=args.engine_dir, log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
+        model_path, engines, batches, rounds=args.rounds, min_sample_s=args.min_sample_s, threads=args.threads,
+        build=args.build, precisions=precisions, engine_dir=args.engine_dir,
+        image_chw=preset.image_shape() if preset else None, engine_stem=preset.name if preset else None,
+        log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
     )
     results = report["results"]
     print()
-    print(f"throughput, median of {args.rounds} interleaved rounds (% peak: {bench.FLOPS_PER_IMAGE / 1e6:.0f} MFLOP/image "
-          f"over the {report['peak']['all_cores_flops'] / 1e9:.1f} GFLOP/s all-core GEMM probe)")
+    print(f"throughput, median of {args.rounds} interleaved rounds (% peak: "
+          f"{report['flops']['per_image'] / 1e6:.0f} MFLOP/image over the "
+          f"{report['peak']['all_cores_flops'] / 1e9:.1f} GFLOP/s all-core GEMM probe)")
     print(bench.format_table(results))
     headline = [r for r in results if r["batch"] == bench.HEADLINE_BATCH]
     if headline:
@@ -76,8 +87,9 @@ def main(argv=None):
     json_path = bench.write_json(report, args.out_dir)
     print(f"wrote {json_path}")
     m = report["machine"]
+    model = preset.name if preset else os.path.basename(model_path)
     png = bench.write_plot(results, args.out_dir,
-                           f"SVTR-Tiny CPU throughput: {m['cpu']}, {m['cores_available']} cores, "
+                           f"{model} CPU throughput: {m['cpu']}, {m['cores_available']} cores, "
                            f"TVM {m['tvm']}, ORT {m['onnxruntime']}")
     if png:
         print(f"wrote {png}")

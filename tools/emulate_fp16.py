@@ -10,32 +10,30 @@ onnxruntime with this rounding gains or loses the same samples as the engine, th
 to fp32 comes from fp16 itself, not from the compiler. --round weights (or activations) rounds
 only that half of the fp16 part, to see which of the two moves the accuracy.
 """
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import run_cli  # noqa: E402
-from svtr_toolkit.onnx_passes import EMULATED_ROUNDINGS  # noqa: E402
+import _repo  # noqa: F401  (the checkout on sys.path)
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
+from svtr_toolkit.compile.onnx_passes import EMULATED_ROUNDINGS
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(__doc__)
     parser.add_argument("--model_path", required=True, help="the ONNX model the fp16 engine is built from")
     parser.add_argument("--input", required=True, help="name:N,C,H,W, as given to build_engine.py")
     parser.add_argument("--out", required=True, help="where the emulating ONNX model goes")
-    parser.add_argument("--round", default="all", choices=EMULATED_ROUNDINGS,
+    parser.add_argument("--round", default="all", type=cli.choice("rounding", EMULATED_ROUNDINGS),
+                        metavar="{" + ",".join(EMULATED_ROUNDINGS) + "}",
                         help="round weights and activations of the fp16 part (the engine), or only one of them")
     args = parser.parse_args(argv)
 
     import onnx
 
-    from svtr_toolkit import engine
+    from svtr_toolkit.compile.onnx_passes import load_onnx
+    from svtr_toolkit.compile.precision import emulate_fp16_plan
     from svtr_toolkit.files import write_atomically
 
-    name, shape = engine.parse_input_spec(args.input)
-    model, plan = engine.emulate_fp16_plan(engine.load_onnx(args.model_path), name, shape, args.round)
+    name, shape = cli.parse_input_spec(args.input)
+    model, plan = emulate_fp16_plan(load_onnx(args.model_path), name, shape, args.round)
     write_atomically(args.out, lambda tmp: onnx.save(model, tmp))
     rounded = "weights and activations" if args.round == "all" else args.round
     print(f"wrote {args.out}: {plan} (fp16 parts' {rounded} rounded, run by onnxruntime in fp32)")

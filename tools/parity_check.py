@@ -7,29 +7,31 @@ Inputs default to a fixed-seed batch in the preprocessed range [-1, 1]; --inputs
 with an ``x`` array (any number of rows: the last batch is padded). With --min_agreement the
 exit status says whether the argmax agreement per time step reached it.
 """
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import run_cli  # noqa: E402
+import _repo  # noqa: F401  (the checkout on sys.path)
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(__doc__)
     parser.add_argument("--engine", required=True)
-    parser.add_argument("--model_path", required=True, help="the ONNX model the engine was built from")
+    cli.add_preset(parser)
+    parser.add_argument("--model_path", help="the ONNX model the engine was built from (default: the preset's)")
     parser.add_argument("--inputs", default=None, help=".npz with an 'x' array")
     parser.add_argument("--min_agreement", type=float, default=None, help="fail below this argmax agreement (0-1)")
     args = parser.parse_args(argv)
 
     import numpy as np
 
-    from svtr_toolkit import parity
-    from svtr_toolkit.backends import open_backend
     from svtr_toolkit.errors import ToolkitError
+    from svtr_toolkit.evaluate import parity
+    from svtr_toolkit.evaluate.report import Check
+    from svtr_toolkit.runtime import open_backend
 
+    if args.model_path is None:
+        if args.preset is None:
+            raise ToolkitError("--model_path or --preset is required")
+        args.model_path = cli.get_preset(args.preset).require_model()
     backend = open_backend(args.engine)
     inputs = None
     if args.inputs:
@@ -39,10 +41,11 @@ def main(argv=None):
             raise ToolkitError(f"cannot read an 'x' array from {args.inputs}: {exc}")
     result = parity.check(backend, args.model_path, inputs)
     print(result.line(backend.name))
-    if args.min_agreement is not None and result.argmax_agreement < args.min_agreement:
-        print(f"argmax agreement check: expected >= {args.min_agreement}, got {result.argmax_agreement:.4f}: FAIL")
-        return 1
-    return 0
+    if args.min_agreement is None:
+        return 0
+    check = Check("argmax agreement", args.min_agreement, result.argmax_agreement)
+    print(check.line)
+    return 0 if check.passed else 1
 
 
 if __name__ == "__main__":

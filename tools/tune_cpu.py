@@ -2,24 +2,24 @@
 
     python tools/tune_cpu.py --model_path SVTR_opt.onnx --input x:32,3,64,256 \
         --precision fp32 --budget_min 30
+    python tools/tune_cpu.py --preset ppocrv4 --batchsize 32 --precision fp16 --budget_min 30
 
 The database lands in tuning/<cpu class>/ (e.g. tuning/llvm-rocketlake-2c), where
 build_engine.py finds it for the same CPU class. Tuning is resumable: a rerun continues
 with the kernels that have not had their trials yet, until --budget_min runs out.
 """
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common import run_cli  # noqa: E402
+import _repo  # noqa: F401  (the checkout on sys.path)
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", default="SVTR_opt.onnx")
-    parser.add_argument("--input", default="x:32,3,64,256", help="name:N,C,H,W; engines match the database per shape")
+    parser = cli.Parser(__doc__)
+    cli.add_preset(parser, default="svtr")
+    parser.add_argument("--model_path", default=None, help="ONNX model (default: the preset's)")
+    parser.add_argument("--input", default=None, help="name:N,C,H,W; engines match the database per shape "
+                                                      "(default: the preset's at --batchsize)")
+    parser.add_argument("--batchsize", type=int, default=32, help="without --input: the batch (default 32)")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16 or both (fp32,fp16)")
     parser.add_argument("--budget_min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
     parser.add_argument("--trials_per_task", type=int, default=64, help="trials for each heavy kernel (default 64)")
@@ -27,24 +27,26 @@ def main(argv=None):
     parser.add_argument("--database", default=None, help="database folder (default tuning/<cpu class>)")
     args = parser.parse_args(argv)
 
-    from svtr_toolkit import engine, tuning
+    from svtr_toolkit.compile import tuning
+    from svtr_toolkit.compile.onnx_passes import load_onnx, prepare_onnx
+    from svtr_toolkit.compile.precision import to_relax
+    from svtr_toolkit.compile.targets import host_cpu_target
     from svtr_toolkit.errors import ToolkitError
-    from svtr_toolkit.targets import host_cpu_target
 
-    input_name, shape = engine.parse_input_spec(args.input)
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    unknown = [p for p in precisions if p not in engine.PRECISIONS]
-    if unknown or not precisions:
-        raise ToolkitError(f"unknown precision {','.join(unknown) or args.precision!r} (choose from fp32, fp16)")
+    preset = cli.get_preset(args.preset)
+    model_path = args.model_path or preset.require_model()
+    input_name, shape = cli.parse_input_spec(args.input or f"{preset.input_name}:"
+                                             + ",".join(map(str, preset.input_shape(args.batchsize))))
+    precisions = cli.parse_precisions(args.precision)
     if args.budget_min <= 0 or args.trials_per_task < 1 or args.light_trials < 1:
         raise ToolkitError("--budget_min, --trials_per_task and --light_trials must be positive")
     target = host_cpu_target()
     folder = args.database or tuning.database_dir(target.spec)
-    prepared = engine.prepare_onnx(engine.load_onnx(args.model_path), input_name, shape)
+    prepared = prepare_onnx(load_onnx(model_path), input_name, shape)
     print(f"tuning for {target.description} into {folder}, budget {args.budget_min:g} min", flush=True)
     budget = args.budget_min * 60
     for precision in precisions:
-        mod, plan = engine.to_relax(prepared, input_name, shape, precision)
+        mod, plan = to_relax(prepared, input_name, shape, precision)
         print(f"{precision}: {plan}", flush=True)
         summary = tuning.tune(mod, target.tvm_target(), folder, time_budget_s=budget,
                               trials_per_task=args.trials_per_task, light_trials=args.light_trials)

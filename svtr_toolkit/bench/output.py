@@ -1,0 +1,116 @@
+"""The benchmark's results: per-cell figures, comparisons with onnxruntime and the peak, table, JSON, plot."""
+from __future__ import annotations
+
+import os
+import statistics
+
+from .. import files
+from ..table import render_table
+from .timing import Cell, images_per_second, summarize
+
+ORT_NAME = "onnxruntime-fp32"
+
+
+def peak_fraction(img_per_s: float, flops_per_image: float, peak_flops: float):
+    """Share of the peak FLOP/s that ``img_per_s`` images of ``flops_per_image`` use."""
+    if not peak_flops or img_per_s is None:
+        return None
+    return img_per_s * flops_per_image / peak_flops
+
+
+def ratio(value, reference):
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
+def cell_result(cell: Cell) -> dict:
+    throughput = [images_per_second(cell.batch, s) for s in cell.samples_s]
+    stats = summarize(throughput)
+    return {
+        "contender": cell.contender,
+        "batch": cell.batch,
+        "note": cell.note,
+        "calls_per_sample": cell.calls,
+        "seconds_per_call": list(cell.samples_s),
+        "img_per_s": throughput,
+        "median_img_per_s": stats["median"],
+        "min_img_per_s": stats["min"],
+        "max_img_per_s": stats["max"],
+        "spread": stats["spread"],
+    }
+
+
+def add_comparisons(results: list, flops_per_image: float, peak_flops: float, reference=ORT_NAME) -> list:
+    """Fill ratio to the reference at the same batch, and fraction of peak, into each result.
+
+    ``paired_ratio_median`` is the median over rounds of the per-round ratio: the two were
+    timed back to back in each round, so it cancels slow drifts of the machine.
+    """
+    ref = {r["batch"]: r for r in results if r["contender"] == reference}
+    for r in results:
+        base = ref.get(r["batch"])
+        r["ratio_to_ort"] = ratio(r["median_img_per_s"], base["median_img_per_s"]) if base else None
+        if base and len(base["img_per_s"]) == len(r["img_per_s"]) and r["img_per_s"]:
+            r["paired_ratio_median"] = statistics.median(a / b for a, b in zip(r["img_per_s"], base["img_per_s"]))
+        else:
+            r["paired_ratio_median"] = None
+        r["peak_fraction"] = peak_fraction(r["median_img_per_s"], flops_per_image, peak_flops)
+    return results
+
+
+def _fmt(value, spec, empty="-"):
+    return empty if value is None else format(value, spec)
+
+
+def format_table(results: list) -> str:
+    header = ("contender", "batch", "median img/s", "min-max img/s", "vs ORT", "% peak", "note")
+    rows = []
+    for r in sorted(results, key=lambda r: (r["contender"] != ORT_NAME, r["contender"], r["batch"])):
+        rows.append((
+            r["contender"], str(r["batch"]), _fmt(r["median_img_per_s"], ".1f"),
+            f"{_fmt(r['min_img_per_s'], '.1f')}-{_fmt(r['max_img_per_s'], '.1f')}",
+            _fmt(r["ratio_to_ort"], ".3f") + ("x" if r["ratio_to_ort"] is not None else ""),
+            _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".2f"),
+            r["note"],
+        ))
+    return render_table(header, rows, align="l" * len(header), sep=" | ", rule_sep="-+-")
+
+
+def write_json(report: dict, out_dir: str) -> str:
+    path = os.path.join(out_dir, "bench_cpu.json")
+    files.write_json(path, report)
+    return path
+
+
+def write_plot(results: list, out_dir: str, title: str = "CPU throughput"):
+    """img/s vs batch, one line per contender, log x; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in sorted({r["contender"] for r in results}, key=lambda n: (n != ORT_NAME, n)):
+        rows = sorted((r for r in results if r["contender"] == name), key=lambda r: r["batch"])
+        xs = [r["batch"] for r in rows]
+        ys = [r["median_img_per_s"] for r in rows]
+        err = [[y - r["min_img_per_s"] for y, r in zip(ys, rows)], [r["max_img_per_s"] - y for y, r in zip(ys, rows)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    batches = sorted({r["batch"] for r in results})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches)
+    ax.set_xticklabels([str(b) for b in batches])
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s (median over rounds; bars: min-max)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "bench_cpu.png")
+    files.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return path

@@ -1,0 +1,132 @@
+"""Build TVM engines from an ONNX model: identity and staleness, compile, write atomically.
+
+The engine file format (the build description appended after the ELF image) is
+``svtr_toolkit.engine_file``; where the engine runs is ``compile.targets``, one module per
+target kind, each giving the Relax pipeline (or, for IGIE, its own build).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ..engine_file import PRECISIONS, append_engine_metadata, read_engine_metadata
+from ..errors import ToolkitError
+from ..files import sha256_file, write_atomically
+from .onnx_passes import load_onnx, prepare_onnx
+from .precision import to_relax
+from .targets import BuildTarget
+
+# Bump when the build recipe changes in a way that changes the engine: old engines go stale.
+RECIPE_VERSION = 1
+
+
+def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
+                   tuning_db: str | None = None) -> dict:
+    """What an engine must match to be reused instead of rebuilt (``tuning_db``: database digest)."""
+    import tvm
+
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "model_sha256": model_sha256,
+        "input_name": input_name,
+        "input_shape": list(shape),
+        "precision": precision,
+        "target": target.spec,
+        "tvm_version": tvm.__version__,
+        "tuning_db": tuning_db,
+    }
+
+
+def stale_reasons(meta: dict | None, identity: dict) -> list:
+    """Why an existing engine cannot be reused; empty when it can."""
+    if meta is None:
+        return ["no build description (not built by this toolkit, or an older format)"]
+    labels = {"model_sha256": "source model", "input_shape": "input shape", "input_name": "input name",
+              "tuning_db": "tuning database"}
+    return [
+        f"{labels.get(key, key.replace('_', ' '))} changed ({meta.get(key)!r} -> {want!r})"
+        for key, want in identity.items()
+        if meta.get(key) != want
+    ]
+
+
+def _tuning_folder(target: BuildTarget, tuning_dir):
+    """The database folder a build uses: None for targets MetaSchedule databases do not apply to."""
+    from . import tuning
+
+    if not target.module.TUNED:
+        return None
+    return tuning.database_dir(target.spec) if tuning_dir == "auto" else tuning_dir
+
+
+def build_engine(model_path, input_name, shape, precision, target: BuildTarget, engine_path,
+                 force=False, log=print, tuning_dir: str | None = "auto") -> dict:
+    """Compile unless a fresh engine is already there; return the engine's metadata.
+
+    ``tuning_dir``: "auto" applies the repository's MetaSchedule database for this CPU
+    class if there is one, None builds without, a path names a database folder.
+    """
+    from . import tuning
+
+    if precision not in PRECISIONS:
+        raise ToolkitError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    model = load_onnx(model_path)
+    tuning_dir = _tuning_folder(target, tuning_dir)
+    db_digest = tuning.database_digest(tuning_dir) if tuning_dir else None
+    identity = build_identity(sha256_file(model_path), input_name, shape, precision, target, db_digest)
+    existing = read_engine_metadata(engine_path) if os.path.exists(engine_path) else None
+    if os.path.exists(engine_path) and not force:
+        reasons = stale_reasons(existing, identity)
+        if not reasons:
+            log(f"engine is up to date: {engine_path} ({precision}, {target.description})")
+            return existing
+        log(f"rebuilding {engine_path}: " + "; ".join(reasons))
+
+    log(f"building {precision} engine for {target.description} from {model_path} with input {input_name}:{list(shape)}")
+    start = time.perf_counter()
+    meta = dict(identity)
+    meta.update(
+        model_path=os.path.abspath(model_path),
+        target_description=target.description,
+        model_metadata={p.key: p.value for p in model.metadata_props},
+    )
+    own_build = getattr(target.module, "build", None)
+    if own_build is not None:
+        # IGIE imports and converts precision itself; it gets the model file as the zoo does.
+        meta["precision_plan"] = f"{target.kind} own build, precision={precision}"
+        write_atomically(engine_path, lambda tmp: (own_build(model_path, input_name, shape, precision, tmp, target.spec),
+                                                   append_engine_metadata(tmp, meta)))
+    else:
+        executable = _compile(model, input_name, shape, precision, target, tuning_dir if db_digest else None,
+                              tuning_dir, meta, log)
+        meta["build_seconds"] = round(time.perf_counter() - start, 1)
+
+        def write(tmp):
+            executable.export_library(tmp)
+            append_engine_metadata(tmp, meta)
+
+        write_atomically(engine_path, write)
+    log(f"wrote {engine_path} ({os.path.getsize(engine_path) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    return meta
+
+
+def _compile(model, input_name, shape, precision, target: BuildTarget, database_folder, tuning_dir, meta, log):
+    """``tvm.compile`` of the prepared model with the target's pipeline; fills the plan into ``meta``."""
+    import tvm
+
+    from . import tuning
+
+    prepared = prepare_onnx(model, input_name, shape)
+    mod, plan = to_relax(prepared, input_name, shape, precision)
+    meta["precision_plan"] = plan
+    log(f"precision plan: {plan}")
+    tvm_target = target.tvm_target()
+    if target.module.TUNED:
+        meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)
+    database = tuning.open_database(database_folder) if database_folder else None
+    try:
+        return tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, database))
+    except ToolkitError:
+        raise
+    except Exception as exc:
+        raise ToolkitError(f"TVM could not compile the model for {target.description}: {str(exc).splitlines()[-1]}")

@@ -1,0 +1,111 @@
+"""The precision plan: which parts of the graph an fp16 engine converts, and the Relax module.
+
+fp16 keeps two parts fp32 and converts the recogniser between them with Relax's
+ToMixedPrecision (fp32 accumulation): the STN/TPS rectifier, since converting the whole
+graph loses the argmax, and the CTC head, whose fp16 logits swap near-tied characters.
+"""
+from __future__ import annotations
+
+import warnings
+
+from ..errors import ToolkitError
+from .onnx_passes import emulate_fp16_storage, prepare_onnx, split_at_grid_sample, split_ctc_head
+
+
+def _import(model, input_name, shape):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        with warnings.catch_warnings():
+            # paddle2onnx's tensor names have dots; the importer renames them and warns each time
+            warnings.filterwarnings("ignore", message="Renaming name")
+            return from_onnx(model, shape_dict={input_name: list(shape)})
+    except Exception as exc:  # the importer raises assorted errors for unsupported graphs
+        raise ToolkitError(f"TVM cannot import the model: {str(exc).splitlines()[-1] if str(exc) else exc.__class__.__name__}")
+
+
+def fp16_plan(model):
+    """The fp16 engine's parts, in order: [(name, ONNX part, converted to fp16?)].
+
+    The STN/TPS rectifier up to the GridSample (if the model has one) stays fp32: converting
+    it loses the argmax. The CTC head (classifier, bias, softmax) stays fp32: fp16 logits
+    swap near-tied characters. The recogniser between them is fp16.
+    """
+    parts, rest = [], model
+    cut = split_at_grid_sample(rest)
+    if cut is not None:
+        parts.append(("rectifier", cut[0], False))
+        rest = cut[1]
+    cut = split_ctc_head(rest)
+    parts += [("recogniser", cut[0], True), ("head", cut[1], False)] if cut else [("recogniser", rest, True)]
+    return parts
+
+
+def emulate_fp16_plan(model, input_name: str, shape: tuple, rounding: str = "all"):
+    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them
+    (or only their weights / activations, see ``emulate_fp16_storage``), for onnxruntime: the
+    reference that separates fp16 rounding from compiler error.
+    Returns (model, a line naming the parts)."""
+    prepared = prepare_onnx(model, input_name, shape)
+    parts = fp16_plan(prepared)
+    region = {o for _, part, fp16 in parts if fp16 for n in part.graph.node for o in n.output}
+    plan = ", ".join(f"{name} {'fp16' if fp16 else 'fp32'}" for name, _, fp16 in parts)
+    return emulate_fp16_storage(prepared, region, rounding), plan
+
+
+def to_relax(model, input_name: str, shape: tuple, precision: str):
+    """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
+
+    fp16 converts the parts ``fp16_plan`` marks with ToMixedPrecision (fp32 accumulation),
+    each part its own function in the module. exp/erf/tanh/softmax become TVM's fast
+    (polynomial) forms, which LLVM vectorises: otherwise each element is a scalar libm call,
+    and GELU and softmax then take a large share of a tuned CPU engine's time.
+    """
+    import tvm
+    from tvm import relax
+
+    if precision == "fp32":
+        return _fast_math(_import(model, input_name, shape)), "all fp32"
+    parts = fp16_plan(model)
+    if len(parts) == 1:
+        mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
+        return _fast_math(mixed(_import(model, input_name, shape))), "fp16 compute, fp32 accumulate/IO"
+    functions, part_shape, described = [], list(shape), []
+    for name, part, fp16 in parts:
+        part_input = input_name if not functions else part.graph.input[0].name
+        func = _import(part, part_input, part_shape)["main"]
+        if fp16:
+            func = relax.transform.ToMixedPrecision(out_dtype="float32")(tvm.IRModule({"main": func}))["main"]
+        functions.append((name, func))
+        part_shape = [int(d) for d in func.ret_ty.shape]
+        described.append(f"{name} {'fp16' if fp16 else 'fp32'} ({len(part.graph.node)} nodes)")
+    return _fast_math(_chain(functions, input_name, shape), skip="main"), ", ".join(described)
+
+
+def _fast_math(mod, skip=None):
+    """TVM's FastMathTransform on every function but ``skip`` (the pass cannot visit calls
+    to other functions, which the chaining ``main`` consists of)."""
+    import tvm
+    from tvm import relax
+
+    kept = {gv: func for gv, func in mod.functions_items() if gv.name_hint != skip}
+    converted = relax.transform.FastMathTransform()(tvm.IRModule(kept))
+    for gv, func in mod.functions_items():
+        if gv.name_hint == skip:
+            converted[gv] = func
+    return converted
+
+
+def _chain(functions, input_name, shape):
+    """main(x) = fn(...f2(f1(x))) in one module, each (name, function) kept as its own function."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    handles = [bb.add_func(func.without_attr("global_symbol"), name) for name, func in functions]
+    x = relax.Var(input_name, relax.TensorType(shape, "float32"))
+    with bb.function("main", [x], {"num_input": 1}):
+        value = x
+        for handle in handles:
+            value = bb.emit(relax.Call(handle, [value]))
+        bb.emit_func_output(value)
+    return bb.get()

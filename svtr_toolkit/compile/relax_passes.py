@@ -1,0 +1,45 @@
+"""Relax graph rewrites applied when building engines."""
+
+
+def convs_to_nhwc():
+    """Run KxK convolutions (K > 1, groups 1) in NHWC with HWIO weights, NCHW around them.
+
+    Why: with NCHW/OIHW the innermost loops of a 3x3 window walk strided memory, and
+    MetaSchedule finds no fast conv2d schedule for SVTR's small-map, wide convolutions;
+    in NHWC/HWIO the output channels are contiguous in both the output and the weights
+    and vectorise (the README gives the measured effect). The
+    transposes in and out fuse with the bias/activation around the conv; the weight
+    transpose is constant-folded. 1x1 convs already are plain GEMMs and keep NCHW.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    data, weight = wildcard(), wildcard()
+    pattern = is_op("relax.nn.conv2d")(data, weight)
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        try:
+            _, _, kh, kw = (int(d) for d in matches[weight].ty.shape)
+        except (TypeError, ValueError, AttributeError):
+            return call
+        if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or int(attrs.groups) != 1 or kh * kw == 1:
+            return call
+        out_dtype = str(attrs.out_dtype)
+        conv = relax.op.nn.conv2d(
+            relax.op.permute_dims(matches[data], [0, 2, 3, 1]), relax.op.permute_dims(matches[weight], [2, 3, 1, 0]),
+            strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
+            data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
+            out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
+        return relax.op.permute_dims(conv, [0, 3, 1, 2])
+
+    @tvm.transform.module_pass(opt_level=0, name="ConvsToNHWC")
+    def _pass(mod, _ctx):
+        rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewritten[gv] = rewrite_call(pattern, rewriter, func)
+        return rewritten
+
+    return _pass

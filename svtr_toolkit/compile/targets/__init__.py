@@ -1,0 +1,65 @@
+"""Where an engine runs: one module per TVM target kind, and the registry that picks one.
+
+A target module (``llvm``, ``cuda``, ``iluvatar``) exposes the same small set of names, as
+TVM's own ``relax/backend/<target>/pipeline.py`` does:
+
+- ``KIND``: the TVM target kind, also the ``--target`` choice;
+- ``available()``: whether this machine can build for it (for ``--target auto``);
+- ``resolve()``: (TVM target spec as a JSON-able dict, one-line description);
+- ``pipeline(tvm_target, database=None)``: the Relax pipeline ``tvm.compile`` gets;
+- ``TUNED``: whether MetaSchedule databases apply to it;
+- optionally ``build(model_path, input_name, shape, precision, out_path, spec)``: an own
+  build (IGIE compiles the ONNX file itself), used instead of ``tvm.compile``.
+
+Adding a target is adding a module and one line in ``_MODULES``. A target is resolved once,
+at build time, into its spec, which the engine's metadata records; staleness checks
+compare specs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import ToolkitError
+from . import cuda, iluvatar, llvm
+
+# In the order --target auto prefers them.
+_MODULES = (iluvatar, cuda, llvm)
+TARGETS = {module.KIND: module for module in _MODULES}
+TARGET_CHOICES = ("auto", *TARGETS)
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    spec: dict  # the TVM target as a dict; its "kind" names the target module
+    description: str
+
+    @property
+    def kind(self) -> str:
+        return self.spec["kind"]
+
+    @property
+    def module(self):
+        return TARGETS[self.kind]
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.spec)
+
+
+def resolve(kind: str) -> BuildTarget:
+    spec, description = TARGETS[kind].resolve()
+    return BuildTarget(spec, description)
+
+
+def select_target(name: str) -> BuildTarget:
+    """Resolve a target choice; ``auto`` takes the first available one (IGIE, CUDA, host CPU)."""
+    if name not in TARGET_CHOICES:
+        raise ToolkitError(f"unknown target '{name}' (choose from {', '.join(TARGET_CHOICES)})")
+    if name == "auto":
+        name = next(module.KIND for module in _MODULES if module.available())
+    return resolve(name)
+
+
+def host_cpu_target() -> BuildTarget:
+    return resolve(llvm.KIND)

@@ -1,0 +1,79 @@
+"""The engine's kernels as MetaSchedule tasks, and how much of them a database schedules."""
+from __future__ import annotations
+
+import os
+
+from .database import database_digest, open_database
+
+
+def extract_tasks(mod, target):
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..targets.llvm import lowering_passes
+
+    with target:
+        lowered = tvm.transform.Sequential(lowering_passes(target))(mod)
+    return ms.relax_integration.extract_tasks(lowered, target)
+
+
+def task_flops(task) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # some kernels (e.g. with opaque calls) have no estimate
+        return 0.0
+
+
+def task_key(task) -> str:
+    """The kernel's structure, not its name: fused-kernel names are numbered per model, so
+    the same kernel is called differently after any change elsewhere in the graph."""
+    from tvm_ffi import structural_hash
+
+    return f"{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
+
+
+def best_seconds(database, task) -> float | None:
+    """The fastest time the database holds for this kernel, or None."""
+    mod = task.dispatched[0]
+    if database is None or not database.has_workload(mod):
+        return None
+    records = database.get_top_k(database.commit_workload(mod), 1)
+    return float(records[0].run_secs[0]) if records and records[0].run_secs else None
+
+
+def coverage(mod, target, db_folder: str) -> tuple[int, int, float]:
+    """(tasks with a record, tasks, fraction of FLOPs covered) for this module and database."""
+    database = open_database(db_folder)
+    tasks = extract_tasks(mod, target)
+    total = sum(task_flops(t) * t.weight for t in tasks) or 1.0
+    if database is None:
+        return 0, len(tasks), 0.0
+    hit, hit_flops = 0, 0.0
+    for t in tasks:
+        if database.has_workload(t.dispatched[0]) and database.query_tuning_record(t.dispatched[0], target, t.task_name):
+            hit += 1
+            hit_flops += task_flops(t) * t.weight
+    return hit, len(tasks), hit_flops / total
+
+
+def describe_coverage(mod, target, db_folder: str | None, log=print) -> dict:
+    """Say how much of the engine the database schedules, and what a miss costs.
+
+    ``db_folder`` None means tuning was turned off; a folder without records means none
+    has been made for this CPU class yet.
+    """
+    slow = "kernels are left unscheduled (single-threaded, scalar: typically 50-100x slower than tuned)"
+    if db_folder is None:
+        log(f"tuning database not used: {slow}")
+        return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
+    if database_digest(db_folder) is None:
+        others = sorted(os.listdir(os.path.dirname(db_folder))) if os.path.isdir(os.path.dirname(db_folder)) else []
+        log(f"no tuning database for this CPU class ({os.path.basename(db_folder)}): {slow}; "
+            f"run tools/tune_cpu.py to make one" + (f" (there are databases for: {', '.join(others)})" if others else ""))
+        return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
+    hit, total, fraction = coverage(mod, target, db_folder)
+    log(f"tuning database {os.path.relpath(db_folder)}: {hit}/{total} kernels, {100 * fraction:.1f}% of FLOPs tuned"
+        + ("" if hit == total else "; the rest stay unscheduled (tune more with tools/tune_cpu.py)"))
+    return {"database": os.path.abspath(db_folder), "tuned_kernels": hit, "kernels": total, "flops_covered": round(fraction, 4)}

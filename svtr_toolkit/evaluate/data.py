@@ -1,0 +1,295 @@
+"""LMDB evaluation data with PaddleOCR's exact label rules and preprocessing.
+
+Layout (clovaai ``data_lmdb_release``): every folder holding a ``data.mdb`` under the data
+directory is one LMDB with keys ``num-samples`` and 1-based ``image-%09d`` / ``label-%09d``.
+All LMDBs are read in a sorted, deterministic walk order and pooled into one sample list.
+
+Where PaddleOCR silently swaps a bad sample for a random other one, this module keeps the
+evaluation honest instead: a rejected label is counted per subset and left out of the
+metric; an image that is missing or does not decode stays in, predicts "" (so it counts
+as wrong) and is reported by subset and key.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import lmdb
+import numpy as np
+
+from ..errors import ToolkitError
+
+REJECT_EMPTY = "empty label"
+REJECT_TOO_LONG = "label longer than max_text_length"
+REJECT_NO_CHARS = "no dictionary character in label"
+REJECT_NOT_UTF8 = "label is not UTF-8"
+
+# The clovaai / PaddleOCR LMDB keys: a count, then 1-based image and label records.
+NUM_SAMPLES_KEY = b"num-samples"
+
+
+def image_key(index: int) -> str:
+    return f"image-{index:09d}"
+
+
+def label_key(index: int) -> str:
+    return f"label-{index:09d}"
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    """PaddleOCR CTCLabelEncode: what becomes of a raw LMDB label."""
+
+    max_text_length: int
+    lowercase: bool
+    characters: frozenset
+
+    @classmethod
+    def from_config(cls, cfg, characters) -> "LabelRules":
+        return cls(cfg.max_text_length, cfg.lowercase, frozenset(characters))
+
+    def cased(self, raw: str) -> str:
+        return raw.lower() if self.lowercase else raw
+
+    def outside_dictionary(self, raw: str) -> str:
+        """The characters of the (cased) label that encoding drops, sorted, each once."""
+        return "".join(sorted({ch for ch in self.cased(raw) if ch not in self.characters}))
+
+    def encode(self, raw: str) -> tuple[str | None, str | None]:
+        """(target text, None) for an accepted label, (None, reason) for a rejected one."""
+        # Length is checked on the raw label, before lower-casing (as PaddleOCR does).
+        if len(raw) == 0:
+            return None, REJECT_EMPTY
+        if len(raw) > self.max_text_length:
+            return None, REJECT_TOO_LONG
+        # CTCLabelEncode drops characters not in the dictionary; the metric then sees the
+        # label decoded back from those indices, i.e. exactly the kept characters.
+        text = "".join(ch for ch in self.cased(raw) if ch in self.characters)
+        if not text:
+            return None, REJECT_NO_CHARS
+        return text, None
+
+
+@dataclass
+class Subset:
+    name: str  # folder path relative to the data directory
+    path: str
+    num_samples: int  # what the LMDB's num-samples says
+    rejected: dict = field(default_factory=dict)  # reason -> [1-based index, ...]
+
+    @property
+    def rejected_count(self) -> int:
+        return sum(len(v) for v in self.rejected.values())
+
+
+@dataclass(frozen=True)
+class Sample:
+    subset: int  # index into Dataset.subsets
+    index: int  # 1-based LMDB index
+    target: str  # label after CTCLabelEncode's rules
+
+    @property
+    def image_key(self) -> str:
+        return image_key(self.index)
+
+
+def find_lmdbs(root: str) -> list[tuple[str, str]]:
+    """(subset name, folder) for every folder with a data.mdb under ``root``, sorted walk order."""
+    if not os.path.isdir(root):
+        raise ToolkitError(f"dataset directory not found: {root}")
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        if "data.mdb" in filenames:
+            name = os.path.relpath(dirpath, root)
+            if name == ".":
+                name = os.path.basename(os.path.abspath(root))
+            found.append((name.replace(os.sep, "/"), dirpath))
+    if not found:
+        raise ToolkitError(f"no LMDB (a folder with data.mdb) under {root}")
+    return found
+
+
+def _open_env(path: str):
+    try:
+        return lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256)
+    except lmdb.Error as exc:
+        raise ToolkitError(f"{path}: cannot open as LMDB ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
+
+
+class Dataset:
+    """Every LMDB under a directory, labels checked up front; images are read on demand."""
+
+    def __init__(self, root: str, rules: LabelRules):
+        self.root = root
+        self.subsets: list[Subset] = []
+        self.samples: list[Sample] = []
+        self._envs = []
+        try:
+            for name, path in find_lmdbs(root):
+                self._add(name, path, rules)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, name, path, rules):
+        env = _open_env(path)
+        self._envs.append(env)
+        sid = len(self.subsets)
+        try:
+            with env.begin() as txn:
+                raw = txn.get(NUM_SAMPLES_KEY)
+                if raw is None:
+                    raise ToolkitError(f"{path}: LMDB has no 'num-samples' key (not a text-recognition LMDB)")
+                try:
+                    count = int(raw.decode("ascii").strip())
+                except (UnicodeDecodeError, ValueError):
+                    count = -1
+                if count < 0:
+                    raise ToolkitError(f"{path}: 'num-samples' is not a count: {raw[:40]!r}")
+                subset = Subset(name, path, count)
+                for index in range(1, count + 1):
+                    label = txn.get(label_key(index).encode())
+                    if label is None:
+                        raise ToolkitError(f"{path}: key '{label_key(index)}' missing (num-samples is {count})")
+                    try:
+                        target, reason = rules.encode(label.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        target, reason = None, REJECT_NOT_UTF8
+                    if reason:
+                        subset.rejected.setdefault(reason, []).append(index)
+                    else:
+                        self.samples.append(Sample(sid, index, target))
+        except lmdb.Error as exc:
+            raise ToolkitError(f"{path}: unreadable LMDB ({str(exc).splitlines()[0]})")
+        self.subsets.append(subset)
+
+    def read_image(self, sample: Sample) -> bytes | None:
+        with self._envs[sample.subset].begin() as txn:
+            return txn.get(sample.image_key.encode())
+
+    def raw_records(self, subset: int):
+        """(1-based index, label bytes, image bytes or None) for every record of one subset."""
+        with self._envs[subset].begin() as txn:
+            for index in range(1, self.subsets[subset].num_samples + 1):
+                yield index, txn.get(label_key(index).encode()), txn.get(image_key(index).encode())
+
+    def close(self):
+        for env in self._envs:
+            env.close()
+        self._envs = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Preprocessor:
+    """PaddleOCR's eval resize + normalise, written into a float32 CHW slot in [-1, 1].
+
+    ``stretch``: SVTRRecResizeImg(padding=False), a plain ``cv2.resize`` to (W, H).
+    ``pad``: RecResizeImg / resize_norm_img, keep aspect ratio, width capped at W, zeros on
+    the right (zero after normalisation, as PaddleOCR pads).
+    """
+
+    def __init__(self, image_shape, resize: str):
+        c, self.height, self.width = image_shape
+        if c != 3:
+            raise ToolkitError(f"only 3-channel (BGR) input is supported, the config asks for {c}")
+        if resize not in ("stretch", "pad"):
+            raise ToolkitError(f"unknown resize kind {resize!r}")
+        self.shape = tuple(image_shape)
+        self.resize = resize
+        # PaddleOCR: float32, /255, -0.5, /0.5 elementwise; a table gives the same bits.
+        lut = np.arange(256, dtype=np.float32) / 255
+        lut -= 0.5
+        lut /= 0.5
+        self.lut = lut
+
+    def check_input(self, backend) -> None:
+        """The engine must take exactly what this preprocessing produces."""
+        if any(dim is not None and dim != want for dim, want in zip(backend.input_shape[1:], self.shape)):
+            raise ToolkitError(
+                f"the engine takes '{backend.input_name}' of shape {list(backend.input_shape)}, but the config "
+                f"preprocesses images to {list(self.shape)}; wrong config for this engine?"
+            )
+
+    def resized_width(self, h: int, w: int) -> int:
+        if self.resize == "stretch":
+            return self.width
+        return min(self.width, int(math.ceil(self.height * (w / float(h)))))
+
+    def __call__(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = np.empty(self.shape, np.float32)
+        rw = self.resized_width(*img.shape[:2])
+        resized = cv2.resize(img, (rw, self.height))
+        out[:, :, :rw] = cv2.LUT(resized, self.lut).transpose(2, 0, 1)
+        out[:, :, rw:] = 0.0
+        return out
+
+
+def decode_image(buf) -> np.ndarray | None:
+    """``cv2.imdecode(buf, 1)``: BGR HWC uint8, or None when the bytes are not an image."""
+    if not buf:
+        return None
+    return cv2.imdecode(np.frombuffer(buf, np.uint8), 1)
+
+
+@dataclass
+class Batch:
+    images: np.ndarray  # [batch_size, C, H, W]; rows past len(samples) are padding
+    samples: list  # the real samples, in order
+    failed: dict  # row -> reason, for images that are missing or do not decode
+
+
+def _load_batch(dataset, preprocess, samples, batch_size) -> Batch:
+    images = np.zeros((batch_size, *preprocess.shape), np.float32)
+    failed = {}
+    for row, sample in enumerate(samples):
+        buf = dataset.read_image(sample)
+        img = decode_image(buf)
+        if img is None:
+            failed[row] = "image key missing" if buf is None else "image does not decode"
+            continue
+        try:
+            preprocess(img, images[row])
+        except cv2.error:
+            images[row] = 0.0
+            failed[row] = f"image of shape {list(img.shape)} cannot be resized"
+    return Batch(images, list(samples), failed)
+
+
+def iter_batches(dataset: Dataset, preprocess: Preprocessor, batch_size: int, workers: int = 2, samples=None):
+    """Yield every sample in order in ``Batch``es of exactly ``batch_size`` rows.
+
+    Batches are prepared on ``workers`` threads (cv2 releases the GIL), a few ahead of the
+    consumer, so preprocessing overlaps inference. The last partial batch is zero-padded.
+    """
+    samples = dataset.samples if samples is None else samples
+    chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+    workers = max(1, int(workers))
+    with ThreadPoolExecutor(workers, thread_name_prefix="svtr-load") as pool:
+        pending = collections.deque()
+        ahead = 2 * workers
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(_load_batch, dataset, preprocess, chunk, batch_size))
+                if len(pending) > ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()

@@ -1,0 +1,50 @@
+"""Runtimes behind one small interface (``base.Backend``): onnxruntime, TVM's Relax VM, IGIE.
+
+``open_backend`` picks by file: a ``.onnx`` runs on onnxruntime (the reference), anything
+else is an engine built by this toolkit, opened on the device its build description names.
+Runtime reads engines through ``svtr_toolkit.engine_file`` only; it never imports compile.
+"""
+from __future__ import annotations
+
+import os
+
+from ..engine_file import read_engine_metadata
+from ..errors import ToolkitError
+from .base import Backend
+from .ort_backend import OrtBackend
+
+def load_engine(path: str) -> Backend:
+    """Open an engine on the device it was built for (IGIE engines on IGIE's graph executor)."""
+    meta = read_engine_metadata(path)
+    if meta is None:
+        raise ToolkitError(f"{path} is not an engine built by this toolkit (no build description); rebuild it")
+    if meta["target"].get("kind") == "iluvatar":
+        from .igie_backend import IgieBackend
+
+        return IgieBackend(path, meta)
+    from .tvm_backend import TvmBackend
+
+    return TvmBackend(path, meta)
+
+
+def open_backend(path: str, batch_size: int | None = None, input_name: str | None = None) -> Backend:
+    """Open an engine file or ``.onnx``; check it against the batch size and input name asked for."""
+    if not os.path.exists(path):
+        raise ToolkitError(f"engine not found: {path}")
+    if path.endswith(".onnx"):
+        backend = OrtBackend(path)
+        if batch_size and backend.input_shape[0] is None:
+            backend.input_shape = (batch_size, *backend.input_shape[1:])
+    else:
+        backend = load_engine(path)
+    if input_name and input_name != backend.input_name:
+        raise ToolkitError(f"{path} has input '{backend.input_name}', not '{input_name}'")
+    if batch_size and backend.input_shape[0] != batch_size:
+        raise ToolkitError(
+            f"{path} was built for batch size {backend.input_shape[0]}, not {batch_size}; rebuild it for input "
+            f"{backend.input_name}:{batch_size},{','.join(map(str, backend.input_shape[1:]))}"
+        )
+    return backend
+
+
+__all__ = ["Backend", "OrtBackend", "load_engine", "open_backend"]

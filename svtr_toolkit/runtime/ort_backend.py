@@ -1,0 +1,35 @@
+"""onnxruntime on the CPU, fp32: the reference every engine is compared against."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import ToolkitError
+from .base import Backend
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str, threads: int | None = None):
+        import onnxruntime as ort
+
+        if not os.path.isfile(onnx_path):
+            raise ToolkitError(f"ONNX model not found: {onnx_path}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ToolkitError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0]}")
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        self.model_metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.path = onnx_path
+
+    def run(self, batch):
+        self.check_batch(batch)
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]

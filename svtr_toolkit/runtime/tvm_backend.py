@@ -1,0 +1,56 @@
+"""A Relax VM over an engine built by ``compile.build.build_engine``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ToolkitError
+from ..threads import use_all_cpu_cores
+from .base import Backend
+
+
+def open_device(kind: str):
+    """The device an engine of target ``kind`` runs on. CPU engines get every core: TVM's
+    default pool would leave half of them idle on x86 (see ``threads.use_all_cpu_cores``)."""
+    import tvm
+
+    if kind == "llvm":
+        use_all_cpu_cores()
+        return tvm.cpu(0)
+    dev = tvm.device(kind, 0)
+    if not dev.exist:
+        raise ToolkitError(f"this engine needs a {kind} device, and TVM sees none on this machine")
+    return dev
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+
+    def __init__(self, path, meta):
+        import tvm
+        from tvm import relax
+
+        self.metadata = meta
+        self.input_name = meta["input_name"]
+        self.input_shape = tuple(meta["input_shape"])
+        self.model_metadata = meta.get("model_metadata", {})
+        kind = meta["target"]["kind"]
+        self.device = open_device(kind)
+        self.name = f"tvm-{kind}-{meta['precision']}"
+        try:
+            self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), self.device)
+        except Exception as exc:
+            raise ToolkitError(f"cannot load engine {path}: {str(exc).splitlines()[-1]}")
+
+    def run(self, batch):
+        import tvm
+
+        self.check_batch(batch)
+        data = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
+        return self.vm["main"](data).numpy()
+
+    def time_compute(self, repeat, number=1):
+        import tvm
+
+        data = tvm.runtime.tensor(self.timing_input(), self.device)
+        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat)
+        return list(timer(data).results)
