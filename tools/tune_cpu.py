@@ -31,6 +31,7 @@ def main(argv=None):
     from svtr_toolkit.compile.onnx_passes import load_onnx, prepare_onnx
     from svtr_toolkit.compile.precision import to_relax
     from svtr_toolkit.compile.targets import host_cpu_target
+    from svtr_toolkit.compile.tuning.selection import workload_key
     from svtr_toolkit.errors import ToolkitError
 
     preset = cli.get_preset(args.preset)
@@ -41,7 +42,7 @@ def main(argv=None):
     if args.budget_min <= 0 or args.trials_per_task < 1 or args.light_trials < 1:
         raise ToolkitError("--budget_min, --trials_per_task and --light_trials must be positive")
     target = host_cpu_target()
-    folder = args.database or tuning.database_dir(target.spec)
+    folder = args.database or tuning.host_database_dir()
     prepared = prepare_onnx(load_onnx(model_path), input_name, shape)
     print(f"tuning for {target.description} into {folder}, budget {args.budget_min:g} min", flush=True)
     budget = args.budget_min * 60
@@ -50,6 +51,7 @@ def main(argv=None):
         print(f"{precision}: {plan}", flush=True)
         summary = tuning.tune(mod, target.tvm_target(), folder, time_budget_s=budget,
                               trials_per_task=args.trials_per_task, light_trials=args.light_trials)
+        tuning.record_tuned_on(folder, workload_key(input_name, shape, precision))
         budget -= summary["seconds"]
         left = summary["remaining_trials"]
         print(f"{precision}: {summary['tasks']} kernels, {summary['seconds']:.0f} s, "

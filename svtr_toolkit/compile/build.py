@@ -43,35 +43,66 @@ def stale_reasons(meta: dict | None, identity: dict) -> list:
         return ["no build description (not built by this toolkit, or an older format)"]
     labels = {"model_sha256": "source model", "input_shape": "input shape", "input_name": "input name",
               "tuning_db": "tuning database"}
-    return [
-        f"{labels.get(key, key.replace('_', ' '))} changed ({meta.get(key)!r} -> {want!r})"
-        for key, want in identity.items()
-        if meta.get(key) != want
-    ]
+    reasons = []
+    for key, want in identity.items():
+        have = meta.get(key)
+        if have == want:
+            continue
+        if key == "target" and isinstance(have, dict) and _without_mattr(have) == _without_mattr(want):
+            reasons.append("CPU features changed (" + _feature_change(have, want) + ")")
+        else:
+            reasons.append(f"{labels.get(key, key.replace('_', ' '))} changed ({have!r} -> {want!r})")
+    return reasons
 
 
-def _tuning_folder(target: BuildTarget, tuning_dir):
-    """The database folder a build uses: None for targets MetaSchedule databases do not apply to."""
+def _without_mattr(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k != "mattr"}
+
+
+def _feature_change(old: dict, new: dict) -> str:
+    """``+avx512f, -fma``-style: features switched on and off between two target specs."""
+    def on(spec):
+        return {a[1:] for a in spec.get("mattr") or [] if a.startswith("+")}
+
+    gained, lost = sorted(on(new) - on(old)), sorted(on(old) - on(new))
+    return ", ".join([f"+{f}" for f in gained] + [f"-{f}" for f in lost]) or "same features, different list"
+
+
+def _tuning_folder(target: BuildTarget, tuning_dir, workload: str, log):
+    """The database folder a build uses, saying which and why: "auto" picks the best one this
+    CPU can use, a folder named by hand is checked the same way; None for targets
+    MetaSchedule databases do not apply to, and with tuning turned off."""
     from . import tuning
 
     if not target.module.TUNED:
         return None
-    return tuning.database_dir(target.spec) if tuning_dir == "auto" else tuning_dir
+    if tuning_dir is None:
+        log("tuning database not used (turned off): every kernel gets the default schedule rules")
+        return None
+    if tuning_dir == "auto":
+        choice = tuning.choose_database(workload)
+        log(choice.line())
+        return choice.folder
+    log(tuning.check_named_database(tuning_dir))
+    return tuning_dir
 
 
 def build_engine(model_path, input_name, shape, precision, target: BuildTarget, engine_path,
                  force=False, log=print, tuning_dir: str | None = "auto") -> dict:
     """Compile unless a fresh engine is already there; return the engine's metadata.
 
-    ``tuning_dir``: "auto" applies the repository's MetaSchedule database for this CPU
-    class if there is one, None builds without, a path names a database folder.
+    ``tuning_dir``: "auto" applies the best of the repository's MetaSchedule databases that
+    this CPU can use, if any; None builds without; a path names a database folder. Kernels a
+    database does not cover get the target's default schedule rules.
     """
     from . import tuning
 
     if precision not in PRECISIONS:
         raise ToolkitError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     model = load_onnx(model_path)
-    tuning_dir = _tuning_folder(target, tuning_dir)
+    from .tuning.selection import workload_key
+
+    tuning_dir = _tuning_folder(target, tuning_dir, workload_key(input_name, shape, precision), log)
     db_digest = tuning.database_digest(tuning_dir) if tuning_dir else None
     identity = build_identity(sha256_file(model_path), input_name, shape, precision, target, db_digest)
     existing = read_engine_metadata(engine_path) if os.path.exists(engine_path) else None
@@ -124,9 +155,27 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     if target.module.TUNED:
         meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)
     database = tuning.open_database(database_folder) if database_folder else None
+    report = {}
     try:
-        return tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, database))
+        executable = tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, database, report))
     except ToolkitError:
         raise
     except Exception as exc:
         raise ToolkitError(f"TVM could not compile the model for {target.description}: {str(exc).splitlines()[-1]}")
+    if report:
+        meta["schedules"] = _describe_schedules(report, log)
+    return executable
+
+
+def _describe_schedules(report: dict, log) -> dict:
+    """One line on how the kernels were scheduled; kernels nothing scheduled are named."""
+    from collections import Counter
+
+    counts = Counter(source for source in report.values() if source is not None)
+    missing = sorted(name for name, source in report.items() if source is None)
+    by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items()) if rule != "database")
+    log(f"schedules: {counts.get('database', 0)}/{len(report)} kernels from the tuning database, "
+        f"{sum(counts.values()) - counts.get('database', 0)} by default rules ({by_rule or 'none'})"
+        + (f"; {len(missing)} with neither, left serial: {', '.join(missing)}" if missing else ""))
+    return {"kernels": len(report), "database": counts.get("database", 0),
+            "rules": {rule: n for rule, n in counts.items() if rule != "database"}, "unscheduled": missing}

@@ -6,7 +6,8 @@ TVM's own ``relax/backend/<target>/pipeline.py`` does:
 - ``KIND``: the TVM target kind, also the ``--target`` choice;
 - ``available()``: whether this machine can build for it (for ``--target auto``);
 - ``resolve()``: (TVM target spec as a JSON-able dict, one-line description);
-- ``pipeline(tvm_target, database=None)``: the Relax pipeline ``tvm.compile`` gets;
+- ``pipeline(tvm_target, database=None, report=None)``: the Relax pipeline ``tvm.compile``
+  gets (``report``, a dict, learns how each kernel was scheduled where the target says);
 - ``TUNED``: whether MetaSchedule databases apply to it;
 - optionally ``build(model_path, input_name, shape, precision, out_path, spec)``: an own
   build (IGIE compiles the ONNX file itself), used instead of ``tvm.compile``.

@@ -31,5 +31,5 @@ def resolve():
     return {"kind": KIND, "arch": arch, "host": {"kind": "llvm"}}, f"NVIDIA GPU (cuda, {arch})"
 
 
-def pipeline(target, database=None):
+def pipeline(target, database=None, report=None):
     return "default"

@@ -28,7 +28,7 @@ def resolve():
     return {"kind": KIND, "model": MODEL}, "Iluvatar MR-V100 (IGIE)"
 
 
-def pipeline(target, database=None):
+def pipeline(target, database=None, report=None):
     return None  # IGIE builds through ``build`` below
 
 

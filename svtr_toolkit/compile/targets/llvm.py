@@ -1,7 +1,6 @@
-"""The host CPU through LLVM: MetaSchedule-tuned kernels, convolutions in NHWC."""
+"""The host CPU through LLVM: default schedule rules, refined by a tuning database where one
+fits; convolutions in NHWC; the CPU's features taken from its own flags."""
 from __future__ import annotations
-
-import os
 
 KIND = "llvm"
 TUNED = True
@@ -12,11 +11,16 @@ def available() -> bool:
 
 
 def resolve():
+    """LLVM's CPU name (its cost model) plus every feature the CPU's flags show, switched on
+    or off explicitly: the name alone can hide features a VM has or claim ones it lacks."""
     import tvm
 
+    from ..cpu_features import host
+
+    cpu = host()
     mcpu = tvm.target.codegen.llvm_get_system_cpu()
-    cores = len(os.sched_getaffinity(0))
-    return {"kind": KIND, "mcpu": mcpu, "num-cores": cores}, f"host CPU (llvm, mcpu={mcpu}, {cores} cores)"
+    spec = {"kind": KIND, "mcpu": mcpu, "num-cores": cpu.cores, "mattr": cpu.llvm_mattr()}
+    return spec, f"host CPU (llvm, mcpu={mcpu}, {cpu.describe()}, {cpu.cores} cores)"
 
 
 def lowering_passes(target) -> list:
@@ -29,18 +33,22 @@ def lowering_passes(target) -> list:
     return [convs_to_nhwc()] + cpu.legalize_passes(target)
 
 
-def pipeline(target, database=None):
-    """TVM's default CPU pipeline with ``lowering_passes`` and, when given, the MetaSchedule
-    ``database`` applied right after fusion (kernels without a record stay unscheduled)."""
+def pipeline(target, database=None, report: dict | None = None):
+    """TVM's default CPU pipeline with ``lowering_passes``, then the MetaSchedule ``database``
+    (when given) on the kernels it has records for and the default schedule rules on the rest.
+    ``report`` receives {kernel: "database", a rule's name, or None}."""
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from ..schedule_rules import ApplyRules
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod, _ctx):
         passes = cpu.library_dispatch_passes(target) + lowering_passes(target)
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        passes.append(ApplyRules(report=report))
         passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
         with target:
             if database is not None:

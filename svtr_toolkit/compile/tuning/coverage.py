@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ...paths import shown
 from .database import database_digest, open_database
 
 
@@ -59,21 +60,14 @@ def coverage(mod, target, db_folder: str) -> tuple[int, int, float]:
 
 
 def describe_coverage(mod, target, db_folder: str | None, log=print) -> dict:
-    """Say how much of the engine the database schedules, and what a miss costs.
+    """Say how much of the engine the database schedules; the rest get the default rules.
 
-    ``db_folder`` None means tuning was turned off; a folder without records means none
-    has been made for this CPU class yet.
+    ``db_folder`` None means no database is used (none fits this CPU, or tuning was turned
+    off); a folder without records means nothing has been tuned into it yet.
     """
-    slow = "kernels are left unscheduled (single-threaded, scalar: typically 50-100x slower than tuned)"
-    if db_folder is None:
-        log(f"tuning database not used: {slow}")
-        return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
-    if database_digest(db_folder) is None:
-        others = sorted(os.listdir(os.path.dirname(db_folder))) if os.path.isdir(os.path.dirname(db_folder)) else []
-        log(f"no tuning database for this CPU class ({os.path.basename(db_folder)}): {slow}; "
-            f"run tools/tune_cpu.py to make one" + (f" (there are databases for: {', '.join(others)})" if others else ""))
+    if db_folder is None or database_digest(db_folder) is None:
         return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
     hit, total, fraction = coverage(mod, target, db_folder)
-    log(f"tuning database {os.path.relpath(db_folder)}: {hit}/{total} kernels, {100 * fraction:.1f}% of FLOPs tuned"
-        + ("" if hit == total else "; the rest stay unscheduled (tune more with tools/tune_cpu.py)"))
+    log(f"tuning database {shown(db_folder)}: {hit}/{total} kernels, {100 * fraction:.1f}% of FLOPs tuned"
+        + ("" if hit == total else "; the rest get the default schedule rules (tune more with tools/tune_cpu.py)"))
     return {"database": os.path.abspath(db_folder), "tuned_kernels": hit, "kernels": total, "flops_covered": round(fraction, 4)}

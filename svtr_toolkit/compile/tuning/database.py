@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 from ...errors import ToolkitError
 from ...files import sha256_file, write_bytes_atomically, write_json
-from ...paths import in_repo
+from ...paths import in_repo, shown
 
 DEFAULT_TUNING_ROOT = in_repo("tuning")
 # MetaSchedule's name for the records file under a work_dir: hashed to identify the database.
@@ -22,16 +21,59 @@ STUCK_FILE = "stuck.json"  # kernels whose tuning round never finished: skipped 
 INFLIGHT_FILE = "inflight.json"  # the kernel being tuned right now
 
 
-def target_key(spec: dict) -> str:
-    """A folder name for the CPU class a database was tuned on, e.g. llvm-rocketlake-2c."""
-    parts = [spec.get("kind", "unknown"), spec.get("mcpu") or spec.get("arch") or "generic"]
-    if spec.get("num-cores"):
-        parts.append(f"{spec['num-cores']}c")
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(str(p) for p in parts))
+def tuning_root(root: str | None = None) -> str:
+    return root or os.environ.get("SVTR_TUNING_DIR") or DEFAULT_TUNING_ROOT
 
 
-def database_dir(spec: dict, root: str | None = None) -> str:
-    return os.path.join(root or os.environ.get("SVTR_TUNING_DIR") or DEFAULT_TUNING_ROOT, target_key(spec))
+def host_database_dir(root: str | None = None) -> str:
+    """Where tuning on this machine writes: one folder per CPU class, named by architecture,
+    widest vector ISA and core count (e.g. x86_64-avx2-2c); builds find databases by the
+    ``target.json`` inside, not by this name."""
+    from ..cpu_features import host
+
+    cpu = host()
+    return os.path.join(tuning_root(root), f"{cpu.arch}-{cpu.isa_level}-{cpu.cores}c")
+
+
+def choose_database(workload: str | None = None, root: str | None = None):
+    """The best database under the tuning root for this host (a ``selection.Choice``)."""
+    import tvm
+
+    from ..cpu_features import host
+    from .selection import choose
+
+    return choose(tuning_root(root), host(), tvm.__version__, workload)
+
+
+def check_named_database(folder: str) -> str:
+    """A database named by hand: refused when it cannot serve this CPU; returns a line to log."""
+    import tvm
+
+    from ..cpu_features import host
+    from .selection import MANIFEST, DatabaseInfo, judge
+
+    if not os.path.isdir(folder):
+        raise ToolkitError(f"tuning database {folder} does not exist")
+    info = DatabaseInfo.read(folder)
+    if info is None:
+        return f"tuning database {folder} has no {MANIFEST}: its CPU is unknown, used as named"
+    verdict = judge(info, host(), tvm.__version__)
+    if not verdict.usable:
+        raise ToolkitError(f"tuning database {folder} cannot be used on this CPU: {verdict.why}")
+    return f"tuning database {shown(folder)}: {verdict.why}"
+
+
+def record_tuned_on(folder: str, workload: str) -> None:
+    """Write or extend ``target.json``: this CPU, this TVM, and one more tuned workload."""
+    import tvm
+
+    from ..cpu_features import host
+    from .selection import MANIFEST, DatabaseInfo, manifest
+
+    info = DatabaseInfo.read(folder)
+    workloads = set(info.workloads) if info else set()
+    write_json(os.path.join(folder, MANIFEST), manifest(host(), tvm.__version__, workloads | {workload}),
+               indent=2, sort_keys=True)
 
 
 def has_records(folder: str) -> bool:

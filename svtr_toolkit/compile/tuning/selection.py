@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ...paths import shown
 from ..cpu_features import CpuFeatures
 
 MANIFEST = "target.json"
@@ -88,7 +89,7 @@ class Choice:
         if self.folder is None:
             head = f"no tuning database: {self.why}"
         else:
-            head = f"tuning database {os.path.relpath(self.folder)}: {self.why}"
+            head = f"tuning database {shown(self.folder)}: {self.why}"
         skipped = "; ".join(f"{os.path.basename(f)} not used ({why})" for f, why in self.rejected)
         return head + (f"; {skipped}" if skipped else "")
 
