@@ -60,13 +60,16 @@ def build_missing(model_path, input_name, image_chw, batches, precisions, engine
     return out
 
 
-def _open_engines(engine_specs, ort):
+def _open_engines(engine_specs, ort, image_chw):
+    """The engines, each checked to take the model's input at the benchmark's image shape."""
     from ..runtime import load_engine
 
     engines = []
     for name, path in engine_specs:
         backend = load_engine(path)
-        if backend.input_name != ort.input_name or tuple(backend.input_shape[1:]) != tuple(ort.input_shape[1:]):
+        takes = tuple(backend.input_shape[1:]) == tuple(image_chw)
+        model_takes = all(m is None or m == e for m, e in zip(ort.input_shape[1:], image_chw))
+        if backend.input_name != ort.input_name or not (takes and model_takes):
             raise ToolkitError(f"engine '{name}' ({path}) takes {backend.input_name}:{list(backend.input_shape)}, "
                                f"the model takes {ort.input_name}:{list(ort.input_shape)}")
         engines.append((name, backend, path))
@@ -116,10 +119,10 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
         stem = engine_stem or os.path.splitext(os.path.basename(model_path))[0]
         engine_specs = list(engine_specs) + build_missing(model_path, ort.input_name, image_chw, batches, precisions,
                                                           engine_dir, stem, log=log)
-    engines = _open_engines(engine_specs, ort)
+    engines = _open_engines(engine_specs, ort, image_chw)
     cells = plan_cells(ort, [(n, b) for n, b, _ in engines], batches)
     log(f"{len(cells)} cells x {rounds} rounds, samples >= {min_sample_s} s, onnxruntime threads {threads}")
-    run_rounds(cells, rounds, min_sample_s, log=log, progress=progress)
+    run_rounds(cells, rounds, min_sample_s, log=log, progress=progress, image_chw=image_chw)
 
     # A peak is a best case: probe again after the rounds and keep the better of the two,
     # so a burst of load from elsewhere during the first probe does not inflate % of peak.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ..compile.onnx_passes import data_inputs
+from ..compile.onnx_passes import data_inputs, static_input
 from ..errors import ToolkitError
 
 
@@ -59,9 +59,10 @@ def count_model_flops(onnx_path: str, input_shape) -> dict:
     from ONNX shape inference (2 FLOPs per multiply-add).
 
     Elementwise ops, softmax, norms and pooling are not counted (a few percent at most).
+    Where shape inference leaves some nodes unknown (reshapes computed at run time), the
+    count is redone on the model with its input made static (onnxsim, as engines are built).
     """
     import onnx
-    from onnx import helper, shape_inference
 
     model = onnx.load(onnx_path)
     dims = data_inputs(model)[0].type.tensor_type.shape.dim
@@ -69,6 +70,21 @@ def count_model_flops(onnx_path: str, input_shape) -> dict:
         if not (dim.HasField("dim_value") and dim.dim_value > 0):
             dim.Clear()
             dim.dim_value = value
+    counted = _count(model, input_shape[0])
+    if counted["nodes_with_unknown_shape"]:
+        try:
+            static = static_input(onnx.load(onnx_path), data_inputs(model)[0].name, tuple(input_shape))
+        except ToolkitError:
+            return counted
+        recounted = _count(static, input_shape[0])
+        if recounted["nodes_with_unknown_shape"] < counted["nodes_with_unknown_shape"]:
+            return recounted
+    return counted
+
+
+def _count(model, batch: int) -> dict:
+    from onnx import helper, shape_inference
+
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = _shape_table(inferred)
     by_op, unknown = {}, 0
@@ -81,7 +97,6 @@ def count_model_flops(onnx_path: str, input_shape) -> dict:
             unknown += 1
             continue
         by_op[node.op_type] = by_op.get(node.op_type, 0.0) + flops
-    batch = input_shape[0]
     total = sum(by_op.values())
     return {
         "flops_per_image": total / batch,

@@ -85,10 +85,12 @@ def warm_up(cell: Cell, batch_array, min_sample_s: float) -> float:
     return per_call
 
 
-def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True) -> None:
+def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True, image_chw=None) -> None:
+    """Warm up and calibrate every cell, then take ``rounds`` interleaved samples of each, on a
+    fixed [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes)."""
     inputs = {}
     for cell in cells:
-        inputs.setdefault(cell.batch, random_batch((cell.batch, *cell.backend.input_shape[1:])))
+        inputs.setdefault(cell.batch, random_batch((cell.batch, *(image_chw or cell.backend.input_shape[1:]))))
         per_call = warm_up(cell, inputs[cell.batch], min_sample_s)
         log(f"warm-up {cell.label}: {per_call * 1e3:.1f} ms/call -> {cell.calls} call(s) per sample")
     order = interleaved_order(len(cells), rounds)

@@ -15,7 +15,6 @@ models it does not describe.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -77,10 +76,8 @@ def tool_versions() -> dict:
 
 def code_digest() -> str:
     here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in ("modeling.py", "checkpoint.py", "export.py"):
-        h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
-    return h.hexdigest()
+    return sha256_bytes(b"".join(name.encode() + b"\0" + (here / name).read_bytes() + b"\0"
+                                 for name in ("modeling.py", "checkpoint.py", "export.py")))
 
 
 def fingerprint(cfg: RecConfig, ckpt: Checkpoint | None, paddleocr_dir: str | None) -> dict:
