@@ -85,19 +85,27 @@ def _scalar(model, name, value):
 
 
 def _clamp_node(op: str, value: str, bound: str, out: str):
-    """max(value, bound) or min(value, bound) as a select against the bound.
+    """max(value, bound) as bound + relu(value - bound), min(value, bound) as
+    bound - relu(bound - value): within one rounding of the exact clamp.
 
     Not ONNX Max/Min: TVM imports those through stack + reduce with the bound broadcast to
     the full activation shape, and constant folding then stores that broadcast in the engine
-    (hundreds of MiB for PP-OCRv4's HardSwish layers at batch 32). Where/Less/Greater
-    broadcast the scalar bound in the kernel instead, and select the same values.
+    (hundreds of MiB for PP-OCRv4's HardSwish layers at batch 32). A Where select keeps the
+    bound scalar too, but its boolean intermediate sends MetaSchedule's search into a spin.
     """
-    test = helper.make_node("Less" if op == "Max" else "Greater", [value, bound], [out + "_past"])
-    return [test, helper.make_node("Where", [out + "_past", bound, value], [out])]
+    if op == "Max":
+        nodes = [helper.make_node("Sub", [value, bound], [out + "_gap"]),
+                 helper.make_node("Relu", [out + "_gap"], [out + "_over"]),
+                 helper.make_node("Add", [out + "_over", bound], [out])]
+    else:
+        nodes = [helper.make_node("Sub", [bound, value], [out + "_gap"]),
+                 helper.make_node("Relu", [out + "_gap"], [out + "_under"]),
+                 helper.make_node("Sub", [bound, out + "_under"], [out])]
+    return nodes
 
 
 def decompose_clamps(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Clip, HardSwish and HardSigmoid as elementwise selects, Mul and Add.
+    """Clip, HardSwish and HardSigmoid as Relu, Sub, Mul and Add.
 
     Relax's ToMixedPrecision crashes on the call_tir the importer emits for these; the
     elementwise form converts cleanly and computes the same values.
@@ -131,7 +139,7 @@ def decompose_clamps(model: onnx.ModelProto) -> onnx.ModelProto:
             new_nodes += [
                 helper.make_node("Mul", [x, _scalar(model, base + "_alpha", alpha)], [base + "_ax"]),
                 helper.make_node("Add", [base + "_ax", _scalar(model, base + "_beta", beta)], [base + "_axb"]),
-                *_clamp_node("Max", base + "_axb", _scalar(model, base + "_zero", 0.0), base + "_lo"),
+                helper.make_node("Relu", [base + "_axb"], [base + "_lo"]),
                 *_clamp_node("Min", base + "_lo", _scalar(model, base + "_one", 1.0), gate),
             ]
             if node.op_type == "HardSwish":
