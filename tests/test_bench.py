@@ -249,7 +249,8 @@ def test_table_and_json_shape(tmp_path):
     loaded = json.loads(open(path).read())
     assert set(loaded) == {"machine", "settings", "flops", "peak", "results", "parity"}
     keys = {"contender", "batch", "note", "calls_per_sample", "seconds_per_call", "img_per_s", "median_img_per_s",
-            "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction"}
+            "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction",
+            "peak_of", "arithmetic", "argmax_agreement", "max_abs_diff", "cosine"}
     assert all(set(r) == keys for r in loaded["results"])
     assert all(len(r["img_per_s"]) == len(r["seconds_per_call"]) for r in loaded["results"])
     assert all(math.isfinite(v) for r in loaded["results"] for v in r["img_per_s"])
