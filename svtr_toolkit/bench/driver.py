@@ -72,7 +72,8 @@ def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, lo
                 log(f"tvm-{precision}: the automatic database choice finds none for this CPU ({choice.why}), so it "
                     f"is the same build as tvm-{precision}-nodb: built and timed once, as tvm-{precision}-nodb")
             plans.append({"contender": f"tvm-{precision}-nodb", "path": path + "_nodb.so", "tuning_dir": None,
-                          "batch": bs, "shape": list(shape), "precision": precision})
+                          "batch": bs, "shape": list(shape), "precision": precision,
+                          "note": "" if choice.folder else f"also tvm-{precision}: no database fits this CPU"})
     return plans
 
 
@@ -179,8 +180,10 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
         contenders += openvino_backends(model_path, [b for b in batches if ort_fixed in (None, b)], image_chw,
                                         threads, log=log)
     cells = plan_cells(ort, contenders, batches)
+    build_notes = {(p["contender"], p["batch"]): p["note"] for p in tvm_builds}
     for cell in cells:
         cell.arithmetic = _arithmetic(cell.backend)
+        cell.note = cell.note or build_notes.get((cell.contender, cell.batch), "")
     log(f"{len(cells)} cells x {rounds} rounds, samples >= {min_sample_s} s, onnxruntime/OpenVINO threads {threads}")
     check_cells(cells, ort, image_chw)
     run_rounds(cells, rounds, min_sample_s, log=log, progress=progress, image_chw=image_chw)
