@@ -320,6 +320,19 @@ def test_peak_probe_measures_a_positive_fp32_figure():
     assert flops > 0 and math.isfinite(flops)
 
 
+def test_tvm_fp16_matmul_probe_compiles_and_runs_for_the_host():
+    """The fp16 probe (timed only on CPUs with fp16 arithmetic) builds and runs on any host."""
+    from svtr_toolkit.bench import peak
+
+    assert peak._probe("tvm_matmul_flops('float16', 64, 64, 64, 1)", env_threads=1) > 0
+
+
+def test_describe_peak_says_when_the_cpu_has_no_fp16():
+    peak = {"all_cores_flops": 2e11, "one_core_flops": 1e11, "cores": 2, "fp32_probe": "onnxruntime MLAS sgemm 2048^3"}
+    assert "no fp16 arithmetic" in bench.describe_peak(dict(peak, fp16_flops=None))
+    assert "fp16 500.0 GFLOP/s" in bench.describe_peak(dict(peak, fp16_flops=5e11, fp16_probe="TVM"))
+
+
 def test_matmul_model_is_the_gemm_it_times():
     import onnxruntime as ort
 

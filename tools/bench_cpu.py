@@ -78,14 +78,11 @@ def main(argv=None):
         openvino=not args.no_openvino, log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
     )
     results = report["results"]
-    peak = report["peak"]
-    fp16 = (f"fp16 {peak['fp16_flops'] / 1e9:.1f} GFLOP/s ({peak['fp16_probe']})" if peak.get("fp16_flops")
-            else "this CPU has no fp16 arithmetic: fp16 engines are set against the fp32 peak")
     print()
     print(f"throughput, median of {args.rounds} interleaved rounds; % peak: "
-          f"{report['flops']['per_image'] / 1e6:.0f} MFLOP/image over the peak of each contender's arithmetic: "
-          f"fp32 {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s ({peak['fp32_probe']}, all cores); {fp16}. "
-          f"argmax agree / max|diff|: against onnxruntime fp32 on the same input batch")
+          f"{report['flops']['per_image'] / 1e6:.0f} MFLOP/image over the peak of the contender's arithmetic "
+          f"(in brackets): {bench.describe_peak(report['peak'])}. argmax agree, max|diff|: against "
+          f"onnxruntime fp32 on the same input batch")
     print(bench.format_table(results))
     headline = [r for r in results if r["batch"] == bench.HEADLINE_BATCH]
     if headline:

@@ -14,7 +14,7 @@ from .flops import count_model_flops, model_image_shape, node_flops  # noqa: F40
 from .machine import cpu_flags, cpu_model_name, machine_info  # noqa: F401
 from .output import (ORT_NAME, add_comparisons, cell_result, format_table, peak_fraction, ratio,  # noqa: F401
                      write_json, write_plot)
-from .peak import (gemm_flops, matmul_model, measure_fp16_flops, measure_gemm_flops, measure_peak,  # noqa: F401
-                   merge_peaks, peak_for)
+from .peak import (describe_peak, gemm_flops, matmul_model, measure_fp16_flops, measure_gemm_flops,  # noqa: F401
+                   measure_peak, merge_peaks, peak_for)
 from .timing import (Cell, calls_per_sample, images_per_second, interleaved_order, run_rounds,  # noqa: F401
                      summarize, time_calls, warm_up)

@@ -15,7 +15,7 @@ from .flags import HEADLINE_BATCH
 from .flops import count_model_flops, model_image_shape
 from .machine import machine_info
 from .output import ORT_NAME, add_comparisons, cell_result
-from .peak import measure_peak, merge_peaks
+from .peak import describe_peak, measure_peak, merge_peaks
 from .timing import Cell, run_rounds
 
 
@@ -127,14 +127,6 @@ def check_cells(cells, reference, image_chw) -> None:
         cell.parity = compare(run_padded(cell.backend, x), want)
 
 
-def _peak_line(peak: dict, when: str = "peak probe") -> str:
-    line = (f"{when}: fp32 {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s on {peak['cores']} cores, "
-            f"{peak['one_core_flops'] / 1e9:.1f} on 1 core ({peak['fp32_probe']}); ")
-    if peak.get("fp16_flops"):
-        return line + f"fp16 {peak['fp16_flops'] / 1e9:.1f} GFLOP/s ({peak['fp16_probe']})"
-    return line + "this CPU has no fp16 arithmetic: fp16 engines are set against the fp32 peak"
-
-
 def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2, threads=None, build=False,
                   precisions=("fp32", "fp16"), engine_dir="work/bench", image_chw=None, engine_stem=None,
                   openvino=True, log=print, progress=True) -> dict:
@@ -165,7 +157,7 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
 
     log("peak probe: onnxruntime MLAS sgemm 2048^3, best of 3 (and TVM's fp16 matmul where the CPU has fp16) ...")
     peak = measure_peak(cores)
-    log(_peak_line(peak))
+    log(f"peak probe: {describe_peak(peak)}")
 
     ort = OrtBackend(model_path, threads=threads)
     tvm_builds = []
@@ -192,7 +184,7 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
     # so a burst of load from elsewhere during the first probe does not inflate % of peak.
     again = measure_peak(cores, fp16_arithmetic=peak["fp16_arithmetic"])
     peak = merge_peaks(peak, again)
-    log(_peak_line(again, "peak probe after the rounds") + f"; using {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s fp32")
+    log(f"peak probe after the rounds: {describe_peak(again)}; using {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s fp32")
     if cores > 1 and peak["all_cores_flops"] < 1.5 * peak["one_core_flops"]:
         log(f"warning: the all-core GEMM barely beats one core ({peak['all_cores_flops'] / 1e9:.1f} vs "
             f"{peak['one_core_flops'] / 1e9:.1f} GFLOP/s): something else is using the CPU, so '% peak' is too high")

@@ -150,6 +150,15 @@ def merge_peaks(before: dict, after: dict) -> dict:
     return merged
 
 
+def describe_peak(peak: dict) -> str:
+    """The peaks in words: fp32 on all cores and one, and fp16 or why there is none."""
+    line = (f"fp32 {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s on {peak['cores']} cores, "
+            f"{peak['one_core_flops'] / 1e9:.1f} on 1 core ({peak['fp32_probe']}); ")
+    if peak.get("fp16_flops"):
+        return line + f"fp16 {peak['fp16_flops'] / 1e9:.1f} GFLOP/s ({peak['fp16_probe']})"
+    return line + "this CPU has no fp16 arithmetic: fp16 engines are set against the fp32 peak"
+
+
 def peak_for(peak: dict, arithmetic: str | None):
     """(FLOP/s, label) of the peak that matches a contender's arithmetic ("fp32", "fp16", "bf16");
     fp16 without fp16 arithmetic runs fp32 FMAs, so it is set against the fp32 peak. (None, label)
