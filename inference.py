@@ -5,6 +5,8 @@
     python inference.py --preset ppocrv4 --engine work/engines/ppocrv4_bs_32_fp16.so --batchsize 32 --datasets DIR
 
 A missed --acc_target / --fps_target exits 1; bad input is one `error:` line, exit 2.
+--acc_target gates accuracy runs and --fps_target --perf_only runs; given to the other mode
+either is refused (exit 2), as are thresholds out of range, before anything runs.
 """
 import argparse
 import os
@@ -33,35 +35,57 @@ def parse_args(argv):
     p.add_argument("--datasets", required=True, help="folder holding one or more LMDBs (searched recursively)")
     p.add_argument("--config", default=None, help="PaddleOCR rec yml (default: the preset's, svtr's without one)")
     p.add_argument("--perf_only", nargs="?", const=True, default=False, type=flag, help="time instead of evaluating")
-    p.add_argument("--acc_target", type=float, default=None, help="minimum pooled accuracy, a fraction (0.88)")
-    p.add_argument("--fps_target", type=float, default=None, help="minimum compute-only images/s")
+    p.add_argument("--acc_target", type=cli.fraction, default=None,
+                   help="accuracy runs: minimum pooled accuracy, a fraction in [0, 1] (0.88)")
+    p.add_argument("--fps_target", type=cli.positive, default=None,
+                   help="--perf_only runs: minimum compute-only images/s (above 0)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--loop_count", type=int, default=20, help="timed batches (perf mode)")
     p.add_argument("--report", default=None, help="write every figure and the run's configuration as JSON")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="preprocessing threads")
+    p.add_argument("--no_progress", action="store_true",
+                   help="no progress output (without it: a bar on a terminal, a line per 25 %% in a log)")
+    p.add_argument("--check_args", action="store_true",
+                   help="check the command line (thresholds, --report, --datasets, --config) and exit; "
+                        "the scripts run this before building an engine")
     args = p.parse_args(argv)
     args.config = args.config or cli.get_preset(args.preset or cli.DEFAULT_PRESET).config_path
     if args.batchsize < 1:
         raise ToolkitError(f"--batchsize must be at least 1, got {args.batchsize}")
-    if args.acc_target is not None and not 0 <= args.acc_target <= 1:
-        raise ToolkitError(f"--acc_target is a fraction in [0, 1] (as PaddleOCR reports acc), got {args.acc_target}")
+    cli.refuse_unused_gates(args, {"fps_target"} if args.perf_only else {"acc_target"},
+                            "a --perf_only run" if args.perf_only else "an accuracy run",
+                            {"acc_target": "accuracy runs check it", "fps_target": "--perf_only runs check it"})
     if args.warmup < 0 or args.loop_count < 1 or args.workers < 1:
         raise ToolkitError("--warmup must be >= 0, --loop_count and --workers >= 1")
     return args
 
 
+def preflight(args):
+    """Everything about the command line that can be checked without the engine or the data,
+    so a bad --report or --datasets is found before an evaluation of minutes, not after."""
+    from svtr_toolkit.config import load_config
+    from svtr_toolkit.evaluate.data import check_dataset_root
+    from svtr_toolkit.files import check_writable
+
+    cfg = load_config(args.config)
+    check_dataset_root(args.datasets)
+    if args.report:
+        check_writable(args.report, "--report")
+    return cfg
+
+
 def main(argv=None):
     args = parse_args(argv)
-    from svtr_toolkit.config import load_config
+    cfg = preflight(args)
+    if args.check_args:
+        return 0
     from svtr_toolkit.evaluate import report
     from svtr_toolkit.evaluate.data import Dataset, LabelRules, Preprocessor
     from svtr_toolkit.evaluate.runner import benchmark, evaluate
     from svtr_toolkit.files import write_json
+    from svtr_toolkit.provenance import untrained_warning
     from svtr_toolkit.runtime import open_backend
 
-    cfg = load_config(args.config)
-    if not os.path.isdir(args.datasets):
-        raise ToolkitError(f"dataset directory not found: {args.datasets}")
     backend = open_backend(args.engine, args.batchsize, args.input_name)
     preprocess = Preprocessor(cfg.image_shape, cfg.resize)
     preprocess.check_input(backend)
@@ -70,6 +94,7 @@ def main(argv=None):
         "mode": "performance" if args.perf_only else "accuracy",
         "engine": {"path": os.path.abspath(args.engine), "backend": backend.name,
                    "input_name": backend.input_name, "input_shape": list(backend.input_shape)},
+        "model": {"sha256": backend.model_sha256, "weights": backend.weights},
         "batch_size": args.batchsize,
         "datasets": os.path.abspath(args.datasets),
         "workers": args.workers,
@@ -91,11 +116,14 @@ def main(argv=None):
         else:
             result = evaluate(backend, dataset, preprocess, characters, args.batchsize,
                               ignore_space=cfg.ignore_space, is_filter=cfg.is_filter,
-                              workers=args.workers, progress=True)
+                              workers=args.workers, progress=not args.no_progress)
             summary = report.accuracy_summary(dataset, result)
             out["accuracy"] = summary.to_dict()
             print(report.format_accuracy(summary))
-            print(report.metric_result({"acc": summary.pooled.acc, "norm_edit_dis": summary.pooled.norm_edit_dis}))
+            if untrained_warning(backend.weights):
+                print(untrained_warning(backend.weights))
+            print(report.metric_result({"acc": summary.pooled.acc, "norm_edit_dis": summary.pooled.norm_edit_dis,
+                                        "weights": backend.weights}))
             if args.acc_target is not None:
                 checks.append(report.Check("acc", args.acc_target, summary.pooled.acc))
     for check in checks:

@@ -1,6 +1,10 @@
 # Sourced by infer_svtr_fp16_accuracy.sh and infer_svtr_fp16_performance.sh: the model-zoo
 # command line (--bs N), thresholds, the data check and the engine build they share.
 #
+# The sourcing script sets MODE (accuracy | performance) first: --acc_target / ACC_TARGET gate
+# accuracy runs only and --fps_target / FPS_TARGET performance runs only; the other one is refused,
+# and the whole inference command line is checked (inference.py --check_args) before the build.
+#
 # Environment: DATASETS_DIR (required), MODEL_PRESET (svtr | ppocrv4, default svtr),
 # TARGET (auto | llvm | cuda | iluvatar), PRECISION (fp16), ACC_TARGET, FPS_TARGET,
 # ENGINE_DIR (default work/engines), MODEL_PATH (another ONNX file for the preset), PYTHON.
@@ -34,15 +38,26 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$batchsize" =~ ^[1-9][0-9]*$ ]] || die "--bs must be a positive integer, got '$batchsize'"
 [[ -n "${DATASETS_DIR:-}" ]] || die "DATASETS_DIR is not set (export DATASETS_DIR=/path/to/data_lmdb_release/evaluation)"
-[[ -d "$DATASETS_DIR" && -n "$(ls -A "$DATASETS_DIR")" ]] || die "DATASETS_DIR=$DATASETS_DIR is missing or empty"
+[[ -e "$DATASETS_DIR" ]] || die "DATASETS_DIR=$DATASETS_DIR does not exist"
+[[ -d "$DATASETS_DIR" ]] || die "DATASETS_DIR=$DATASETS_DIR is a file, not a folder of LMDBs"
+[[ -n "$(ls -A "$DATASETS_DIR")" ]] || die "DATASETS_DIR=$DATASETS_DIR is empty"
+case "$MODE" in
+    accuracy) [[ -z "$fps_target" ]] || die "--fps_target / FPS_TARGET gates the performance script, not the accuracy one (unset it, or run scripts/infer_svtr_fp16_performance.sh)" ;;
+    performance) [[ -z "$acc_target" ]] || die "--acc_target / ACC_TARGET gates the accuracy script, not the performance one (unset it, or run scripts/infer_svtr_fp16_accuracy.sh)" ;;
+esac
 
 engine="${ENGINE_DIR:-$RUN_DIR/work/engines}/${preset}_bs_${batchsize}_${precision}.so"
+checks=()
+[[ -z "$acc_target" ]] || checks+=(--acc_target "$acc_target")
+[[ -z "$fps_target" ]] || checks+=(--fps_target "$fps_target")
+[[ "$MODE" != performance ]] || checks+=(--perf_only True)
+# inference.py's command line without the engine: the scripts run it after the build.
+inference=("$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" \
+    --datasets "$DATASETS_DIR" --preset "$preset" ${checks[@]+"${checks[@]}"} ${REPORT:+--report "$REPORT"})
+"${inference[@]}" --check_args  # thresholds, --report, data: refused now, not after a build
 echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}"
 
 # The preset gives the model, its input and config; build_engine.py checks the preset and the model.
 "$PYTHON" "$RUN_DIR/build_engine.py" --preset "$preset" ${MODEL_PATH:+--model_path "$MODEL_PATH"} \
     --batchsize "$batchsize" --precision "$precision" --engine_path "$engine" --target "$target"
 
-checks=()
-[[ -z "$acc_target" ]] || checks+=(--acc_target "$acc_target")
-[[ -z "$fps_target" ]] || checks+=(--fps_target "$fps_target")

@@ -18,7 +18,8 @@ def main(argv=None):
     cli.add_preset(parser)
     parser.add_argument("--model_path", help="the ONNX model the engine was built from (default: the preset's)")
     parser.add_argument("--inputs", default=None, help=".npz with an 'x' array")
-    parser.add_argument("--min_agreement", type=float, default=None, help="fail below this argmax agreement (0-1)")
+    parser.add_argument("--min_agreement", type=cli.fraction, default=None,
+                        help="fail below this argmax agreement, a fraction in [0, 1] (0.995)")
     args = parser.parse_args(argv)
 
     import numpy as np

@@ -21,7 +21,7 @@ import cv2
 import lmdb
 import numpy as np
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, first_line
 
 REJECT_EMPTY = "empty label"
 REJECT_TOO_LONG = "label longer than max_text_length"
@@ -97,10 +97,20 @@ class Sample:
         return image_key(self.index)
 
 
+def check_dataset_root(root: str) -> None:
+    """A dataset root must be a folder: a data.mdb (or any file) given instead is named as such."""
+    if os.path.isdir(root):
+        return
+    if not os.path.exists(root):
+        raise ToolkitError(f"dataset directory not found: {root}")
+    hint = f"; give the folder holding it, {os.path.dirname(os.path.abspath(root))}" \
+        if os.path.basename(root) in ("data.mdb", "lock.mdb") else ""
+    raise ToolkitError(f"dataset path {root} is a file, not a folder of LMDBs{hint}")
+
+
 def find_lmdbs(root: str) -> list[tuple[str, str]]:
     """(subset name, folder) for every folder with a data.mdb under ``root``, sorted walk order."""
-    if not os.path.isdir(root):
-        raise ToolkitError(f"dataset directory not found: {root}")
+    check_dataset_root(root)
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -123,7 +133,7 @@ def _open_env(path: str):
     try:
         return lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256)
     except lmdb.Error as exc:
-        raise ToolkitError(f"{path}: cannot open as LMDB ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
+        raise ToolkitError(f"{path}: cannot open as LMDB ({exc.__class__.__name__}: {first_line(exc)})")
 
 
 class Dataset:
@@ -170,7 +180,7 @@ class Dataset:
                     else:
                         self.samples.append(Sample(sid, index, target))
         except lmdb.Error as exc:
-            raise ToolkitError(f"{path}: unreadable LMDB ({str(exc).splitlines()[0]})")
+            raise ToolkitError(f"{path}: unreadable LMDB ({first_line(exc)})")
         self.subsets.append(subset)
 
     def read_image(self, sample: Sample) -> bytes | None:

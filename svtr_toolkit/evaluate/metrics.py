@@ -75,6 +75,11 @@ class RecMetric:
         target = normalize_text(target, self.ignore_space, self.is_filter)
         self.subsets[subset].add(pred, target)
 
+    def is_correct(self, pred: str, target: str) -> bool:
+        """Whether ``update`` counts this pair as an exact match."""
+        return normalize_text(pred, self.ignore_space, self.is_filter) == \
+            normalize_text(target, self.ignore_space, self.is_filter)
+
     @property
     def pooled(self) -> Score:
         total = Score()

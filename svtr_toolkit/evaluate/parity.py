@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ToolkitError
 from ..numerics import Parity, compare, random_batch
 from ..runtime import Backend, OrtBackend
 
@@ -24,4 +25,11 @@ def check(engine: Backend, onnx_path: str, inputs: np.ndarray | None = None) -> 
     if inputs is None:
         inputs = random_batch(engine.input_shape)
     reference = OrtBackend(onnx_path)
-    return compare(run_padded(engine, inputs), reference.run(inputs))
+    if any(r is not None and r != e for r, e in zip(reference.input_shape[1:], engine.input_shape[1:])):
+        raise ToolkitError(f"the engine takes input {list(engine.input_shape)} and {onnx_path} "
+                           f"{list(reference.input_shape)}: not the model the engine was built from")
+    ours, theirs = run_padded(engine, inputs), reference.run(inputs)
+    if ours.shape != theirs.shape:
+        raise ToolkitError(f"the engine outputs {list(ours.shape)} and {onnx_path} {list(theirs.shape)}: "
+                           f"not the model the engine was built from")
+    return compare(ours, theirs)

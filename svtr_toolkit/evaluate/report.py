@@ -59,6 +59,8 @@ class AccuracySummary:
     unreadable: int
     predictions_sha256: str
     seconds: float | None = None
+    # per subset name: every sample's {"key", "label", "prediction", "correct"} (report only)
+    predictions: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +110,7 @@ def accuracy_summary(dataset: Dataset, result: EvalResult) -> AccuracySummary:
         unreadable=len(result.unreadable),
         predictions_sha256=result.predictions_sha256,
         seconds=round(result.seconds, 3),
+        predictions={subset.name: result.predictions.get(sid, []) for sid, subset in enumerate(dataset.subsets)},
     )
 
 
@@ -155,5 +158,7 @@ def format_perf(perf: Timing) -> str:
 
 
 def metric_result(values: dict) -> str:
-    """The one line model-zoo CI parsers read: {'metricResult': {...}}."""
-    return str({"metricResult": {k: round(float(v), 4) for k, v in values.items() if v is not None}})
+    """The one line model-zoo CI parsers read: {'metricResult': {...}}; numbers rounded, text
+    (e.g. ``'weights': 'untrained'``) as is."""
+    return str({"metricResult": {k: v if isinstance(v, str) else round(float(v), 4)
+                                 for k, v in values.items() if v is not None}})

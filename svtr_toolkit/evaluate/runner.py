@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import ToolkitError
+from ..progress import progress as progress_bar
 from .data import Dataset, Preprocessor, iter_batches
 from .metrics import RecMetric, ctc_greedy_decode
 
@@ -18,6 +19,9 @@ class EvalResult:
     unreadable: list = field(default_factory=list)  # (subset id, image key, reason)
     predictions_sha256: str = ""
     seconds: float = 0.0
+    # per subset id: [{"key", "label", "prediction", "correct"}] in sample order (the report's
+    # per-sample record, what tools/compare_reports.py pairs two runs by)
+    predictions: dict = field(default_factory=dict)
 
 
 def evaluate(backend, dataset: Dataset, preprocess: Preprocessor, characters, batch_size: int, *,
@@ -42,12 +46,12 @@ def evaluate(backend, dataset: Dataset, preprocess: Preprocessor, characters, ba
                     result.unreadable.append((sample.subset, sample.image_key, batch.failed[row]))
                 metric.update(sample.subset, preds[row], sample.target)
                 digest.update(preds[row].encode("utf-8") + b"\n")
-            if progress and bar is None:  # after the first batch checked out: an error stays one line
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(dataset.samples), unit="img", desc="eval")
-            if bar is not None:
-                bar.update(len(batch.samples))
+                result.predictions.setdefault(sample.subset, []).append(
+                    {"key": sample.image_key, "label": sample.target, "prediction": preds[row],
+                     "correct": metric.is_correct(preds[row], sample.target)})
+            if bar is None:  # after the first batch checked out: an error stays one line
+                bar = progress_bar(len(dataset.samples), "img", "eval", enabled=progress)
+            bar.update(len(batch.samples))
     finally:
         if bar is not None:
             bar.close()
