@@ -29,7 +29,8 @@ def parse_args(argv):
     parser.add_argument("--url", default=export.CHECKPOINT_URL, help="checkpoint URL for --download (default: %(default)s)")
     parser.add_argument("--out_dir", default=str(export.REPO_ROOT), help="where SVTR.onnx / SVTR_opt.onnx go (default: repo root)")
     cli.add_deprecated(parser, "--output_dir", "--out_dir")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the outputs are up to date")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the outputs are up to date, and "
+                                                             "replace a trained export with an untrained one")
     return parser.parse_args(argv)
 
 
@@ -38,6 +39,11 @@ def main(argv=None):
     checkpoint = args.checkpoint
     if checkpoint == "auto":
         checkpoint = find_checkpoint(export.REPO_ROOT)
+        kept = None if checkpoint is not None or args.force else export.trained_export(args.out_dir)
+        if kept:
+            print(f"prepare: no checkpoint found; keeping {args.out_dir}/{export.OPT_ONNX}, exported from a trained "
+                  f"checkpoint ({kept}). --force replaces it with an untrained model.", file=sys.stderr)
+            return 0
         if checkpoint is None:
             print(f"prepare: no checkpoint found ({export.CHECKPOINT_TAR} or its unpacked folder in {export.REPO_ROOT}); "
                   f"exporting an UNTRAINED model, accuracy numbers from it are meaningless. For real weights put the "

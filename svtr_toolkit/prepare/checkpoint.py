@@ -48,6 +48,12 @@ class Checkpoint:
         return sha256_bytes(self.data)
 
 
+def _latin1_bytes(text, encoding="utf-8"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing to load _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin-1")
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """A pdparams file is a pickled dict of numpy arrays; refuse anything else."""
 
@@ -58,6 +64,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            # Protocol 2 (paddle.save accepts it) stores an array's bytes as a latin-1 str that
+            # _codecs.encode turns back into bytes: allowed for exactly that, no other codec.
+            return _latin1_bytes
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..config import RecConfig, load_config, require_svtr_stn_ctc
 from ..errors import ToolkitError
-from ..files import sha256_bytes, sha256_file, write_bytes_atomically
+from ..files import owned_prefix, remove_stale_leftovers, sha256_bytes, sha256_file, write_bytes_atomically
 from ..numerics import compare, random_batch
 from ..paths import REPO_ROOT as _ROOT
 from ..presets import PRESETS
@@ -90,6 +90,35 @@ def fingerprint(cfg: RecConfig, ckpt: Checkpoint | None, paddleocr_dir: str | No
         "opset": OPSET,
         "inference_model_by": "PaddleOCR tools/export_model.py" if paddleocr_dir else "svtr_toolkit.prepare.modeling",
     }
+
+
+def weights_metadata(ckpt: Checkpoint | None) -> dict:
+    """What the ONNX models' metadata_props say about their weights; engines and every
+    accuracy output carry it on (``weights``: trained or untrained)."""
+    if ckpt is None:
+        return {"weights": "untrained", "weights_source": f"seeded random initialisation, seed {UNTRAINED_SEED}"}
+    return {"weights": "trained", "weights_source": ckpt.source, "checkpoint_sha256": ckpt.sha256}
+
+
+def with_metadata(data: bytes, props: dict) -> bytes:
+    """The ONNX model ``data`` with ``props`` set in its metadata_props."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=str(value))
+    return model.SerializeToString()
+
+
+def trained_export(out_dir: Path) -> str | None:
+    """The checkpoint the export in ``out_dir`` was made from, None unless it is a trained one."""
+    meta = read_metadata(Path(out_dir))
+    if meta and meta.get("weights") == "checkpoint" and (Path(out_dir) / OPT_ONNX).is_file():
+        return meta.get("checkpoint_source") or "a checkpoint"
+    return None
 
 
 def read_metadata(out_dir: Path) -> dict | None:
@@ -264,13 +293,19 @@ def export(config_path=DEFAULT_CONFIG, checkpoint=None, output_dir=REPO_ROOT, fo
             warn_loudly(meta["warning"])
         return ExportResult(out_dir, False, meta)
 
+    trained = trained_export(out_dir) if ckpt is None and not force else None
+    if trained:
+        raise ToolkitError(f"{out_dir / OPT_ONNX} was exported from a trained checkpoint ({trained}); refusing to "
+                           f"replace it with an untrained model (give --checkpoint PATH, or --force to replace it)")
     if ckpt is None:
         warn_loudly(UNTRAINED_WARNING)
     log(f"config {cfg.path}; weights {ckpt.source if ckpt else f'untrained, seed {UNTRAINED_SEED}'}")
     model = build_loaded_model(cfg, ckpt)
     probe_io = probe(model, cfg)
 
-    work = Path(tempfile.mkdtemp(prefix=".svtr-export-", dir=out_dir))
+    for name in remove_stale_leftovers(out_dir):
+        log(f"removed {name}, left by an export that was killed")
+    work = Path(tempfile.mkdtemp(prefix=owned_prefix("svtr-export"), dir=out_dir))
     try:
         t = time.perf_counter()
         if paddleocr_dir:
@@ -285,6 +320,7 @@ def export(config_path=DEFAULT_CONFIG, checkpoint=None, output_dir=REPO_ROOT, fo
             f"({time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
         opt = simplify_onnx(raw)
+        raw, opt = (with_metadata(data, weights_metadata(ckpt)) for data in (raw, opt))
         log(f"onnxsim -> {OPT_ONNX}, batch left dynamic ({time.perf_counter() - t:.1f} s)")
         check = self_check(probe_io, opt)
         log(f"self-check Paddle vs onnxruntime: max abs diff {check['max_abs_diff']:.2e}, "
