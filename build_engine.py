@@ -11,6 +11,7 @@ import os
 
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
+from svtr_toolkit.files import check_writable
 from svtr_toolkit.paths import in_repo
 
 DEFAULT_ENGINE_DIR = in_repo("work", "engines")
@@ -48,6 +49,7 @@ def parse_args(argv):
                                         ("--engine_path", args.engine_path)) if value is None]
     if missing:
         raise cli.ToolkitError(f"{', '.join(missing)} required (or give --preset)")
+    check_writable(args.engine_path, "--engine_path")  # before a compile of minutes, not after
     return args
 
 
@@ -65,7 +67,11 @@ def main(argv=None):
         raise cli.ToolkitError(f"tuning database folder not found: {tuning_dir}")
     build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path,
                  force=args.force, tuning_dir=tuning_dir)
-    if not args.skip_parity:
+    if not args.skip_parity and not target.module.available():
+        # SVTR_CUDA_ARCH=sm_XX --target cuda on a machine without the device: nothing to run it on.
+        print(f"parity skipped: the engine was cross-compiled for {target.description}, and this machine has no "
+              f"such device to run it on; run tools/parity_check.py where it has one", flush=True)
+    elif not args.skip_parity:
         backend = load_engine(args.engine_path)
         print(parity.check(backend, args.model_path).line(backend.name), flush=True)
     return 0

@@ -16,10 +16,12 @@ Errors that name a flag belong here, not in the library.
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 
 from .engine_file import PRECISIONS
-from .errors import ToolkitError
+from .errors import ToolkitError, record_interrupt
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 
 
@@ -47,17 +49,73 @@ def choice(what: str, options):
     return check
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout`` and CI runners send), raised like Ctrl-C so every ``finally`` and
+    ``except BaseException`` cleanup runs (partial engines, export folders)."""
+
+
+def _on_sigterm(signum, frame):
+    raise record_interrupt(Terminated())
+
+
+def _on_sigint(signum, frame):
+    raise record_interrupt(KeyboardInterrupt())
+
+
 def run_cli(main, argv=None):
-    """Run ``main(argv)``; a ToolkitError becomes one line on stderr and exit status 2."""
+    """Run ``main(argv)``; a ToolkitError becomes one line on stderr and exit status 2,
+    Ctrl-C ``error: interrupted`` (130), SIGTERM ``error: terminated`` (143)."""
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread (a test calling main in a worker)
+        pass
     try:
         code = main(argv)
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def fraction(text) -> float:
+    """An argparse ``type`` for a threshold that is a fraction in [0, 1] (0.88 = 88 %)."""
+    value = _number(text)
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"a fraction in [0, 1] is expected (0.88 means 88 %), got '{text}'")
+    return value
+
+
+def positive(text) -> float:
+    """An argparse ``type`` for a threshold that is a finite number above 0 (images/s)."""
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a finite number above 0 is expected, got '{text}'")
+    return value
+
+
+def refuse_unused_gates(args, used: set, mode: str, how: dict):
+    """A threshold given to a mode that does not check it is an error, never silently ignored.
+
+    ``used``: the gate flags (dest names) this mode checks; ``how``: per gate flag, the
+    sentence saying which mode does check it."""
+    for dest, where in how.items():
+        if dest not in used and getattr(args, dest, None) is not None:
+            raise ToolkitError(f"--{dest} is not checked by {mode} ({where}); drop it or change the mode")
 
 
 def parse_input_spec(text: str):

@@ -249,7 +249,8 @@ def test_table_and_json_shape(tmp_path):
     loaded = json.loads(open(path).read())
     assert set(loaded) == {"machine", "settings", "flops", "peak", "results", "parity"}
     keys = {"contender", "batch", "note", "calls_per_sample", "seconds_per_call", "img_per_s", "median_img_per_s",
-            "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction"}
+            "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction",
+            "peak_of", "arithmetic", "argmax_agreement", "max_abs_diff", "cosine"}
     assert all(set(r) == keys for r in loaded["results"])
     assert all(len(r["img_per_s"]) == len(r["seconds_per_call"]) for r in loaded["results"])
     assert all(math.isfinite(v) for r in loaded["results"] for v in r["img_per_s"])
@@ -290,3 +291,164 @@ def test_model_image_shape_needs_static_dims(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     with pytest.raises(ToolkitError, match="not static"):
         bench.model_image_shape(path)
+
+
+# ----------------------------------------------------------------------------- correctness beside speed
+def _checked(name, batch, img_s, agreement, max_diff):
+    from svtr_toolkit.numerics import Parity
+
+    parity = Parity(rows=batch, steps=25, max_abs_diff=max_diff, cosine=1.0, argmax_agreement=agreement)
+    cell = bench.Cell(name, batch, None, calls=1, samples_s=[batch / v for v in img_s], parity=parity)
+    return bench.cell_result(cell)
+
+
+def test_table_shows_agreement_and_max_diff_beside_speed():
+    results = [_checked(bench.ORT_NAME, 32, [400.0], 1.0, 0.0), _checked("openvino-fp32", 32, [700.0], 1.0, 1.4e-5),
+               _checked("openvino-default", 32, [450.0], 0.16, 0.5)]
+    bench.add_comparisons(results, 728e6, 200e9)
+    table = bench.format_table(results)
+    header = table.splitlines()[0]
+    assert "argmax agree" in header and "max|diff|" in header
+    row = next(line for line in table.splitlines() if line.startswith("openvino-default"))
+    assert "16.00%" in row and "0.5" in row and "450.0" in row
+    assert "1.4e-05" in next(line for line in table.splitlines() if line.startswith("openvino-fp32"))
+
+
+# ----------------------------------------------------------------------------- peak
+def test_peak_probe_measures_a_positive_fp32_figure():
+    flops = bench.measure_gemm_flops(n=256, repeats=1, threads=1)  # onnxruntime's sgemm, in a subprocess
+    assert flops > 0 and math.isfinite(flops)
+
+
+def test_tvm_fp16_matmul_probe_compiles_and_runs_for_the_host():
+    """The fp16 probe (timed only on CPUs with fp16 arithmetic) builds and runs on any host."""
+    from svtr_toolkit.bench import peak
+
+    assert peak._probe("tvm_matmul_flops('float16', 64, 64, 64, 1)", env_threads=1) > 0
+
+
+def test_describe_peak_says_when_the_cpu_has_no_fp16():
+    peak = {"all_cores_flops": 2e11, "one_core_flops": 1e11, "cores": 2, "fp32_probe": "onnxruntime MLAS sgemm 2048^3"}
+    assert "no fp16 arithmetic" in bench.describe_peak(dict(peak, fp16_flops=None))
+    assert "fp16 500.0 GFLOP/s" in bench.describe_peak(dict(peak, fp16_flops=5e11, fp16_probe="TVM"))
+
+
+def test_matmul_model_is_the_gemm_it_times():
+    import onnxruntime as ort
+
+    a = np.random.default_rng(0).standard_normal((8, 8), dtype=np.float32)
+    session = ort.InferenceSession(bench.matmul_model(8).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"a": a, "b": a.T.copy()})[0], a @ a.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("peak, arithmetic, want", [
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None}, "fp32", (100.0, "fp32")),
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None}, "fp16", (100.0, "fp32")),
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": True, "fp16_flops": 400.0}, "fp16", (400.0, "fp16")),
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": True, "fp16_flops": 400.0}, "fp32", (100.0, "fp32")),
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None}, "bf16", (None, "no bf16 probe")),
+])
+def test_each_contender_is_set_against_the_peak_of_its_arithmetic(peak, arithmetic, want):
+    assert bench.peak_for(peak, arithmetic) == want
+    result = _result("e", 8, [100.0])
+    result["arithmetic"] = arithmetic
+    bench.add_comparisons([result], 1.0, peak)
+    assert result["peak_of"] == want[1]
+    assert result["peak_fraction"] == (None if want[0] is None else pytest.approx(100.0 / want[0]))
+
+
+def test_merge_peaks_with_an_fp16_probe():
+    merged = bench.merge_peaks({"all_cores_flops": 1.0, "one_core_flops": 1.0, "fp16_flops": 5.0},
+                               {"all_cores_flops": 2.0, "one_core_flops": 1.0, "fp16_flops": 4.0})
+    assert merged["fp16_flops"] == 5.0 and merged["fp16_flops_probes"] == [5.0, 4.0]
+    plain = bench.merge_peaks({"all_cores_flops": 1.0, "one_core_flops": 1.0, "fp16_flops": None},
+                              {"all_cores_flops": 2.0, "one_core_flops": 1.0, "fp16_flops": None})
+    assert plain["fp16_flops"] is None and "fp16_flops_probes" not in plain
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+def test_openvino_contender_agrees_with_onnxruntime(tiny, x):
+    pytest.importorskip("openvino", reason="openvino is not installed (the benchmark extra in requirements.txt)")
+    from svtr_toolkit.numerics import compare
+    from tiny_models import ort_run
+
+    for name, config in bench.OPENVINO_SETTINGS.items():
+        backend = bench.OpenVinoBackend(tiny, x.shape[0], x.shape[1:], config, threads=1)
+        assert backend.input_shape == x.shape and backend.config.get("INFERENCE_NUM_THREADS") == 1
+        parity = compare(backend.run(x), ort_run(tiny, x))
+        if backend.arithmetic == "fp32":  # the default setting computes in bf16 on CPUs with bf16
+            assert parity.argmax_agreement == 1.0 and parity.max_abs_diff < 1e-4, (name, parity)
+    assert bench.OPENVINO_SETTINGS["openvino-fp32"] == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
+def test_without_openvino_the_benchmark_says_so(monkeypatch, tiny):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    ov, why = bench.import_openvino()
+    assert ov is None and "pip install openvino==" in why
+    lines = []
+    assert bench.openvino_backends(tiny, [2], (3, 8, 16), 1, log=lines.append) == []
+    assert len(lines) == 1 and "OpenVINO not timed" in lines[0]
+    with pytest.raises(ToolkitError, match="openvino is not installed"):
+        bench.OpenVinoBackend(tiny, 2, (3, 8, 16), {})
+
+
+# ----------------------------------------------------------------------------- the --build sweep
+def test_sweep_builds_auto_and_no_database_engines_when_a_database_fits(monkeypatch, tmp_path):
+    import tvm
+
+    from svtr_toolkit.compile.cpu_features import host
+    from svtr_toolkit.compile.tuning.selection import MANIFEST, manifest, workload_key
+
+    db = tmp_path / "tuning" / "this-cpu"
+    db.mkdir(parents=True)
+    (db / MANIFEST).write_text(json.dumps(manifest(host(), tvm.__version__, [workload_key("x", (8, 3, 64, 256), "fp32")])))
+    monkeypatch.setenv("SVTR_TUNING_DIR", str(tmp_path / "tuning"))
+    lines = []
+    plans = bench.plan_builds("x", (3, 64, 256), [1, 8], ["fp32"], "eng", "svtr", log=lines.append)
+    assert [(p["contender"], p["batch"], p["tuning_dir"]) for p in plans] == [
+        ("tvm-fp32", 1, "auto"), ("tvm-fp32-nodb", 1, None), ("tvm-fp32", 8, "auto"), ("tvm-fp32-nodb", 8, None)]
+    assert [p["path"] for p in plans[:2]] == ["eng/svtr_bs_1_fp32_autodb.so", "eng/svtr_bs_1_fp32_nodb.so"]
+    assert plans[2]["shape"] == [8, 3, 64, 256] and not lines
+
+
+def test_sweep_builds_once_when_no_database_fits(monkeypatch, tmp_path):
+    monkeypatch.setenv("SVTR_TUNING_DIR", str(tmp_path / "empty"))
+    lines = []
+    plans = bench.plan_builds("x", (3, 64, 256), [1, 8], ["fp32", "fp16"], "eng", "svtr", log=lines.append)
+    assert [(p["contender"], p["batch"]) for p in plans] == [
+        ("tvm-fp32-nodb", 1), ("tvm-fp32-nodb", 8), ("tvm-fp16-nodb", 1), ("tvm-fp16-nodb", 8)]
+    assert all(p["tuning_dir"] is None and p["path"].endswith(f"_bs_{p['batch']}_{p['precision']}_nodb.so")
+               for p in plans)
+    assert len(lines) == 2 and all("same build" in line and "timed once" in line for line in lines)
+
+
+# ----------------------------------------------------------------------------- a whole run, tiny
+def test_run_reports_correctness_for_every_contender(monkeypatch, tiny, built, tmp_path):
+    """onnxruntime, a TVM engine and (where installed) OpenVINO on the tiny model: every
+    result and the JSON carry argmax agreement and max |diff| against onnxruntime fp32."""
+    from svtr_toolkit.bench import driver
+
+    fake_peak = {"gemm_n": 8, "repeats": 1, "cores": 1, "fp32_probe": "fake", "all_cores_flops": 1e9,
+                 "one_core_flops": 1e9, "fp16_arithmetic": False, "fp16_probe": None, "fp16_flops": None}
+    monkeypatch.setattr(driver, "measure_peak", lambda *a, **k: dict(fake_peak))
+    engine_path, _ = built
+    report = bench.run_benchmark(tiny, [("tvm-fp32", engine_path)], [2], rounds=1, min_sample_s=1e-3,
+                                 log=lambda *_: None, progress=False)
+    results = report["results"]
+    names = {r["contender"] for r in results}
+    assert {bench.ORT_NAME, "tvm-fp32"} <= names
+    if bench.import_openvino()[0] is not None:
+        assert {"openvino-fp32", "openvino-default"} <= names
+    for r in results:
+        assert r["argmax_agreement"] is not None and r["max_abs_diff"] is not None, r["contender"]
+        if r["arithmetic"] == "fp32":
+            assert r["argmax_agreement"] == 1.0 and r["max_abs_diff"] < 1e-4, r
+    assert {(p["contender"], p["batch"]) for p in report["parity"]} == {(r["contender"], r["batch"]) for r in results}
+    loaded = json.loads(open(bench.write_json(report, str(tmp_path))).read())
+    assert all("argmax_agreement" in p and "max_abs_diff" in p for p in loaded["parity"])
+
+    without = bench.run_benchmark(tiny, [], [2], rounds=1, min_sample_s=1e-3, openvino=False,
+                                  log=lambda *_: None, progress=False)
+    assert {r["contender"] for r in without["results"]} == {bench.ORT_NAME}

@@ -1,4 +1,4 @@
-"""CPU throughput of onnxruntime fp32 and TVM engines, timed side by side and interleaved.
+"""CPU throughput of onnxruntime fp32, OpenVINO and TVM engines, timed side by side and interleaved.
 
     python tools/bench_cpu.py --model_path SVTR_opt.onnx \
         --engine fp32=svtr_bs_32_fp32.so --engine fp16=svtr_bs_32_fp16.so \
@@ -6,11 +6,17 @@
     python tools/bench_cpu.py --build --precision fp32,fp16 --batches 1,8,32,64
     python tools/bench_cpu.py --preset ppocrv4 --batches 32      # PP-OCRv4: onnxruntime and a built engine
 
-onnxruntime runs at every sweep batch; an engine runs at the batch it was built for. Each
-round takes one sample of every (contender, batch), so noise hits all alike; the table gives
-the median over rounds, min-max, the ratio to onnxruntime at the same batch and the share
-of a measured fp32 GEMM peak, from the model's FLOPs per image at its image shape. Raw
-numbers go to OUT_DIR/bench_cpu.json, the sweep plot to OUT_DIR/bench_cpu.png.
+onnxruntime and OpenVINO (openvino-fp32: f32 precision and LATENCY hints; openvino-default: no
+hints, bf16 on CPUs with bf16; left out with --no_openvino or when openvino is not installed)
+run at every sweep batch; an engine runs at the batch it was built for. --build builds, at
+every sweep batch and --precision, an engine with the automatic tuning-database choice
+(tvm-P) and one with none (tvm-P-nodb), once when no database fits this CPU. Each round takes
+one sample of every (contender, batch), so noise hits all alike; the table gives the median
+over rounds, min-max, the ratio to onnxruntime at the same batch, the share of the measured
+peak of the contender's arithmetic (fp32: onnxruntime's MLAS sgemm; fp16: TVM's fp16 matmul
+where the CPU has fp16 arithmetic), and beside it the argmax agreement (per time step) and
+max |diff| against onnxruntime fp32 on the same input batch. Raw numbers go to
+OUT_DIR/bench_cpu.json, the sweep plot (img/s vs batch per contender) to OUT_DIR/bench_cpu.png.
 """
 import os
 
@@ -33,13 +39,14 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     parser.add_argument("--out_dir", default="reports", help="where bench_cpu.json and bench_cpu.png go (default reports)")
     parser.add_argument("--build", action="store_true",
-                        help="build (or reuse up-to-date) llvm engines for every sweep batch and --precision "
-                             "(implied by --preset without --engine)")
+                        help="build (or reuse up-to-date) llvm engines for every sweep batch and --precision, with "
+                             "the automatic tuning database and with none (implied by --preset without --engine)")
     parser.add_argument("--precision", default=None,
                         help="precisions for --build, P[,P] (default fp32,fp16; fp16 with --preset alone)")
     cli.add_deprecated(parser, "--precisions", "--precision")
     parser.add_argument("--engine_dir", default=os.path.join("work", "bench"),
-                        help="where --build puts <model>_bs_{bs}_{precision}.so (default work/bench)")
+                        help="where --build puts <model>_bs_{bs}_{precision}_{autodb,nodb}.so (default work/bench)")
+    parser.add_argument("--no_openvino", action="store_true", help="leave OpenVINO out")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -68,13 +75,14 @@ def main(argv=None):
         model_path, engines, batches, rounds=args.rounds, min_sample_s=args.min_sample_s, threads=args.threads,
         build=args.build, precisions=precisions, engine_dir=args.engine_dir,
         image_chw=preset.image_shape() if preset else None, engine_stem=preset.name if preset else None,
-        log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
+        openvino=not args.no_openvino, log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
     )
     results = report["results"]
     print()
-    print(f"throughput, median of {args.rounds} interleaved rounds (% peak: "
-          f"{report['flops']['per_image'] / 1e6:.0f} MFLOP/image over the "
-          f"{report['peak']['all_cores_flops'] / 1e9:.1f} GFLOP/s all-core GEMM probe)")
+    print(f"throughput, median of {args.rounds} interleaved rounds; % peak: "
+          f"{report['flops']['per_image'] / 1e6:.0f} MFLOP/image over the peak of the contender's arithmetic "
+          f"(in brackets): {bench.describe_peak(report['peak'])}. argmax agree, max|diff|: against "
+          f"onnxruntime fp32 on the same input batch")
     print(bench.format_table(results))
     headline = [r for r in results if r["batch"] == bench.HEADLINE_BATCH]
     if headline:
@@ -82,8 +90,6 @@ def main(argv=None):
             f"{r['contender']} {r['median_img_per_s']:.1f} img/s"
             + (f" ({r['ratio_to_ort']:.3f}x ORT)" if r["contender"] != bench.ORT_NAME and r["ratio_to_ort"] else "")
             for r in headline))
-    for p in report["parity"]:
-        print(p["line"])
     json_path = bench.write_json(report, args.out_dir)
     print(f"wrote {json_path}")
     m = report["machine"]

@@ -1,17 +1,20 @@
-"""CPU throughput benchmark: onnxruntime fp32 and TVM engines side by side, interleaved.
+"""CPU throughput benchmark: onnxruntime fp32, OpenVINO and TVM engines side by side, interleaved.
 
 - ``flags``: the batch sweep and NAME=PATH engine values;
 - ``flops``: FLOPs per image from the ONNX graph, the model's image shape;
-- ``peak``: the GEMM peak probe; ``machine``: cpuinfo and versions;
+- ``peak``: the fp32 (MLAS sgemm) and fp16 (TVM) peak probes; ``machine``: cpuinfo and versions;
+- ``contenders``: OpenVINO (optional) in its fp32 and default settings;
 - ``timing``: cells, warm-up, interleaved rounds; ``output``: figures, table, JSON, plot;
 - ``driver``: ``run_benchmark``, which ties them together.
 """
-from .driver import build_missing, plan_cells, run_benchmark  # noqa: F401
+from .contenders import OPENVINO_SETTINGS, OpenVinoBackend, import_openvino, openvino_backends  # noqa: F401
+from .driver import build_missing, check_cells, plan_builds, plan_cells, run_benchmark  # noqa: F401
 from .flags import DEFAULT_BATCHES, HEADLINE_BATCH, parse_batches, parse_engine_specs  # noqa: F401
 from .flops import count_model_flops, model_image_shape, node_flops  # noqa: F401
 from .machine import cpu_flags, cpu_model_name, machine_info  # noqa: F401
 from .output import (ORT_NAME, add_comparisons, cell_result, format_table, peak_fraction, ratio,  # noqa: F401
                      write_json, write_plot)
-from .peak import gemm_flops, measure_gemm_flops, measure_peak, merge_peaks  # noqa: F401
+from .peak import (describe_peak, gemm_flops, matmul_model, measure_fp16_flops, measure_gemm_flops,  # noqa: F401
+                   measure_peak, merge_peaks, peak_for)
 from .timing import (Cell, calls_per_sample, images_per_second, interleaved_order, run_rounds,  # noqa: F401
                      summarize, time_calls, warm_up)

@@ -1,8 +1,10 @@
-"""The benchmark run: plan the cells, build or open the engines, probe, time, compare, check parity.
+"""The benchmark run: plan the cells, build or open the engines, check, probe, time, compare.
 
-Throughput is set against a measured peak (a large numpy fp32 GEMM on all cores) using the
-model's FLOPs per image, counted from its graph at the image shape the model (or its preset)
-takes, so any model the toolkit builds can be benchmarked.
+Throughput is set against a measured peak (onnxruntime's MLAS sgemm for fp32, TVM's fp16
+matmul on CPUs with fp16 arithmetic) using the model's FLOPs per image, counted from its
+graph at the image shape the model (or its preset) takes, so any model the toolkit builds can
+be benchmarked. Every (contender, batch) is checked against onnxruntime fp32 on the batch it
+is timed on, so no speed is reported without its correctness.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from .flags import HEADLINE_BATCH
 from .flops import count_model_flops, model_image_shape
 from .machine import machine_info
 from .output import ORT_NAME, add_comparisons, cell_result
-from .peak import measure_peak, merge_peaks
+from .peak import describe_peak, measure_peak, merge_peaks
 from .timing import Cell, run_rounds
 
 
@@ -44,20 +46,47 @@ def plan_cells(ort_backend, engines: list, batches: list) -> list:
     return cells
 
 
-def build_missing(model_path, input_name, image_chw, batches, precisions, engine_dir, stem, log=print) -> list:
-    """Build (or reuse up-to-date) llvm engines for every batch and precision: [(name, path)].
-    Engines are named ``<stem>_bs_<N>_<precision>.so``."""
+def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, log=print) -> list:
+    """The sweep's TVM engines: [{contender, path, tuning_dir, batch, shape, precision}].
+
+    At each batch and precision: one engine with the automatic database choice
+    (``tvm-<precision>``, ``<stem>_bs_<N>_<precision>_autodb.so``) and one with no database
+    (``tvm-<precision>-nodb``, ``..._nodb.so``). Where the automatic choice finds no database
+    for this CPU the two are the same build: it is built and timed once, as the no-database
+    engine, and a line says so.
+    """
+    from ..compile import tuning
+    from ..compile.tuning.selection import workload_key
+
+    plans, said = [], set()
+    for precision in precisions:
+        for bs in batches:
+            shape = (bs, *image_chw)
+            choice = tuning.choose_database(workload_key(input_name, shape, precision))
+            path = os.path.join(engine_dir, f"{stem}_bs_{bs}_{precision}")
+            if choice.folder is not None:
+                plans.append({"contender": f"tvm-{precision}", "path": path + "_autodb.so", "tuning_dir": "auto",
+                              "batch": bs, "shape": list(shape), "precision": precision})
+            elif precision not in said:
+                said.add(precision)
+                log(f"tvm-{precision}: the automatic database choice finds none for this CPU ({choice.why}), so it "
+                    f"is the same build as tvm-{precision}-nodb: built and timed once, as tvm-{precision}-nodb")
+            plans.append({"contender": f"tvm-{precision}-nodb", "path": path + "_nodb.so", "tuning_dir": None,
+                          "batch": bs, "shape": list(shape), "precision": precision,
+                          "note": "" if choice.folder else f"also tvm-{precision}: no database fits this CPU"})
+    return plans
+
+
+def build_missing(model_path, input_name, plans, log=print) -> list:
+    """Build (or reuse up-to-date) the planned llvm engines: [(contender, path)]."""
     from ..compile.build import build_engine
     from ..compile.targets import host_cpu_target
 
     target = host_cpu_target()
-    out = []
-    for precision in precisions:
-        for bs in batches:
-            path = os.path.join(engine_dir, f"{stem}_bs_{bs}_{precision}.so")
-            build_engine(model_path, input_name, (bs, *image_chw), precision, target, path, log=log)
-            out.append((f"tvm-{precision}", path))
-    return out
+    for plan in plans:
+        build_engine(model_path, input_name, tuple(plan["shape"]), plan["precision"], target, plan["path"], log=log,
+                     tuning_dir=plan["tuning_dir"])
+    return [(plan["contender"], plan["path"]) for plan in plans]
 
 
 def _open_engines(engine_specs, ort, image_chw):
@@ -83,15 +112,31 @@ def _describe_flops(counted, image_chw) -> str:
             f"({by_op}" + (f"; {unknown} nodes of unknown shape skipped" if unknown else "") + ")")
 
 
+def check_cells(cells, reference, image_chw) -> None:
+    """Every cell's output against onnxruntime fp32 (``reference``) on the same input batch (the
+    one it is timed on): argmax agreement per time step, max |diff|, cosine into ``cell.parity``."""
+    from ..evaluate.parity import run_padded
+    from ..numerics import compare, random_batch
+
+    expected = {}
+    for cell in cells:
+        if cell.batch not in expected:
+            x = random_batch((cell.batch, *image_chw))
+            expected[cell.batch] = (x, run_padded(reference, x))
+        x, want = expected[cell.batch]
+        cell.parity = compare(run_padded(cell.backend, x), want)
+
+
 def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2, threads=None, build=False,
                   precisions=("fp32", "fp16"), engine_dir="work/bench", image_chw=None, engine_stem=None,
-                  parity_rows=None, log=print, progress=True) -> dict:
-    """Time onnxruntime and the engines; ``image_chw`` (C, H, W) defaults to the model's own.
+                  openvino=True, log=print, progress=True) -> dict:
+    """Time onnxruntime, OpenVINO (unless ``openvino`` is False or it is not installed) and the
+    engines; ``image_chw`` (C, H, W) defaults to the model's own. Every cell is also checked
+    against onnxruntime fp32 on its input batch.
 
     ``rounds`` >= 1 and ``min_sample_s`` > 0 are the caller's to check."""
-    from ..evaluate import parity
-    from ..numerics import random_batch
     from ..runtime import OrtBackend
+    from .contenders import openvino_backends
 
     if not os.path.isfile(model_path):
         raise ToolkitError(f"ONNX model not found: {model_path}")
@@ -105,53 +150,68 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
     machine = machine_info()
     log(f"machine: {machine['cpu']}, {machine['cores_available']} cores available "
         f"({', '.join(machine['cpu_flags']) or 'no flags read'}); TVM {machine['tvm']}, "
-        f"onnxruntime {machine['onnxruntime']}, numpy {machine['numpy']}")
+        f"onnxruntime {machine['onnxruntime']}, OpenVINO {machine['openvino'] or 'not installed'}, "
+        f"numpy {machine['numpy']}")
     counted = count_model_flops(model_path, (1, *image_chw))
     log(_describe_flops(counted, image_chw))
 
-    log("peak probe: 2048^3 fp32 numpy GEMM, best of 3 ...")
+    log("peak probe: onnxruntime MLAS sgemm 2048^3, best of 3 (and TVM's fp16 matmul where the CPU has fp16) ...")
     peak = measure_peak(cores)
-    log(f"peak probe: {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s on {cores} cores, "
-        f"{peak['one_core_flops'] / 1e9:.1f} GFLOP/s on 1 core")
+    log(f"peak probe: {describe_peak(peak)}")
 
     ort = OrtBackend(model_path, threads=threads)
+    tvm_builds = []
     if build:
         stem = engine_stem or os.path.splitext(os.path.basename(model_path))[0]
-        engine_specs = list(engine_specs) + build_missing(model_path, ort.input_name, image_chw, batches, precisions,
-                                                          engine_dir, stem, log=log)
+        tvm_builds = plan_builds(ort.input_name, image_chw, batches, precisions, engine_dir, stem, log=log)
+        engine_specs = list(engine_specs) + build_missing(model_path, ort.input_name, tvm_builds, log=log)
     engines = _open_engines(engine_specs, ort, image_chw)
-    cells = plan_cells(ort, [(n, b) for n, b, _ in engines], batches)
-    log(f"{len(cells)} cells x {rounds} rounds, samples >= {min_sample_s} s, onnxruntime threads {threads}")
+    contenders = [(n, b) for n, b, _ in engines]
+    if openvino:
+        ort_fixed = ort.input_shape[0]
+        contenders += openvino_backends(model_path, [b for b in batches if ort_fixed in (None, b)], image_chw,
+                                        threads, log=log)
+    cells = plan_cells(ort, contenders, batches)
+    build_notes = {(p["contender"], p["batch"]): p["note"] for p in tvm_builds}
+    for cell in cells:
+        cell.arithmetic = _arithmetic(cell.backend)
+        cell.note = cell.note or build_notes.get((cell.contender, cell.batch), "")
+    log(f"{len(cells)} cells x {rounds} rounds, samples >= {min_sample_s} s, onnxruntime/OpenVINO threads {threads}")
+    check_cells(cells, ort, image_chw)
     run_rounds(cells, rounds, min_sample_s, log=log, progress=progress, image_chw=image_chw)
 
     # A peak is a best case: probe again after the rounds and keep the better of the two,
     # so a burst of load from elsewhere during the first probe does not inflate % of peak.
-    again = measure_peak(cores)
+    again = measure_peak(cores, fp16_arithmetic=peak["fp16_arithmetic"])
     peak = merge_peaks(peak, again)
-    log(f"peak probe after the rounds: {again['all_cores_flops'] / 1e9:.1f} GFLOP/s on {cores} cores, "
-        f"{again['one_core_flops'] / 1e9:.1f} on 1 core; using {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s")
+    log(f"peak probe after the rounds: {describe_peak(again)}; using {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s fp32")
     if cores > 1 and peak["all_cores_flops"] < 1.5 * peak["one_core_flops"]:
         log(f"warning: the all-core GEMM barely beats one core ({peak['all_cores_flops'] / 1e9:.1f} vs "
             f"{peak['one_core_flops'] / 1e9:.1f} GFLOP/s): something else is using the CPU, so '% peak' is too high")
-    results = add_comparisons([cell_result(c) for c in cells], counted["flops_per_image"], peak["all_cores_flops"])
-
-    parities = []
-    for name, backend, path in engines:
-        rows = parity_rows or backend.input_shape[0]
-        p = parity.check(backend, model_path, random_batch((rows, *image_chw), seed=1))
-        parities.append({"contender": name, "engine_path": path, "batch": backend.input_shape[0],
-                         "line": p.line(name), **p.__dict__})
+    results = add_comparisons([cell_result(c) for c in cells], counted["flops_per_image"], peak)
+    parities = [{"contender": c.contender, "batch": c.batch, "line": c.parity.line(f"{c.contender}@{c.batch}"),
+                 **c.parity.__dict__} for c in cells]
 
     return {
         "machine": machine,
         "settings": {"model_path": os.path.abspath(model_path), "image_shape": list(image_chw),
                      "batches": list(batches), "rounds": rounds, "min_sample_s": min_sample_s, "ort_threads": threads,
                      "headline_batch": HEADLINE_BATCH, "interleaving": "round-robin, start rotated each round",
-                     "engines": [{"name": n, "path": os.path.abspath(p)} for n, p in engine_specs]},
+                     "correctness": "each cell's output vs onnxruntime fp32 on the batch it is timed on",
+                     "engines": [{"name": n, "path": os.path.abspath(p)} for n, p in engine_specs],
+                     "tvm_builds": tvm_builds},
         "flops": {"per_image": counted["flops_per_image"], "by_op_per_image": counted["by_op_per_image"],
                   "nodes_with_unknown_shape": counted["nodes_with_unknown_shape"],
-                  "peak_fraction_uses": "flops.per_image / peak.all_cores_flops"},
+                  "peak_fraction_uses": "flops.per_image / the peak of the result's arithmetic (peak_of)"},
         "peak": peak,
         "results": results,
         "parity": parities,
     }
+
+
+def _arithmetic(backend) -> str:
+    """What a contender computes in: an OpenVINO setting's inference precision, an engine's
+    precision from its build description, fp32 for onnxruntime."""
+    if hasattr(backend, "arithmetic"):
+        return backend.arithmetic
+    return (getattr(backend, "metadata", None) or {}).get("precision", "fp32")

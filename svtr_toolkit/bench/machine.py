@@ -30,6 +30,13 @@ def cpu_flags(wanted=("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "a
     return []
 
 
+def _openvino_version():
+    from .contenders import import_openvino
+
+    ov, _ = import_openvino()
+    return ov.__version__.split("-")[0] if ov is not None else None
+
+
 def machine_info() -> dict:
     import onnxruntime
     import tvm
@@ -41,6 +48,7 @@ def machine_info() -> dict:
         "cpu_flags": cpu_flags(),
         "tvm": tvm.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": _openvino_version(),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

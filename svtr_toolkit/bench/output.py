@@ -6,6 +6,7 @@ import statistics
 
 from .. import files
 from ..table import render_table
+from .peak import peak_for
 from .timing import Cell, images_per_second, summarize
 
 ORT_NAME = "onnxruntime-fp32"
@@ -27,6 +28,7 @@ def ratio(value, reference):
 def cell_result(cell: Cell) -> dict:
     throughput = [images_per_second(cell.batch, s) for s in cell.samples_s]
     stats = summarize(throughput)
+    parity = cell.parity
     return {
         "contender": cell.contender,
         "batch": cell.batch,
@@ -38,15 +40,22 @@ def cell_result(cell: Cell) -> dict:
         "min_img_per_s": stats["min"],
         "max_img_per_s": stats["max"],
         "spread": stats["spread"],
+        "arithmetic": cell.arithmetic,
+        "argmax_agreement": None if parity is None else parity.argmax_agreement,
+        "max_abs_diff": None if parity is None else parity.max_abs_diff,
+        "cosine": None if parity is None else parity.cosine,
     }
 
 
-def add_comparisons(results: list, flops_per_image: float, peak_flops: float, reference=ORT_NAME) -> list:
+def add_comparisons(results: list, flops_per_image: float, peak_flops, reference=ORT_NAME) -> list:
     """Fill ratio to the reference at the same batch, and fraction of peak, into each result.
 
+    ``peak_flops``: the fp32 peak, or a ``peak.measure_peak`` dict, from which each result is
+    set against the peak of its own ``arithmetic`` (``peak_of`` names it).
     ``paired_ratio_median`` is the median over rounds of the per-round ratio: the two were
     timed back to back in each round, so it cancels slow drifts of the machine.
     """
+    peak = peak_flops if isinstance(peak_flops, dict) else {"all_cores_flops": peak_flops}
     ref = {r["batch"]: r for r in results if r["contender"] == reference}
     for r in results:
         base = ref.get(r["batch"])
@@ -55,7 +64,8 @@ def add_comparisons(results: list, flops_per_image: float, peak_flops: float, re
             r["paired_ratio_median"] = statistics.median(a / b for a, b in zip(r["img_per_s"], base["img_per_s"]))
         else:
             r["paired_ratio_median"] = None
-        r["peak_fraction"] = peak_fraction(r["median_img_per_s"], flops_per_image, peak_flops)
+        flops, r["peak_of"] = peak_for(peak, r.get("arithmetic"))
+        r["peak_fraction"] = peak_fraction(r["median_img_per_s"], flops_per_image, flops)
     return results
 
 
@@ -63,15 +73,24 @@ def _fmt(value, spec, empty="-"):
     return empty if value is None else format(value, spec)
 
 
+def _percent(value, spec=".2f"):
+    return "-" if value is None else format(100 * value, spec) + "%"
+
+
 def format_table(results: list) -> str:
-    header = ("contender", "batch", "median img/s", "min-max img/s", "vs ORT", "% peak", "note")
+    """One row per (contender, batch): speed and, beside it, agreement with onnxruntime fp32
+    (argmax per time step, max |diff|) on the same input batch."""
+    header = ("contender", "batch", "median img/s", "min-max img/s", "vs ORT", "% peak", "argmax agree",
+              "max|diff|", "note")
     rows = []
     for r in sorted(results, key=lambda r: (r["contender"] != ORT_NAME, r["contender"], r["batch"])):
         rows.append((
             r["contender"], str(r["batch"]), _fmt(r["median_img_per_s"], ".1f"),
             f"{_fmt(r['min_img_per_s'], '.1f')}-{_fmt(r['max_img_per_s'], '.1f')}",
             _fmt(r["ratio_to_ort"], ".3f") + ("x" if r["ratio_to_ort"] is not None else ""),
-            _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".2f"),
+            _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")
+            + (f" ({r['peak_of']})" if r.get("peak_of") else ""),
+            _percent(r.get("argmax_agreement")), _fmt(r.get("max_abs_diff"), ".2g"),
             r["note"],
         ))
     return render_table(header, rows, align="l" * len(header), sep=" | ", rule_sep="-+-")

@@ -1,4 +1,12 @@
-"""The machine's measured peak: a large fp32 numpy GEMM on all cores and on one, in a fresh process."""
+"""The machine's measured peaks, each in a fresh process so the probe's threads and memory go away.
+
+- fp32: onnxruntime's MLAS sgemm on an n^3 MatMul (a model built in memory), on all cores and on
+  one. MLAS picks its kernels from the CPU it runs on; numpy's OpenBLAS may not know a newer CPU
+  and then under-reads the peak several times (65 vs 269 GFLOP/s on one AVX-512 VM).
+- fp16: where the CPU has fp16 arithmetic (x86 avx512_fp16, ARMv8.2 fp16), a vectorised fp16
+  matmul with fp16 accumulation compiled by TVM for the host (the instructions the CPU's fp16
+  FMA uses); elsewhere there is no fp16 figure and fp16 engines are set against the fp32 peak.
+"""
 from __future__ import annotations
 
 import os
@@ -7,50 +15,156 @@ import sys
 
 from ..errors import ToolkitError
 
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def gemm_flops(n: int) -> float:
     """FLOPs of an n x n x n matrix product (one multiply-add = 2 FLOPs)."""
     return 2.0 * n ** 3
 
 
-_GEMM_SNIPPET = """
-import sys, time, numpy as np
-n, repeats = int(sys.argv[1]), int(sys.argv[2])
-a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-a @ b
-best = float("inf")
-for _ in range(repeats):
-    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
-print(2.0 * n ** 3 / best)
-"""
+def matmul_model(n: int):
+    """An ONNX model computing one n x n x n fp32 MatMul of its two inputs."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("a", "b")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", inputs,
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def measure_gemm_flops(n: int = 2048, repeats: int = 3, threads: int | None = None) -> float:
-    """Best FLOP/s of an n^3 fp32 numpy GEMM, in a fresh process pinned to ``threads`` BLAS threads."""
+def ort_sgemm_flops(n: int, repeats: int, threads: int) -> float:
+    """Best FLOP/s of onnxruntime's MatMul (MLAS sgemm) at n^3 with ``threads`` intra-op threads."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(matmul_model(n).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = {name: np.random.default_rng(k).standard_normal((n, n), dtype=np.float32) for k, name in enumerate("ab")}
+    session.run(None, feed)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - start)
+    return gemm_flops(n) / best
+
+
+def tvm_matmul_flops(dtype: str = "float16", m: int = 1024, n: int = 256, k: int = 256, repeats: int = 5) -> float:
+    """Best FLOP/s of an m x n x k matmul in ``dtype`` (accumulating in ``dtype``) that TVM
+    compiles for this host: j vectorised at two vectors, 8 rows unrolled, tiles over all cores."""
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    from ..compile.schedule_rules.common import CpuShape
+    from ..compile.targets import host_cpu_target
+    from ..threads import use_all_cpu_cores
+
+    use_all_cpu_cores()
+    target = host_cpu_target().tvm_target()
+    a = te.placeholder((m, k), dtype, name="A")
+    b = te.placeholder((k, n), dtype, name="B")
+    r = te.reduce_axis((0, k), name="k")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r] * b[r, j], axis=r), name="C")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, b, c]))
+    block = sch.get_sblock("C")
+    i, j, kk = sch.get_loops(block)
+    lanes = CpuShape.of(target).lanes(tvm.DataType(dtype).bits)
+    io, ii = sch.split(i, [None, 8])
+    jo, ji = sch.split(j, [None, 2 * lanes])
+    sch.reorder(jo, io, kk, ii, ji)
+    tile = sch.fuse(jo, io)
+    sch.parallel(tile)
+    out = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(out, tile)
+    sch.unroll(ii)
+    sch.vectorize(ji)
+    init = sch.decompose_reduction(block, kk)
+    for blk in (out, init):
+        sch.vectorize(sch.get_loops(blk)[-1])
+    lib = tvm.compile(sch.mod, target=target)
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype), dev) for shape in ((m, k), (k, n), (m, n))]
+    timer = lib.mod.time_evaluator("main", dev, number=20, repeat=repeats)
+    return 2.0 * m * n * k / min(timer(*args).results)
+
+
+def _probe(call: str, env_threads: int | None = None, timeout: int = 600) -> float:
+    """Run ``call`` (an expression of this module) in a fresh interpreter; its FLOP/s."""
     env = dict(os.environ)
-    if threads:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(threads)
+    if env_threads:
+        env["TVM_NUM_THREADS"] = env.get("TVM_NUM_THREADS") or str(env_threads)
+    snippet = f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); from svtr_toolkit.bench import peak; print(peak.{call})"
     try:
-        done = subprocess.run([sys.executable, "-c", _GEMM_SNIPPET, str(n), str(repeats)], env=env,
-                              capture_output=True, text=True, check=True, timeout=600)
+        done = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, check=True,
+                              timeout=timeout)
         return float(done.stdout.strip().splitlines()[-1])
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise ToolkitError(f"the peak probe peak.{call} failed: {tail[0]}")
     except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-        raise ToolkitError(f"the GEMM peak probe failed: {exc}")
+        raise ToolkitError(f"the peak probe peak.{call} failed: {exc}")
 
 
-def measure_peak(cores: int, n: int = 2048, repeats: int = 3) -> dict:
-    all_cores = measure_gemm_flops(n, repeats, threads=cores)
-    one_core = measure_gemm_flops(n, repeats, threads=1)
-    return {"gemm_n": n, "repeats": repeats, "all_cores_flops": all_cores, "one_core_flops": one_core,
-            "cores": cores}
+def measure_gemm_flops(n: int = 2048, repeats: int = 3, threads: int = 1) -> float:
+    """Best FLOP/s of onnxruntime's n^3 fp32 sgemm with ``threads`` threads, in a fresh process."""
+    return _probe(f"ort_sgemm_flops({n}, {repeats}, {threads})")
+
+
+def measure_fp16_flops(cores: int) -> float:
+    """Best FLOP/s of TVM's fp16 matmul on every core, in a fresh process."""
+    return _probe("tvm_matmul_flops('float16')", env_threads=cores)
+
+
+def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: bool | None = None) -> dict:
+    """fp32 (all cores, one core) and, on CPUs with fp16 arithmetic, fp16 peaks in FLOP/s."""
+    if fp16_arithmetic is None:
+        from ..compile.cpu_features import host
+
+        fp16_arithmetic = host().has_fp16_arithmetic
+    return {
+        "gemm_n": n, "repeats": repeats, "cores": cores,
+        "fp32_probe": f"onnxruntime MLAS sgemm {n}^3",
+        "all_cores_flops": measure_gemm_flops(n, repeats, threads=cores),
+        "one_core_flops": measure_gemm_flops(n, repeats, threads=1),
+        "fp16_arithmetic": bool(fp16_arithmetic),
+        "fp16_probe": "TVM fp16 matmul 1024x256x256, fp16 accumulation" if fp16_arithmetic else None,
+        "fp16_flops": measure_fp16_flops(cores) if fp16_arithmetic else None,
+    }
 
 
 def merge_peaks(before: dict, after: dict) -> dict:
     """Best of two probes, keeping both readings."""
     merged = dict(before)
-    for key in ("all_cores_flops", "one_core_flops"):
-        merged[key] = max(before[key], after[key])
-        merged[key + "_probes"] = [before[key], after[key]]
+    for key in ("all_cores_flops", "one_core_flops", "fp16_flops"):
+        if before.get(key) is None and after.get(key) is None:
+            continue
+        merged[key] = max(v for v in (before.get(key), after.get(key)) if v is not None)
+        merged[key + "_probes"] = [before.get(key), after.get(key)]
     return merged
+
+
+def describe_peak(peak: dict) -> str:
+    """The peaks in words: fp32 on all cores and one, and fp16 or why there is none."""
+    line = (f"fp32 {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s on {peak['cores']} cores, "
+            f"{peak['one_core_flops'] / 1e9:.1f} on 1 core ({peak['fp32_probe']}); ")
+    if peak.get("fp16_flops"):
+        return line + f"fp16 {peak['fp16_flops'] / 1e9:.1f} GFLOP/s ({peak['fp16_probe']})"
+    return line + "this CPU has no fp16 arithmetic: fp16 engines are set against the fp32 peak"
+
+
+def peak_for(peak: dict, arithmetic: str | None):
+    """(FLOP/s, label) of the peak that matches a contender's arithmetic ("fp32", "fp16", "bf16");
+    fp16 without fp16 arithmetic runs fp32 FMAs, so it is set against the fp32 peak. (None, label)
+    where no matching probe exists."""
+    if arithmetic == "fp16" and peak.get("fp16_flops"):
+        return peak["fp16_flops"], "fp16"
+    if arithmetic in ("fp32", None) or (arithmetic == "fp16" and not peak.get("fp16_arithmetic")):
+        return peak.get("all_cores_flops"), "fp32"
+    return None, f"no {arithmetic} probe"

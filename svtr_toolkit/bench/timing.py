@@ -57,6 +57,8 @@ class Cell:
     note: str = ""
     calls: int = 1
     samples_s: list = field(default_factory=list)  # seconds per call, one per round
+    arithmetic: str = "fp32"  # what it computes in: picks the peak its "% peak" is set against
+    parity: object = None  # numerics.Parity against onnxruntime fp32 on this cell's input
 
     @property
     def label(self):

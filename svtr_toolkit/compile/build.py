@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import time
 
-from ..engine_file import PRECISIONS, append_engine_metadata, read_engine_metadata
-from ..errors import ToolkitError
+from ..engine_file import PRECISIONS, append_engine_metadata, image_damaged, read_engine_metadata
+from ..errors import ToolkitError, last_line, pending_interrupt
 from ..files import sha256_file, write_atomically
+from ..provenance import weights_of
 from .onnx_passes import load_onnx, prepare_onnx
 from .precision import to_relax
 from .targets import BuildTarget
@@ -104,10 +105,13 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
 
     tuning_dir = _tuning_folder(target, tuning_dir, workload_key(input_name, shape, precision), log)
     db_digest = tuning.database_digest(tuning_dir) if tuning_dir else None
-    identity = build_identity(sha256_file(model_path), input_name, shape, precision, target, db_digest)
+    model_sha256 = sha256_file(model_path)
+    identity = build_identity(model_sha256, input_name, shape, precision, target, db_digest)
     existing = read_engine_metadata(engine_path) if os.path.exists(engine_path) else None
     if os.path.exists(engine_path) and not force:
         reasons = stale_reasons(existing, identity)
+        if existing is not None and image_damaged(engine_path, existing):
+            reasons.append("image damaged (does not match its recorded digest)")
         if not reasons:
             log(f"engine is up to date: {engine_path} ({precision}, {target.description})")
             return existing
@@ -121,6 +125,7 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
         target_description=target.description,
         model_metadata={p.key: p.value for p in model.metadata_props},
     )
+    meta["weights"] = weights_of(meta["model_metadata"], model_path, model_sha256)
     own_build = getattr(target.module, "build", None)
     if own_build is not None:
         # IGIE imports and converts precision itself; it gets the model file as the zoo does.
@@ -164,7 +169,11 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     except ToolkitError:
         raise
     except Exception as exc:
-        raise ToolkitError(f"TVM could not compile the model for {target.description}: {str(exc).splitlines()[-1]}")
+        # TVM turns a signal that arrives inside its C++ code into its own error (sometimes with
+        # no message): the signal, not a compile failure, is what the user must see.
+        if pending_interrupt() is not None:
+            raise pending_interrupt() from None
+        raise ToolkitError(f"TVM could not compile the model for {target.description}: {last_line(exc)}")
     if report:
         meta["schedules"] = _describe_schedules(report, log)
     return executable

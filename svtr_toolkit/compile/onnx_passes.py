@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, first_line
 
 
 def _constant_values(model):
@@ -58,7 +58,7 @@ def static_input(model: onnx.ModelProto, input_name: str, shape: tuple) -> onnx.
     try:
         simplified, ok = onnxsim.simplify(model, overwrite_input_shapes={input_name: list(shape)})
     except Exception as exc:  # onnxsim surfaces shape-inference failures as plain exceptions
-        raise ToolkitError(f"the model cannot take input shape {list(shape)}: {str(exc).splitlines()[0]}")
+        raise ToolkitError(f"the model cannot take input shape {list(shape)}: {first_line(exc)}")
     if not ok:
         raise ToolkitError(f"onnxsim could not validate the model at input shape {list(shape)}")
     return simplified

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, last_line, pending_interrupt
 from .onnx_passes import emulate_fp16_storage, prepare_onnx, split_at_grid_sample, split_ctc_head
 
 
@@ -21,7 +21,9 @@ def _import(model, input_name, shape):
             warnings.filterwarnings("ignore", message="Renaming name")
             return from_onnx(model, shape_dict={input_name: list(shape)})
     except Exception as exc:  # the importer raises assorted errors for unsupported graphs
-        raise ToolkitError(f"TVM cannot import the model: {str(exc).splitlines()[-1] if str(exc) else exc.__class__.__name__}")
+        if pending_interrupt() is not None:
+            raise pending_interrupt() from None
+        raise ToolkitError(f"TVM cannot import the model: {last_line(exc)}")
 
 
 def fp16_plan(model):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
-from ..engine_file import read_engine_metadata
+from ..engine_file import image_damaged, read_engine_metadata
 from ..errors import ToolkitError
+from ..files import sha256_file
+from ..provenance import weights_of
 from .base import Backend
 from .ort_backend import OrtBackend
 
@@ -18,13 +20,21 @@ def load_engine(path: str) -> Backend:
     meta = read_engine_metadata(path)
     if meta is None:
         raise ToolkitError(f"{path} is not an engine built by this toolkit (no build description); rebuild it")
+    if image_damaged(path, meta):
+        raise ToolkitError(f"{path} is damaged: its image does not match the digest in its build description; "
+                           f"rebuild it")
     if meta["target"].get("kind") == "iluvatar":
         from .igie_backend import IgieBackend
 
-        return IgieBackend(path, meta)
-    from .tvm_backend import TvmBackend
+        backend = IgieBackend(path, meta)
+    else:
+        from .tvm_backend import TvmBackend
 
-    return TvmBackend(path, meta)
+        backend = TvmBackend(path, meta)
+    backend.model_sha256 = meta.get("model_sha256")
+    backend.weights = meta.get("weights") or weights_of(meta.get("model_metadata"), meta.get("model_path"),
+                                                        backend.model_sha256)
+    return backend
 
 
 def open_backend(path: str, batch_size: int | None = None, input_name: str | None = None) -> Backend:
@@ -33,6 +43,8 @@ def open_backend(path: str, batch_size: int | None = None, input_name: str | Non
         raise ToolkitError(f"engine not found: {path}")
     if path.endswith(".onnx"):
         backend = OrtBackend(path)
+        backend.model_sha256 = sha256_file(path)
+        backend.weights = weights_of(backend.model_metadata, path, backend.model_sha256)
         if batch_size and backend.input_shape[0] is None:
             backend.input_shape = (batch_size, *backend.input_shape[1:])
     else:

@@ -16,6 +16,8 @@ class Backend:
     input_name: str
     input_shape: tuple  # (N, C, H, W); N is None when the batch dimension is free
     model_metadata: dict = {}  # the source ONNX model's metadata_props (e.g. a PP-OCR dictionary)
+    model_sha256: str | None = None  # the source ONNX model file's digest
+    weights: str | None = None  # "trained" / "untrained" where the model says (svtr_toolkit.provenance)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, first_line
 from .base import Backend
 
 
@@ -23,7 +23,7 @@ class OrtBackend(Backend):
         try:
             self.session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise ToolkitError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0]}")
+            raise ToolkitError(f"onnxruntime cannot load {onnx_path}: {first_line(exc)}")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, last_line
 from ..threads import use_all_cpu_cores
 from .base import Backend
 
@@ -39,7 +39,7 @@ class TvmBackend(Backend):
         try:
             self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), self.device)
         except Exception as exc:
-            raise ToolkitError(f"cannot load engine {path}: {str(exc).splitlines()[-1]}")
+            raise ToolkitError(f"cannot load engine {path}: {last_line(exc)}")
 
     def run(self, batch):
         import tvm
