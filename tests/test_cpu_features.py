@@ -101,7 +101,8 @@ def test_other_tvm_release_and_missing_manifest_are_refused(tmp_path):
 def test_shipped_databases_describe_what_they_were_tuned_on():
     root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tuning")
     folders = [os.path.join(root, d) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))]
-    assert folders
+    if not folders:
+        pytest.skip("no tuning database is shipped (tuning/README.md says why)")
     for folder in folders:
         info = selection.DatabaseInfo.read(folder)
         assert info is not None, folder

@@ -84,3 +84,13 @@ def test_a_changed_cpu_feature_set_makes_the_engine_stale(built, tiny, tmp_path)
     meta2, messages = build_quiet(tiny, SHAPE, "fp32", str(copy), target=BuildTarget(spec, "host CPU without FMA"))
     assert any("CPU features changed (-fma)" in m for m in messages), messages
     assert meta2["target"]["mattr"] == spec["mattr"]
+
+
+@pytest.mark.parametrize("mattr, says", [(["+avx2", "-avx512fp16"], True), (["+avx512f", "+avx512fp16"], False),
+                                         (["+neon", "+fullfp16"], False)])
+def test_fp16_build_says_when_the_cpu_has_no_fp16_arithmetic(mattr, says):
+    from svtr_toolkit.compile.targets import llvm
+
+    note = llvm.precision_note({"kind": "llvm", "mattr": mattr}, "fp16")
+    assert (note is not None and "fp16 storage with fp32 arithmetic" in note) == says
+    assert llvm.precision_note({"kind": "llvm", "mattr": mattr}, "fp32") is None

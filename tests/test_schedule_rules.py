@@ -52,6 +52,9 @@ CASES = {
     "matmul, width 100 (padded to whole vectors)": (
         lambda a, b: relax.op.matmul(a, b), [(2, 100, 32), (32, 100)],
         lambda a, b: a @ b, "contraction"),
+    "matmul, long K (its weight panel packed)": (
+        lambda a, b: relax.op.matmul(a, b), [(2, 20, 1024), (1024, 128)],
+        lambda a, b: a @ b, "contraction"),
     "batch matmul, width 50": (
         lambda a, b: relax.op.matmul(a, b), [(4, 50, 32), (4, 32, 50)],
         lambda a, b: a @ b, "contraction"),

@@ -183,8 +183,9 @@ def test_shipped_database_covers_svtr_on_its_cpu_class(golden_export):
     import tvm
 
     shape = (32, 3, 64, 256)
-    folders = [info for info in (selection.DatabaseInfo.read(os.path.join(tuning.DEFAULT_TUNING_ROOT, d))
-                                 for d in sorted(os.listdir(tuning.DEFAULT_TUNING_ROOT)))
+    root = tuning.DEFAULT_TUNING_ROOT
+    folders = [info for info in (selection.DatabaseInfo.read(os.path.join(root, d)) for d in sorted(os.listdir(root))
+                                 if os.path.isdir(os.path.join(root, d)))
                if info and selection.workload_key("x", shape, "fp32") in info.workloads]
     if not folders:
         pytest.skip("no shipped database lists x:32,3,64,256 fp32")

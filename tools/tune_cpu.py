@@ -4,8 +4,9 @@
         --precision fp32 --budget_min 30
     python tools/tune_cpu.py --preset ppocrv4 --batchsize 32 --precision fp16 --budget_min 30
 
-The database lands in tuning/<cpu class>/ (e.g. tuning/llvm-rocketlake-2c), where
-build_engine.py finds it for the same CPU class. Tuning is resumable: a rerun continues
+The database lands in tuning/<arch>-<isa>-<cores>c/ (e.g. tuning/x86_64-avx2-2c) with a
+target.json saying what it was tuned on; build_engine.py uses it on any CPU it is compatible
+with (see tuning/README.md). Tuning is resumable: a rerun continues
 with the kernels that have not had their trials yet, until --budget_min runs out.
 """
 import _repo  # noqa: F401  (the checkout on sys.path)
@@ -24,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--budget_min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
     parser.add_argument("--trials_per_task", type=int, default=64, help="trials for each heavy kernel (default 64)")
     parser.add_argument("--light_trials", type=int, default=8, help="trials for kernels under 1%% of the FLOPs")
-    parser.add_argument("--database", default=None, help="database folder (default tuning/<cpu class>)")
+    parser.add_argument("--database", default=None, help="database folder (default tuning/<arch>-<isa>-<cores>c for this CPU)")
     args = parser.parse_args(argv)
 
     from svtr_toolkit.compile import tuning

@@ -156,6 +156,9 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     mod, plan = to_relax(prepared, input_name, shape, precision)
     meta["precision_plan"] = plan
     log(f"precision plan: {plan}")
+    note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision)
+    if note:
+        log(f"note: {note}")
     tvm_target = target.tvm_target()
     if target.module.TUNED:
         meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)

@@ -17,6 +17,11 @@ from .common import CpuShape, divisor_near, int_extent, read_vars, vector_factor
 from .rule import CpuRule
 
 
+# Panels of the reused operand from this size on are packed: beyond the L1 data cache,
+# its strided rows evict each other; below it, packing costs more than it saves.
+PANEL_BYTES = 48 * 1024
+
+
 class TiledContraction(CpuRule):
     """``broadcast_operand``: only kernels that read an operand independent of j (GEMM's A,
     a convolution's input across output channels), i.e. real contractions; without it any
@@ -87,8 +92,6 @@ class TiledContraction(CpuRule):
 
         nr = vector_factor(extents[len(spatial) - 1], lanes)
         jo, ji = sch.split(s_loops[-1], [None, nr])
-        tile_outer, tile_inner = [jo], [ji]
-        outer_spatial = s_loops[:-1]
         if self.broadcast_operand:
             row = _row_axis(spatial, read_vars(sch.get(main.block_rv)))
             vectors = -(-nr // lanes)
@@ -96,22 +99,44 @@ class TiledContraction(CpuRule):
             rows = max(1, min(8, (shape.vector_registers - vectors - 1) // vectors))
             mr = divisor_near(extents[row], rows)
             io, ii = sch.split(s_loops[row], [None, mr])
-            # j-tiles outside i-tiles: the K x nr panel of the reused operand stays in L1
-            # while the rows stream past it
-            tile_outer, tile_inner = [jo, io], [ii, ji]
             outer_spatial = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
-        sch.reorder(*outer_spatial, *tile_outer, *r_loops, *tile_inner)
-        tile = sch.fuse(*outer_spatial, *tile_outer)
-        sch.parallel(tile)
+            sch.reorder(*outer_spatial, jo, io, *r_loops, ii, ji)
+            tile_inner = [ii, ji]
+            panel = _reused_operand(sch, main, spatial, row)
+            if panel is not None and _extent(sch, r_loops) * nr * 4 < PANEL_BYTES:
+                panel = None  # small enough to stay cached where it lies
+            tasks = _extent(sch, outer_spatial + [jo])
+            if panel is not None and tasks >= 4 * _cores(target):
+                # j-tiles outside i-tiles, the reused operand's K x nr panel copied once per
+                # j-tile into contiguous memory: read in place, its rows lie a whole row
+                # length apart and collide in a few L1 sets; packed, the panel stays in L1
+                # while every row block streams past it.
+                tile = sch.fuse(*outer_spatial, jo)
+                sch.parallel(tile)
+                packed = sch.cache_read(main.block_rv, panel, "global")
+                sch.compute_at(packed, tile, preserve_unit_loops=True)
+                inner = sch.get_loops(packed)[-1]
+                if (int_extent(sch, inner) or 1) > 1:
+                    sch.vectorize(inner)
+                anchor = io
+            else:
+                tile = anchor = sch.fuse(*outer_spatial, jo, io)
+                sch.parallel(tile)
+        else:
+            outer_spatial = s_loops[:-1]
+            sch.reorder(*outer_spatial, jo, *r_loops, ji)
+            tile_inner = [ji]
+            tile = anchor = sch.fuse(*outer_spatial, jo)
+            sch.parallel(tile)
         for window in windows:
-            sch.compute_at(window, tile, preserve_unit_loops=True)
+            sch.compute_at(window, anchor, preserve_unit_loops=True)
 
         if after:
-            sch.reverse_compute_at(after[-1].block_rv, tile, preserve_unit_loops=True)
+            sch.reverse_compute_at(after[-1].block_rv, anchor, preserve_unit_loops=True)
             epilogue = after[-1].block_rv
         else:
             epilogue = sch.cache_write(main.block_rv, 0, "global")
-            sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
+            sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
         init = sch.decompose_reduction(main.block_rv, r_loops[0])
         for block in (init, epilogue):
             inner = sch.get_loops(block)[-1]
@@ -157,3 +182,25 @@ def _feeds_vectors(sch, producer, main, spatial) -> bool:
     j = spatial[-1].var.name
     stmt = sch.get(main.block_rv)
     return any(written(region.source) and j in used for region, used in zip(stmt.reads, read_vars(stmt)))
+
+
+def _reused_operand(sch, main, spatial, row: int) -> int | None:
+    """The read that moves with j but not with the row axis (GEMM's B, an NHWC convolution's
+    weights): the operand every row of the register tile reuses."""
+    j, i = spatial[-1].var.name, spatial[row].var.name
+    for index, used in enumerate(read_vars(sch.get(main.block_rv))):
+        if j in used and i not in used:
+            return index
+    return None
+
+
+def _extent(sch, loops) -> int:
+    total = 1
+    for loop in loops:
+        total *= int_extent(sch, loop) or 1
+    return total
+
+
+def _cores(target) -> int:
+    cores = target.attrs.get("num-cores")
+    return int(cores) if cores else 1

@@ -57,3 +57,12 @@ def pipeline(target, database=None, report: dict | None = None):
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def precision_note(spec: dict, precision: str) -> str | None:
+    """What a precision means on this CPU, when it is not what the name suggests."""
+    attrs = set(spec.get("mattr") or [])
+    if precision == "fp16" and not attrs & {"+avx512fp16", "+fullfp16"}:
+        return ("this CPU has no fp16 arithmetic: fp16 here means fp16 storage with fp32 arithmetic "
+                "(conversions around every operation), expect it to be slower than an fp32 engine")
+    return None
