@@ -169,7 +169,7 @@ def test_interrupted_commit_leaves_no_fresh_metadata(ckpt_export, tmp_path, monk
 
     monkeypatch.setattr(export.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        export.export(CONFIG, None, out)  # other weights: a rebuild
+        export.export(CONFIG, None, out, force=True)  # other weights: a rebuild (untrained over trained: forced)
     monkeypatch.setattr(export.os, "replace", real_replace)
     assert export.METADATA not in listing(out)
     assert set(listing(out)) <= {export.RAW_ONNX, export.OPT_ONNX}  # no temp leftovers

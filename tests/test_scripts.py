@@ -63,7 +63,7 @@ def test_performance_script_reports_fps_and_checks_it(env):
 
 @pytest.mark.parametrize("args, overrides, message", [
     ((), {"DATASETS_DIR": None}, "DATASETS_DIR is not set"),
-    ((), {"DATASETS_DIR": "EMPTY"}, "is missing or empty"),
+    ((), {"DATASETS_DIR": "EMPTY"}, "is empty"),
     (("--bs", "0"), {}, "--bs must be a positive integer"),
     (("--batch", "8"), {}, "unknown argument '--batch'"),
     (("--preset", "nope"), {}, "unknown model preset 'nope'"),
