@@ -63,9 +63,15 @@ class RecConfig:
         else:
             try:
                 with open(self.character_dict_path, "rb") as fh:
-                    chars = [line.decode("utf-8").strip("\n").strip("\r\n") for line in fh]
+                    lines = fh.readlines()
             except OSError as exc:
                 raise ToolkitError(f"cannot read character dictionary {self.character_dict_path}: {exc.strerror}")
+            chars = []
+            for number, line in enumerate(lines, 1):
+                try:
+                    chars.append(line.decode("utf-8").strip("\n").strip("\r\n"))
+                except UnicodeDecodeError:
+                    raise ToolkitError(f"character dictionary {self.character_dict_path}:{number} is not UTF-8") from None
         if self.use_space_char and self.character_dict_path is not None and " " not in chars:
             chars.append(" ")  # PaddleOCR ignores use_space_char for the built-in set
         return chars

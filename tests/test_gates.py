@@ -328,3 +328,49 @@ def test_compare_refuses_reports_on_other_data(data, tmp_path):
     assert "not on the same data" in one_error(py("tools/compare_reports.py", a, tmp_path / "b.json"))
     (tmp_path / "c.json").write_text("{}")
     assert "no per-sample predictions" in one_error(py("tools/compare_reports.py", a, tmp_path / "c.json"))
+
+
+# --------------------------------------------------------------------- 5, 10: datasets and dictionaries
+def lmdb_tool_cli(*args):
+    return py("tools/lmdb_tool.py", *args)
+
+
+def test_lmdb_create_bad_label_file_and_out_dir(tmp_path):
+    from test_lmdb_tool import write_images
+
+    gt = write_images(tmp_path / "imgs", ["hotel", "grand"])
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"w0.png\thotel\nw1.png\tcaf\xe9\n")
+    assert "latin1.txt:2: not UTF-8" in one_error(lmdb_tool_cli("create", "--images", tmp_path / "imgs",
+                                                                 "--labels", latin1, "--out_dir", tmp_path / "a"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    assert "is not empty" in one_error(lmdb_tool_cli("create", "--images", tmp_path / "imgs", "--labels", gt,
+                                                     "--out_dir", tmp_path / "full"))
+    assert "is a file" in one_error(lmdb_tool_cli("create", "--images", tmp_path / "imgs", "--labels", gt,
+                                                  "--out_dir", tmp_path / "full" / "keep.txt"))
+    ok = lmdb_tool_cli("create", "--images", tmp_path / "imgs", "--labels", gt, "--out_dir", tmp_path / "new")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "new").iterdir()} == {0o644}
+
+
+def test_non_utf8_character_dictionary_is_one_error(data, tmp_path):
+    (tmp_path / "dict.txt").write_bytes(b"a\nb\n\xff\n")
+    yml = tmp_path / "rec.yml"
+    text = (REPO / "rec_svtr_tiny_6local_6global_stn_en.yml").read_text()
+    yml.write_text(text.replace("character_dict_path:", f"character_dict_path: {tmp_path / 'dict.txt'} #"))
+    assert "dict.txt:3 is not UTF-8" in one_error(infer(data, "--config", yml))
+    assert "dict.txt:3 is not UTF-8" in one_error(lmdb_tool_cli("check", "--datasets", data["data"], "--config", yml))
+
+
+def test_check_reports_records_beyond_num_samples(tmp_path):
+    import lmdb
+
+    write_lmdb(tmp_path / "d" / "toy", ["hotel", "grand"])
+    env = lmdb.open(str(tmp_path / "d" / "toy"))
+    with env.begin(write=True) as txn:
+        txn.put(b"num-samples", b"1")
+    env.close()
+    proc = lmdb_tool_cli("check", "--datasets", tmp_path / "d")
+    assert proc.returncode == 1 and "2 image/label record(s) beyond num-samples (1): never evaluated" in proc.stdout

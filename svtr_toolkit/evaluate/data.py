@@ -193,6 +193,17 @@ class Dataset:
             for index in range(1, self.subsets[subset].num_samples + 1):
                 yield index, txn.get(label_key(index).encode()), txn.get(image_key(index).encode())
 
+    def records_beyond_count(self, subset: int) -> int:
+        """Image/label records with an index above ``num-samples``: never evaluated (as PaddleOCR)."""
+        count = self.subsets[subset].num_samples
+        extra = 0
+        with self._envs[subset].begin() as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                prefix, _, number = key.partition(b"-")
+                if prefix in (b"image", b"label") and number.isdigit() and int(number) > count:
+                    extra += 1
+        return extra
+
     def close(self):
         for env in self._envs:
             env.close()

@@ -23,8 +23,12 @@ def read_label_file(path: str) -> list[tuple[str, str]]:
     """[(relative image path, label), ...] in file order."""
     if not os.path.isfile(path):
         raise ToolkitError(f"label file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        line = open(path, "rb").read()[:exc.start].count(b"\n") + 1
+        raise ToolkitError(f"{path}:{line}: not UTF-8 (labels must be UTF-8 text)") from None
     if path.endswith(".json"):
         try:
             entries = json.loads(text)["data_list"]
@@ -49,6 +53,10 @@ def create_lmdb(images_dir: str, label_file: str, out_dir: str) -> int:
         raise ToolkitError(f"{label_file}: no labels")
     if os.path.exists(os.path.join(out_dir, "data.mdb")):
         raise ToolkitError(f"{out_dir} already holds an LMDB; choose a new folder")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ToolkitError(f"--out_dir {out_dir} is a file; choose a new folder")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ToolkitError(f"--out_dir {out_dir} is not empty; choose a new (or empty) folder")
     blobs, bad = [], []
     for name, label in pairs:
         path = os.path.join(images_dir, name)
@@ -75,6 +83,9 @@ def create_lmdb(images_dir: str, label_file: str, out_dir: str) -> int:
                 txn.put(label_key(index).encode(), label.encode("utf-8"))
             txn.put(NUM_SAMPLES_KEY, str(len(blobs)).encode("ascii"))
         env.close()
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; outputs are meant to be shared (files 0644)
+        for name in os.listdir(staging):
+            os.chmod(os.path.join(staging, name), 0o644)
         if os.path.isdir(out_dir) and not os.listdir(out_dir):
             os.rmdir(out_dir)
         os.replace(staging, out_dir)  # a half-written LMDB never sits at out_dir
@@ -93,10 +104,12 @@ class Audit:
     too_long: list = field(default_factory=list)  # label keys
     empty: list = field(default_factory=list)
     outside_dictionary: list = field(default_factory=list)  # (label key, characters not in the dictionary)
+    beyond_count: int = 0  # image/label records above num-samples, which no evaluation reads
 
     @property
     def problems(self) -> int:
-        return len(self.undecodable) + len(self.too_long) + len(self.empty) + len(self.outside_dictionary)
+        return (len(self.undecodable) + len(self.too_long) + len(self.empty) + len(self.outside_dictionary)
+                + self.beyond_count)
 
 
 def audit(root: str, rules: LabelRules) -> list[Audit]:
@@ -119,6 +132,7 @@ def audit(root: str, rules: LabelRules) -> list[Audit]:
                 if decode_image(image) is None:
                     report.undecodable.append(image_key(index))
             report.evaluable = sum(1 for s in dataset.samples if s.subset == sid)
+            report.beyond_count = dataset.records_beyond_count(sid)
             audits.append(report)
     return audits
 
@@ -133,6 +147,9 @@ def format_audit(audits: list[Audit], show: int = 5) -> str:
             if items:
                 more = f" ... (+{len(items) - show})" if len(items) > show else ""
                 lines.append(f"  {a.name}: {label}: {', '.join(items[:show])}{more}")
+        if a.beyond_count:
+            lines.append(f"  {a.name}: {a.beyond_count} image/label record(s) beyond num-samples "
+                         f"({a.num_samples}): never evaluated")
     return "\n".join(lines)
 
 
