@@ -374,3 +374,11 @@ def test_check_reports_records_beyond_num_samples(tmp_path):
     env.close()
     proc = lmdb_tool_cli("check", "--datasets", tmp_path / "d")
     assert proc.returncode == 1 and "2 image/label record(s) beyond num-samples (1): never evaluated" in proc.stdout
+
+
+# --------------------------------------------------------------------- 12: one line for a random .tar
+def test_random_tar_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "r.tar").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    proc = py("tools/export_onnx.py", "--checkpoint", tmp_path / "r.tar", "--out_dir", tmp_path / "out")
+    assert "r.tar: not a readable tar archive (ReadError: method tar: ReadError('invalid header'))" in one_error(proc)
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, last_line
 from ..files import sha256_bytes, write_atomically
 
 CHECKPOINT_URL = "https://paddleocr.bj.bcebos.com/PP-OCRv3/chinese/rec_svtr_tiny_none_ctc_en_train.tar"
@@ -128,7 +128,9 @@ def read_checkpoint_from_tar(tar_path: Path) -> Checkpoint:
     except ToolkitError:
         raise
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise ToolkitError(f"{tar_path}: not a readable tar archive ({exc.__class__.__name__}: {exc})") from None
+        # tarfile's message lists every compression it tried, one line each: the last one is the tar's
+        raise ToolkitError(f"{tar_path}: not a readable tar archive ({exc.__class__.__name__}: "
+                           f"{last_line(exc).lstrip('- ')})") from None
     if len(data) != member.size:
         raise ToolkitError(f"{tar_path}: member {member.name} is truncated")
     return Checkpoint(source=f"{tar_path}!{member.name}", data=data)
