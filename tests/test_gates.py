@@ -382,3 +382,26 @@ def test_random_tar_checkpoint_is_one_line(tmp_path):
     proc = py("tools/export_onnx.py", "--checkpoint", tmp_path / "r.tar", "--out_dir", tmp_path / "out")
     assert "r.tar: not a readable tar archive (ReadError: method tar: ReadError('invalid header'))" in one_error(proc)
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_check_and_evaluator_share_words_and_symlinks_are_named(data, tmp_path):
+    from svtr_toolkit.evaluate.data import IMAGE_MISSING, REJECT_NOT_UTF8
+    import lmdb
+
+    write_lmdb(tmp_path / "outside" / "real", ["hotel", "grand"])
+    env = lmdb.open(str(tmp_path / "outside" / "real"))
+    with env.begin(write=True) as txn:
+        txn.delete(b"image-000000001")
+        txn.put(b"label-000000002", b"caf\xe9")
+    env.close()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "linked").symlink_to(tmp_path / "outside" / "real")
+    check = lmdb_tool_cli("check", "--datasets", tmp_path / "d")
+    assert f"linked: {IMAGE_MISSING}: image-000000001" in check.stdout
+    assert f"linked: {REJECT_NOT_UTF8}: label-000000002" in check.stdout
+    proc = infer({**data, "data": tmp_path / "d"}, "--batchsize", 4, "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert f"image-000000001 ({IMAGE_MISSING})" in proc.stdout and REJECT_NOT_UTF8 in proc.stdout
+    real = str((tmp_path / "outside" / "real").resolve())
+    assert f"note: linked is a symlink out of the dataset folder (followed): {real}" in proc.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["subsets"][0]["path"] == real

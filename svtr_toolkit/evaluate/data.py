@@ -27,6 +27,9 @@ REJECT_EMPTY = "empty label"
 REJECT_TOO_LONG = "label longer than max_text_length"
 REJECT_NO_CHARS = "no dictionary character in label"
 REJECT_NOT_UTF8 = "label is not UTF-8"
+# What the evaluator (an unreadable image counts as wrong) and lmdb_tool check both call image faults.
+IMAGE_MISSING = "image key missing"
+IMAGE_UNDECODABLE = "image does not decode"
 
 # The clovaai / PaddleOCR LMDB keys: a count, then 1-based image and label records.
 NUM_SAMPLES_KEY = b"num-samples"
@@ -282,7 +285,7 @@ def _load_batch(dataset, preprocess, samples, batch_size) -> Batch:
         buf = dataset.read_image(sample)
         img = decode_image(buf)
         if img is None:
-            failed[row] = "image key missing" if buf is None else "image does not decode"
+            failed[row] = IMAGE_MISSING if buf is None else IMAGE_UNDECODABLE
             continue
         try:
             preprocess(img, images[row])

@@ -15,8 +15,8 @@ import lmdb
 
 from ..errors import ToolkitError
 from ..table import render_table
-from .data import (NUM_SAMPLES_KEY, REJECT_EMPTY, REJECT_TOO_LONG, Dataset, LabelRules, decode_image, find_lmdbs,
-                   image_key, label_key)
+from .data import (IMAGE_MISSING, IMAGE_UNDECODABLE, NUM_SAMPLES_KEY, REJECT_EMPTY, REJECT_NOT_UTF8, REJECT_TOO_LONG,
+                   Dataset, LabelRules, decode_image, find_lmdbs, image_key, label_key)
 
 
 def read_label_file(path: str) -> list[tuple[str, str]]:
@@ -100,7 +100,9 @@ class Audit:
     name: str
     num_samples: int
     evaluable: int = 0
-    undecodable: list = field(default_factory=list)  # image keys
+    undecodable: list = field(default_factory=list)  # image keys (missing or not decoding)
+    image_faults: dict = field(default_factory=dict)  # image key -> IMAGE_MISSING / IMAGE_UNDECODABLE
+    not_utf8: list = field(default_factory=list)  # label keys
     too_long: list = field(default_factory=list)  # label keys
     empty: list = field(default_factory=list)
     outside_dictionary: list = field(default_factory=list)  # (label key, characters not in the dictionary)
@@ -109,7 +111,7 @@ class Audit:
     @property
     def problems(self) -> int:
         return (len(self.undecodable) + len(self.too_long) + len(self.empty) + len(self.outside_dictionary)
-                + self.beyond_count)
+                + len(self.not_utf8) + self.beyond_count)
 
 
 def audit(root: str, rules: LabelRules) -> list[Audit]:
@@ -119,8 +121,12 @@ def audit(root: str, rules: LabelRules) -> list[Audit]:
         for sid, subset in enumerate(dataset.subsets):
             report = Audit(subset.name, subset.num_samples)
             for index, label, image in dataset.raw_records(sid):
-                raw = label.decode("utf-8", "replace")
                 key = label_key(index)
+                try:
+                    raw = label.decode("utf-8")
+                except UnicodeDecodeError:
+                    report.not_utf8.append(key)
+                    raw = label.decode("utf-8", "replace")
                 _, reason = rules.encode(raw)
                 if reason == REJECT_EMPTY:
                     report.empty.append(key)
@@ -129,8 +135,9 @@ def audit(root: str, rules: LabelRules) -> list[Audit]:
                 outside = rules.outside_dictionary(raw)
                 if outside:
                     report.outside_dictionary.append((key, outside))
-                if decode_image(image) is None:
+                if image is None or decode_image(image) is None:
                     report.undecodable.append(image_key(index))
+                    report.image_faults[image_key(index)] = IMAGE_MISSING if image is None else IMAGE_UNDECODABLE
             report.evaluable = sum(1 for s in dataset.samples if s.subset == sid)
             report.beyond_count = dataset.records_beyond_count(sid)
             audits.append(report)
@@ -142,8 +149,11 @@ def format_audit(audits: list[Audit], show: int = 5) -> str:
                           [(a.name, a.num_samples, a.evaluable, len(a.undecodable), len(a.too_long), len(a.empty),
                             len(a.outside_dictionary)) for a in audits])]
     for a in audits:
-        for label, items in (("undecodable", a.undecodable), ("too long", a.too_long), ("empty", a.empty),
-                             ("outside dict", [f"{k} ({chars!r})" for k, chars in a.outside_dictionary])):
+        # the evaluator's words for the same faults (svtr_toolkit.evaluate.data)
+        for label, items in ((IMAGE_MISSING, [k for k in a.undecodable if a.image_faults.get(k) == IMAGE_MISSING]),
+                             (IMAGE_UNDECODABLE, [k for k in a.undecodable if a.image_faults.get(k) != IMAGE_MISSING]),
+                             (REJECT_TOO_LONG, a.too_long), (REJECT_EMPTY, a.empty), (REJECT_NOT_UTF8, a.not_utf8),
+                             ("outside the dictionary", [f"{k} ({chars!r})" for k, chars in a.outside_dictionary])):
             if items:
                 more = f" ... (+{len(items) - show})" if len(items) > show else ""
                 lines.append(f"  {a.name}: {label}: {', '.join(items[:show])}{more}")

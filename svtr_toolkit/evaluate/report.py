@@ -61,6 +61,8 @@ class AccuracySummary:
     seconds: float | None = None
     # per subset name: every sample's {"key", "label", "prediction", "correct"} (report only)
     predictions: dict = field(default_factory=dict)
+    # subset name -> resolved path, for subsets reached through a symlink out of the dataset folder
+    outside_root: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +95,7 @@ def accuracy_summary(dataset: Dataset, result: EvalResult) -> AccuracySummary:
         unreadable.setdefault(sid, []).append({"key": key, "reason": reason})
     rows = [
         SubsetRow(
-            name=subset.name, path=os.path.abspath(subset.path), lmdb_samples=subset.num_samples,
+            name=subset.name, path=os.path.realpath(subset.path), lmdb_samples=subset.num_samples,
             evaluated=score.n, correct=score.correct, rejected=subset.rejected_count,
             rejected_by_reason={k: len(v) for k, v in sorted(subset.rejected.items())},
             rejected_indices={k: v for k, v in sorted(subset.rejected.items())},
@@ -111,6 +113,8 @@ def accuracy_summary(dataset: Dataset, result: EvalResult) -> AccuracySummary:
         predictions_sha256=result.predictions_sha256,
         seconds=round(result.seconds, 3),
         predictions={subset.name: result.predictions.get(sid, []) for sid, subset in enumerate(dataset.subsets)},
+        outside_root={r.name: r.path for r in rows
+                      if os.path.commonpath([r.path, os.path.realpath(dataset.root)]) != os.path.realpath(dataset.root)},
     )
 
 
@@ -134,6 +138,8 @@ def format_accuracy(summary: AccuracySummary) -> str:
                  f"acc {_pct(p.acc)} %, norm_edit_dis {_ned(p.norm_edit_dis)}")
     lines.append(f"plain mean over {m.subsets} subsets (PaddleOCR's Avg_{m.subsets} style): "
                  f"acc {_pct(m.acc)} %, norm_edit_dis {_ned(m.norm_edit_dis)}")
+    for name, path in summary.outside_root.items():
+        lines.append(f"note: {name} is a symlink out of the dataset folder (followed): {path}")
     for r in summary.subsets:
         if r.rejected:
             reasons = ", ".join(f"{k}: {v}" for k, v in r.rejected_by_reason.items())
