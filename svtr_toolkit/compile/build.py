@@ -162,7 +162,7 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     tvm_target = target.tvm_target()
     if target.module.TUNED:
         meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)
-    database = tuning.open_database(database_folder) if database_folder else None
+    database = tuning.open_for_build(database_folder) if database_folder else None
     report = {}
     try:
         executable = tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, database, report))

@@ -8,7 +8,9 @@ this CPU can use (``selection``); kernels without a record get the default sched
 
 - ``database``: location, opening, repair and compaction of a database folder;
 - ``coverage``: tasks, their FLOPs and keys, how much of a module a database covers;
-- ``selection``: which database fits this CPU; ``planning``: trials per kernel; ``builder``: the candidate builder; ``loop``: ``tune``.
+- ``selection``: which database fits this CPU;
+- ``versus_rules``: records kept only where they beat the default rules;
+- ``planning``: trials per kernel; ``builder``: the candidate builder; ``loop``: ``tune``.
 """
 from .coverage import coverage, describe_coverage, extract_tasks, task_flops  # noqa: F401
 from .database import (DEFAULT_TUNING_ROOT, check_named_database, choose_database, compact,  # noqa: F401
@@ -16,3 +18,4 @@ from .database import (DEFAULT_TUNING_ROOT, check_named_database, choose_databas
                        record_tuned_on)
 from .loop import tune  # noqa: F401
 from .planning import trial_plan  # noqa: F401
+from .versus_rules import compare_with_rules, open_for_build, rules_win  # noqa: F401

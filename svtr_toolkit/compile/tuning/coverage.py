@@ -4,10 +4,16 @@ from __future__ import annotations
 import os
 
 from ...paths import shown
-from .database import database_digest, open_database
+from .database import database_digest
 
 
 def extract_tasks(mod, target):
+    """The kernels worth tuning: those with a reduction (matmuls, convolutions, reductions).
+
+    Purely elementwise kernels (bias, activation, transposes, gathers) are memory-bound and
+    fully served by the injective default rule; MetaSchedule adds nothing there, and its
+    search can spin for many minutes on long fused elementwise chains.
+    """
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -15,7 +21,15 @@ def extract_tasks(mod, target):
 
     with target:
         lowered = tvm.transform.Sequential(lowering_passes(target))(mod)
-    return ms.relax_integration.extract_tasks(lowered, target)
+    return [task for task in ms.relax_integration.extract_tasks(lowered, target) if _has_reduction(task)]
+
+
+def _has_reduction(task) -> bool:
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    blocks = normalize_prim_func(s_tir.Schedule(task.dispatched[0]["main"]))
+    return blocks is None or any(not block.is_injective() for block in blocks)
 
 
 def task_flops(task) -> float:
@@ -46,7 +60,9 @@ def best_seconds(database, task) -> float | None:
 
 def coverage(mod, target, db_folder: str) -> tuple[int, int, float]:
     """(tasks with a record, tasks, fraction of FLOPs covered) for this module and database."""
-    database = open_database(db_folder)
+    from .versus_rules import open_for_build
+
+    database = open_for_build(db_folder)
     tasks = extract_tasks(mod, target)
     total = sum(task_flops(t) * t.weight for t in tasks) or 1.0
     if database is None:

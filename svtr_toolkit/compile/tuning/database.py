@@ -12,13 +12,15 @@ import os
 from ...errors import ToolkitError
 from ...files import sha256_file, write_bytes_atomically, write_json
 from ...paths import in_repo, shown
+from .selection import MANIFEST
 
 DEFAULT_TUNING_ROOT = in_repo("tuning")
 # MetaSchedule's name for the records file under a work_dir: hashed to identify the database.
 RECORDS_FILE = "database_tuning_record.json"
 PROGRESS_FILE = "progress.json"  # trials done per kernel
 STUCK_FILE = "stuck.json"  # kernels whose tuning round never finished: skipped from then on
-INFLIGHT_FILE = "inflight.json"  # the kernel being tuned right now
+INFLIGHT_FILE = "inflight.json"
+RULES_WIN_FILE = "rules_win.json"  # kernels whose record the default rules beat: builds skip it  # the kernel being tuned right now
 
 
 def tuning_root(root: str | None = None) -> str:
@@ -50,7 +52,7 @@ def check_named_database(folder: str) -> str:
     import tvm
 
     from ..cpu_features import host
-    from .selection import MANIFEST, DatabaseInfo, judge
+    from .selection import DatabaseInfo, judge
 
     if not os.path.isdir(folder):
         raise ToolkitError(f"tuning database {folder} does not exist")
@@ -68,7 +70,7 @@ def record_tuned_on(folder: str, workload: str) -> None:
     import tvm
 
     from ..cpu_features import host
-    from .selection import MANIFEST, DatabaseInfo, manifest
+    from .selection import DatabaseInfo, manifest
 
     info = DatabaseInfo.read(folder)
     workloads = set(info.workloads) if info else set()
@@ -91,8 +93,13 @@ def open_database(folder: str, create: bool = False):
 
 
 def database_digest(folder: str) -> str | None:
-    """Identifies the database contents an engine was built with (None when there is none)."""
-    return sha256_file(os.path.join(folder, RECORDS_FILE)) if has_records(folder) else None
+    """Identifies the database contents an engine was built with (None when there is none):
+    its records and the list of kernels where the default rules beat them."""
+    if not has_records(folder):
+        return None
+    digest = sha256_file(os.path.join(folder, RECORDS_FILE))
+    wins = os.path.join(folder, RULES_WIN_FILE)
+    return digest + ("+" + sha256_file(wins)[:16] if os.path.isfile(wins) else "")
 
 
 def write_state(path: str, value) -> None:
@@ -203,7 +210,7 @@ def compact(folder: str, log=print) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     database.dump_pruned(ms.database.JSONDatabase(work_dir=staging, allow_missing=True))
-    for name in (PROGRESS_FILE, STUCK_FILE, INFLIGHT_FILE):
+    for name in (PROGRESS_FILE, STUCK_FILE, INFLIGHT_FILE, RULES_WIN_FILE, MANIFEST):
         if os.path.isfile(os.path.join(folder, name)):
             shutil.copy2(os.path.join(folder, name), staging)
     old = folder.rstrip("/") + ".old"

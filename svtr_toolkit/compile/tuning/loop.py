@@ -14,6 +14,7 @@ from .coverage import extract_tasks, task_flops, task_key
 from .database import (INFLIGHT_FILE, PROGRESS_FILE, STUCK_FILE, compact, load_progress, load_stuck, open_database,
                        short, write_state)
 from .planning import plan
+from .versus_rules import compare_with_rules
 
 
 def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int = 64, light_trials: int = 8,
@@ -60,6 +61,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
         search.close()
     if os.path.isfile(os.path.join(folder, PROGRESS_FILE)):
         compact(folder, log)
+        compare_with_rules(folder, keyed, target, log)
     remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items() if k not in stuck)
     return {"tasks": len(tasks), "seconds": round(time.monotonic() - start, 1), "remaining_trials": remaining}
 
