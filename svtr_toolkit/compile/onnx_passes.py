@@ -85,27 +85,21 @@ def _scalar(model, name, value):
 
 
 def _clamp_node(op: str, value: str, bound: str, out: str):
-    """max(value, bound) as bound + relu(value - bound), min(value, bound) as
-    bound - relu(bound - value): within one rounding of the exact clamp.
+    """max(value, bound) or min(value, bound) as a select against the bound: exact.
 
     Not ONNX Max/Min: TVM imports those through stack + reduce with the bound broadcast to
     the full activation shape, and constant folding then stores that broadcast in the engine
-    (hundreds of MiB for PP-OCRv4's HardSwish layers at batch 32). A Where select keeps the
-    bound scalar too, but its boolean intermediate sends MetaSchedule's search into a spin.
+    (hundreds of MiB for PP-OCRv4's HardSwish layers at batch 32). Not bound + relu(value -
+    bound) either: that rounds, and the STN's sampling grid passes through a clamp. (Kernels
+    with the select's boolean intermediate are elementwise: MetaSchedule, whose search spun on
+    them, is not given elementwise kernels.)
     """
-    if op == "Max":
-        nodes = [helper.make_node("Sub", [value, bound], [out + "_gap"]),
-                 helper.make_node("Relu", [out + "_gap"], [out + "_over"]),
-                 helper.make_node("Add", [out + "_over", bound], [out])]
-    else:
-        nodes = [helper.make_node("Sub", [bound, value], [out + "_gap"]),
-                 helper.make_node("Relu", [out + "_gap"], [out + "_under"]),
-                 helper.make_node("Sub", [bound, out + "_under"], [out])]
-    return nodes
+    test = helper.make_node("Less" if op == "Max" else "Greater", [value, bound], [out + "_past"])
+    return [test, helper.make_node("Where", [out + "_past", bound, value], [out])]
 
 
 def decompose_clamps(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Clip, HardSwish and HardSigmoid as Relu, Sub, Mul and Add.
+    """Clip, HardSwish and HardSigmoid as elementwise selects, Relu, Mul and Add.
 
     Relax's ToMixedPrecision crashes on the call_tir the importer emits for these; the
     elementwise form converts cleanly and computes the same values.
