@@ -21,7 +21,7 @@ import signal
 import sys
 
 from .engine_file import PRECISIONS
-from .errors import ToolkitError, record_interrupt
+from .errors import ToolkitError, pending_interrupt, record_interrupt
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 
 
@@ -73,6 +73,8 @@ def run_cli(main, argv=None):
         pass
     try:
         code = main(argv)
+        if pending_interrupt() is not None:  # raised inside a library that swallowed it: still honoured
+            raise pending_interrupt()
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -411,6 +411,7 @@ def test_sweep_builds_auto_and_no_database_engines_when_a_database_fits(monkeypa
         ("tvm-fp32", 1, "auto"), ("tvm-fp32-nodb", 1, None), ("tvm-fp32", 8, "auto"), ("tvm-fp32-nodb", 8, None)]
     assert [p["path"] for p in plans[:2]] == ["eng/svtr_bs_1_fp32_autodb.so", "eng/svtr_bs_1_fp32_nodb.so"]
     assert plans[2]["shape"] == [8, 3, 64, 256] and not lines
+    assert all(p["note"] == "" for p in plans)
 
 
 def test_sweep_builds_once_when_no_database_fits(monkeypatch, tmp_path):

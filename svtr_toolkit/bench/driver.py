@@ -66,11 +66,11 @@ def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, lo
             path = os.path.join(engine_dir, f"{stem}_bs_{bs}_{precision}")
             if choice.folder is not None:
                 plans.append({"contender": f"tvm-{precision}", "path": path + "_autodb.so", "tuning_dir": "auto",
-                              "batch": bs, "shape": list(shape), "precision": precision})
+                              "batch": bs, "shape": list(shape), "precision": precision, "note": ""})
             elif precision not in said:
                 said.add(precision)
-                log(f"tvm-{precision}: the automatic database choice finds none for this CPU ({choice.why}), so it "
-                    f"is the same build as tvm-{precision}-nodb: built and timed once, as tvm-{precision}-nodb")
+                log(f"tvm-{precision} (automatic database choice) is the same build as tvm-{precision}-nodb here: "
+                    f"{choice.why}; built and timed once, as tvm-{precision}-nodb")
             plans.append({"contender": f"tvm-{precision}-nodb", "path": path + "_nodb.so", "tuning_dir": None,
                           "batch": bs, "shape": list(shape), "precision": precision,
                           "note": "" if choice.folder else f"also tvm-{precision}: no database fits this CPU"})

@@ -174,6 +174,8 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
         if pending_interrupt() is not None:
             raise pending_interrupt() from None
         raise ToolkitError(f"TVM could not compile the model for {target.description}: {last_line(exc)}")
+    if pending_interrupt() is not None:  # a signal whose exception code inside the pipeline swallowed
+        raise pending_interrupt()
     if report:
         meta["schedules"] = _describe_schedules(report, log)
     return executable
