@@ -103,7 +103,8 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
     model = load_onnx(model_path)
     from .tuning.selection import workload_key
 
-    tuning_dir = _tuning_folder(target, tuning_dir, workload_key(input_name, shape, precision), log)
+    choice = []  # said only when building: a reused engine needs no account of its database
+    tuning_dir = _tuning_folder(target, tuning_dir, workload_key(input_name, shape, precision), choice.append)
     db_digest = tuning.database_digest(tuning_dir) if tuning_dir else None
     model_sha256 = sha256_file(model_path)
     identity = build_identity(model_sha256, input_name, shape, precision, target, db_digest)
@@ -117,6 +118,8 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
             return existing
         log(f"rebuilding {engine_path}: " + "; ".join(reasons))
 
+    for line in choice:
+        log(line)
     log(f"building {precision} engine for {target.description} from {model_path} with input {input_name}:{list(shape)}")
     start = time.perf_counter()
     meta = dict(identity)
