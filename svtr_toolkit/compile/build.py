@@ -18,7 +18,7 @@ from .precision import to_relax
 from .targets import BuildTarget
 
 # Bump when the build recipe changes in a way that changes the engine: old engines go stale.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: default schedule rules, CPU features in the target
 
 
 def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
