@@ -22,8 +22,8 @@ _FOOTER_MAGIC = b"SVTRMETA"
 _FOOTER = struct.Struct("<Q8s")  # length of the JSON, magic
 
 
-def read_engine_metadata(path: str) -> dict | None:
-    """The build description appended to an engine, or None if the file has none."""
+def _description_span(path: str) -> tuple[int, int] | None:
+    """(size of the ELF image, length of the build description) of an engine, or None."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -32,38 +32,43 @@ def read_engine_metadata(path: str) -> dict | None:
                 return None
             fh.seek(size - _FOOTER.size)
             length, magic = _FOOTER.unpack(fh.read(_FOOTER.size))
-            if magic != _FOOTER_MAGIC or length > size - _FOOTER.size:
-                return None
-            fh.seek(size - _FOOTER.size - length)
-            return json.loads(fh.read(length).decode("utf-8"))
+    except OSError:
+        return None
+    if magic != _FOOTER_MAGIC or length > size - _FOOTER.size:
+        return None
+    return size - _FOOTER.size - length, length
+
+
+def read_engine_metadata(path: str) -> dict | None:
+    """The build description appended to an engine, or None if the file has none."""
+    span = _description_span(path)
+    if span is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(span[0])
+            return json.loads(fh.read(span[1]).decode("utf-8"))
     except (OSError, ValueError):
         return None
 
 
 def image_sha256(path: str) -> str | None:
     """sha256 of the ELF image part of an engine (everything before its build description)."""
+    span = _description_span(path)
+    if span is None:
+        return None
+    digest, remaining = hashlib.sha256(), span[0]
     try:
         with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            if size < _FOOTER.size:
-                return None
-            fh.seek(size - _FOOTER.size)
-            length, magic = _FOOTER.unpack(fh.read(_FOOTER.size))
-            if magic != _FOOTER_MAGIC or length > size - _FOOTER.size:
-                return None
-            remaining = size - _FOOTER.size - length
-            fh.seek(0)
-            digest = hashlib.sha256()
             while remaining > 0:
                 chunk = fh.read(min(1 << 20, remaining))
                 if not chunk:
                     return None
                 digest.update(chunk)
                 remaining -= len(chunk)
-            return digest.hexdigest()
     except OSError:
         return None
+    return digest.hexdigest()
 
 
 def image_damaged(path: str, meta: dict) -> bool:
