@@ -12,7 +12,7 @@ from .injective import Injective, ParallelFallback
 from .reduction import RowReduction
 from .rule import CpuRule
 
-__all__ = ["CpuRule", "default_rules", "ApplyRules"]
+__all__ = ["CpuRule", "default_rules", "first_rule", "ApplyRules"]
 
 
 def default_rules() -> list:
@@ -21,6 +21,15 @@ def default_rules() -> list:
     # register tiling there.
     return [TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False), Injective(),
             ParallelFallback()]
+
+
+def first_rule(func, target, rules=None):
+    """(name of the first rule that schedules ``func``, its schedule), or (None, None)."""
+    for rule in default_rules() if rules is None else rules:
+        sch = rule.apply(func, target)
+        if sch is not None:
+            return rule.name, sch
+    return None, None
 
 
 def ApplyRules(rules=None, report: dict | None = None):  # noqa: N802 (a pass, named like TVM's)
@@ -46,13 +55,9 @@ def ApplyRules(rules=None, report: dict | None = None):  # noqa: N802 (a pass, n
                 if report is not None:
                     report.setdefault(name, "database")
                 continue
-            taken = None
-            for rule in rules:
-                sch = rule.apply(func, target)
-                if sch is not None:
-                    updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-                    taken = rule.name
-                    break
+            taken, sch = first_rule(func, target, rules)
+            if sch is not None:
+                updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
             if report is not None:
                 report[name] = taken
         for gvar, func in updated.items():

@@ -75,3 +75,26 @@ def read_vars(block_stmt) -> list[set]:
             names |= {v.name for v in undefined_vars(rng.min)} | {v.name for v in undefined_vars(rng.extent)}
         used.append(names)
     return used
+
+
+def vectorise_nest(sch, block, target) -> bool:
+    """A loop nest of one injective block: its innermost axis vectorised, the rest one parallel
+    loop. When the innermost axis is a whole number of vectors the loops are fused first, so
+    short rows still fill vectors; otherwise the innermost axis alone is vectorised (a fused
+    index would turn contiguous loads into gathers)."""
+    loops = sch.get_loops(block)
+    extents = [int_extent(sch, loop) for loop in loops]
+    if not loops or None in extents:
+        return False
+    lanes = CpuShape.of(target).lanes(sch.get(block).writes[0].source.dtype.bits)
+    if len(loops) > 1 and extents[-1] % lanes == 0:
+        loops = [sch.fuse(*loops)]
+        extents = [int_extent(sch, loops[0])]
+    inner = vector_factor(extents[-1], lanes)
+    outer, vector = sch.split(loops[-1], [None, inner])
+    if len(loops) > 1:
+        outer = sch.fuse(*loops[:-1], outer)
+    sch.parallel(outer)
+    if inner > 1:
+        sch.vectorize(vector)
+    return True

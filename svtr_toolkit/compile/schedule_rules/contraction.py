@@ -13,7 +13,7 @@ import re
 
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-from .common import CpuShape, divisor_near, int_extent, read_vars, vector_factor
+from .common import CpuShape, divisor_near, int_extent, read_vars, vector_factor, vectorise_nest
 from .rule import CpuRule
 
 
@@ -72,8 +72,8 @@ class TiledContraction(CpuRule):
             return False
         windows = []
         for block in before:
-            if block.name in copies:
-                _schedule_copy(sch, block.block_rv, lanes)
+            if block.name in copies:  # a padded copy: its own pass before the product
+                vectorise_nest(sch, block.block_rv, target)
             elif _is_conditional(sch, block.block_rv) and _feeds_vectors(sch, block, main, spatial):
                 # Zero padding read along j: inlined, its bounds test would sit in every
                 # vector lane and stop vectorisation; computed per tile it fills a small
@@ -103,7 +103,7 @@ class TiledContraction(CpuRule):
             sch.reorder(*outer_spatial, jo, io, *r_loops, ii, ji)
             tile_inner = [ii, ji]
             panel = _reused_operand(sch, main, spatial, row)
-            if panel is not None and _extent(sch, r_loops) * nr * 4 < PANEL_BYTES:
+            if panel is not None and _extent(sch, r_loops) * nr * stmt.reads[panel].source.dtype.bits // 8 < PANEL_BYTES:
                 panel = None  # small enough to stay cached where it lies
             tasks = _extent(sch, outer_spatial + [jo])
             if panel is not None and tasks >= 4 * _cores(target):
@@ -147,16 +147,6 @@ class TiledContraction(CpuRule):
         if nr > 1:
             sch.vectorize(tile_inner[-1])
         return True
-
-
-def _schedule_copy(sch, block, lanes: int) -> None:
-    """A padded copy of an operand: its own parallel, vectorised pass before the product."""
-    loops = sch.get_loops(block)
-    inner = int_extent(sch, loops[-1]) or 1
-    if len(loops) > 1:
-        sch.parallel(sch.fuse(*loops[:-1]))
-    if inner % lanes == 0:
-        sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
 
 
 def _row_axis(spatial, reads) -> int:

@@ -1,16 +1,13 @@
 """Elementwise, broadcast, transpose and gather kernels: all cores, whole vectors."""
 from __future__ import annotations
 
-from .common import CpuShape, int_extent, vector_factor
+from .common import vectorise_nest
 from .rule import CpuRule
 
 
 class Injective(CpuRule):
     """Every block injective: blocks are inlined into their consumers, except products, and
-    each remaining loop nest vectorises its innermost axis and runs the rest as one parallel
-    loop. When the innermost axis is a whole number of vectors the loops are fused first, so
-    short rows still fill vectors; otherwise the innermost axis alone is vectorised (a fused
-    index would turn contiguous loads into gathers).
+    each remaining loop nest is vectorised and parallelised (``vectorise_nest``).
 
     Products keep their own store: inlined into a following addition, LLVM contracts the pair
     into one FMA (one rounding instead of the graph's two), and the STN's sampling grid - a
@@ -29,7 +26,7 @@ class Injective(CpuRule):
             else:
                 sch.compute_inline(block.block_rv)
         for block in kept + [blocks[-1].block_rv]:
-            if not _vectorise_nest(sch, block, target):
+            if not vectorise_nest(sch, block, target):
                 return False
         return True
 
@@ -39,25 +36,6 @@ def _is_product(block) -> bool:
 
     body = block.body
     return isinstance(body, tirx.BufferStore) and isinstance(body.value, tirx.Mul)
-
-
-def _vectorise_nest(sch, block, target) -> bool:
-    loops = sch.get_loops(block)
-    extents = [int_extent(sch, loop) for loop in loops]
-    if not loops or None in extents:
-        return False
-    lanes = CpuShape.of(target).lanes(sch.get(block).writes[0].source.dtype.bits)
-    if len(loops) > 1 and extents[-1] % lanes == 0:
-        loops = [sch.fuse(*loops)]
-        extents = [int_extent(sch, loops[0])]
-    inner = vector_factor(extents[-1], lanes)
-    outer, vector = sch.split(loops[-1], [None, inner])
-    if len(loops) > 1:
-        outer = sch.fuse(*loops[:-1], outer)
-    sch.parallel(outer)
-    if inner > 1:
-        sch.vectorize(vector)
-    return True
 
 
 class ParallelFallback(CpuRule):

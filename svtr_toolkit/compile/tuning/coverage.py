@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ...paths import shown
-from .database import database_digest
+from .database import has_records, module_key
 
 
 def extract_tasks(mod, target):
@@ -42,11 +42,7 @@ def task_flops(task) -> float:
 
 
 def task_key(task) -> str:
-    """The kernel's structure, not its name: fused-kernel names are numbered per model, so
-    the same kernel is called differently after any change elsewhere in the graph."""
-    from tvm_ffi import structural_hash
-
-    return f"{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:012x}"
+    return module_key(task.dispatched[0])
 
 
 def best_seconds(database, task) -> float | None:
@@ -81,7 +77,7 @@ def describe_coverage(mod, target, db_folder: str | None, log=print) -> dict:
     ``db_folder`` None means no database is used (none fits this CPU, or tuning was turned
     off); a folder without records means nothing has been tuned into it yet.
     """
-    if db_folder is None or database_digest(db_folder) is None:
+    if db_folder is None or not has_records(db_folder):
         return {"database": None, "tuned_kernels": 0, "flops_covered": 0.0}
     hit, total, fraction = coverage(mod, target, db_folder)
     log(f"tuning database {shown(db_folder)}: {hit}/{total} kernels, {100 * fraction:.1f}% of FLOPs tuned"

@@ -78,6 +78,14 @@ def record_tuned_on(folder: str, workload: str) -> None:
                indent=2, sort_keys=True)
 
 
+def module_key(mod) -> str:
+    """A kernel module's structure, not its name: fused-kernel names are numbered per model,
+    so the same kernel is called differently after any change elsewhere in the graph."""
+    from tvm_ffi import structural_hash
+
+    return f"{structural_hash(mod) & 0xFFFFFFFFFFFF:012x}"
+
+
 def has_records(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, RECORDS_FILE))
 

@@ -12,7 +12,7 @@ import json
 import os
 
 from ...files import write_json
-from .database import RULES_WIN_FILE, open_database
+from .database import RULES_WIN_FILE, module_key, open_database
 
 
 def rules_win(folder: str) -> dict:
@@ -21,12 +21,6 @@ def rules_win(folder: str) -> dict:
         return {}
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
-
-
-def _module_key(mod) -> str:
-    from tvm_ffi import structural_hash
-
-    return f"{structural_hash(mod) & 0xFFFFFFFFFFFF:012x}"
 
 
 def open_for_build(folder: str):
@@ -39,7 +33,7 @@ def open_for_build(folder: str):
         return database
     kept = ms.database.MemoryDatabase()
     for record in database.get_all_tuning_records():
-        if _module_key(record.workload.mod) in beaten:
+        if module_key(record.workload.mod) in beaten:
             continue
         kept.commit_tuning_record(ms.database.TuningRecord(
             record.trace, kept.commit_workload(record.workload.mod), record.run_secs, record.target,
@@ -63,19 +57,19 @@ def _timer(func, target, number: int = 3):
 
 def compare_with_rules(folder: str, keyed_tasks, target, log=print, rounds: int = 3) -> dict:
     """Time each kernel's best record against the default rules; write and return the wins."""
-    from ..schedule_rules import default_rules
+    from ..schedule_rules import first_rule
 
     database = open_database(folder)
     if database is None:
         return {}
     wins, compared = {}, 0
-    for task, _ in keyed_tasks:
+    for task, key in keyed_tasks:
         module = task.dispatched[0]
         if not database.has_workload(module):
             continue
         records = database.get_top_k(database.commit_workload(module), 1)
         func = module["main"]
-        ruled = next((s for s in (rule.apply(func, target) for rule in default_rules()) if s is not None), None)
+        _, ruled = first_rule(func, target)
         if not records or ruled is None:
             continue
         try:
@@ -83,12 +77,12 @@ def compare_with_rules(folder: str, keyed_tasks, target, log=print, rounds: int 
                       "rule": _timer(ruled.mod["main"], target)}
         except Exception as exc:  # a record that no longer builds: the rule wins by default
             log(f"{task.task_name[:50]}: its record does not build ({exc.__class__.__name__}); the rule is used")
-            wins[_module_key(module)] = {"kernel": task.task_name, "rule_s": None, "record_s": None}
+            wins[key] = {"kernel": task.task_name, "rule_s": None, "record_s": None}
             continue
         best = {name: min(timer() for _ in range(rounds)) for name, timer in timers.items()}
         compared += 1
         if best["rule"] <= best["record"]:
-            wins[_module_key(module)] = {"kernel": task.task_name, "rule_s": best["rule"], "record_s": best["record"]}
+            wins[key] = {"kernel": task.task_name, "rule_s": best["rule"], "record_s": best["record"]}
     write_json(os.path.join(folder, RULES_WIN_FILE), wins, indent=1, sort_keys=True)
     log(f"the default rules beat the tuned schedule on {len(wins)} of {compared} kernels; builds use the rules there")
     return wins
