@@ -398,7 +398,7 @@ def test_without_openvino_the_benchmark_says_so(monkeypatch, tiny):
 def test_sweep_builds_auto_and_no_database_engines_when_a_database_fits(monkeypatch, tmp_path):
     import tvm
 
-    from svtr_toolkit.compile.cpu_features import host
+    from svtr_toolkit.cpu_features import host
     from svtr_toolkit.compile.tuning.selection import MANIFEST, manifest, workload_key
 
     db = tmp_path / "tuning" / "this-cpu"

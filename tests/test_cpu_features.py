@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from svtr_toolkit.compile.cpu_features import CpuFeatures, parse_cpuinfo
+from svtr_toolkit.cpu_features import CpuFeatures, parse_cpuinfo
 from svtr_toolkit.compile.tuning import selection
 
 CPUINFO = os.path.join(os.path.dirname(__file__), "data", "cpuinfo")

@@ -162,7 +162,7 @@ def test_build_applies_the_database_and_tracks_it(tuned, tmp_path):
 def test_a_database_named_by_hand_for_another_cpu_is_refused(tuned, tmp_path):
     import shutil
 
-    from svtr_toolkit.compile.cpu_features import CpuFeatures, host
+    from svtr_toolkit.cpu_features import CpuFeatures, host
     from svtr_toolkit.compile.tuning import selection
 
     model, _, target, db, _ = tuned

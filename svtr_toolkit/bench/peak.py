@@ -125,7 +125,7 @@ def measure_fp16_flops(cores: int) -> float:
 def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: bool | None = None) -> dict:
     """fp32 (all cores, one core) and, on CPUs with fp16 arithmetic, fp16 peaks in FLOP/s."""
     if fp16_arithmetic is None:
-        from ..compile.cpu_features import host
+        from ..cpu_features import host
 
         fp16_arithmetic = host().has_fp16_arithmetic
     return {

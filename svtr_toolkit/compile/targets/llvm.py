@@ -15,7 +15,7 @@ def resolve():
     or off explicitly: the name alone can hide features a VM has or claim ones it lacks."""
     import tvm
 
-    from ..cpu_features import host
+    from ...cpu_features import host
 
     cpu = host()
     mcpu = tvm.target.codegen.llvm_get_system_cpu()

@@ -31,7 +31,7 @@ def host_database_dir(root: str | None = None) -> str:
     """Where tuning on this machine writes: one folder per CPU class, named by architecture,
     widest vector ISA and core count (e.g. x86_64-avx2-2c); builds find databases by the
     ``target.json`` inside, not by this name."""
-    from ..cpu_features import host
+    from ...cpu_features import host
 
     cpu = host()
     return os.path.join(tuning_root(root), f"{cpu.arch}-{cpu.isa_level}-{cpu.cores}c")
@@ -41,7 +41,7 @@ def choose_database(workload: str | None = None, root: str | None = None):
     """The best database under the tuning root for this host (a ``selection.Choice``)."""
     import tvm
 
-    from ..cpu_features import host
+    from ...cpu_features import host
     from .selection import choose
 
     return choose(tuning_root(root), host(), tvm.__version__, workload)
@@ -51,7 +51,7 @@ def check_named_database(folder: str) -> str:
     """A database named by hand: refused when it cannot serve this CPU; returns a line to log."""
     import tvm
 
-    from ..cpu_features import host
+    from ...cpu_features import host
     from .selection import DatabaseInfo, judge
 
     if not os.path.isdir(folder):
@@ -69,7 +69,7 @@ def record_tuned_on(folder: str, workload: str) -> None:
     """Write or extend ``target.json``: this CPU, this TVM, and one more tuned workload."""
     import tvm
 
-    from ..cpu_features import host
+    from ...cpu_features import host
     from .selection import DatabaseInfo, manifest
 
     info = DatabaseInfo.read(folder)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ...paths import shown
-from ..cpu_features import CpuFeatures
+from ...cpu_features import CpuFeatures
 
 MANIFEST = "target.json"
 
