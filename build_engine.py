@@ -3,9 +3,11 @@
     python build_engine.py --model_path SVTR_opt.onnx --input x:32,3,64,256 \
         --precision fp16 --engine_path svtr_bs_32_fp16.so [--target auto|llvm|cuda|iluvatar]
     python build_engine.py --preset ppocrv4 --batchsize 32 --precision fp16   # model, input, engine path from the preset
+    python build_engine.py --preset svtr --precision fp32 --rpc 10.0.0.5:9190:svtr-cpu  # for a remote device
 
 An up-to-date engine is reused; a stale one (other model, shape, precision, target or TVM)
-is rebuilt. Every build ends with a parity line against onnxruntime fp32.
+is rebuilt. Every build ends with a parity line against onnxruntime fp32 (with --rpc, the
+engine runs on the remote device and onnxruntime here).
 """
 import os
 
@@ -34,6 +36,7 @@ def parse_args(argv):
                         help="CPU only: 'auto' (tuning/<cpu class> if present), 'none', or a database folder")
     parser.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date")
     parser.add_argument("--skip_parity", action="store_true", help="do not compare with onnxruntime after the build")
+    cli.add_rpc(parser, "build for and check the engine")
     args = parser.parse_args(argv)
     if args.preset:
         preset = cli.get_preset(args.preset)
@@ -57,17 +60,28 @@ def main(argv=None):
     args = parse_args(argv)
     from svtr_toolkit.compile.build import build_engine
     from svtr_toolkit.compile.targets import select_target
+    from svtr_toolkit import rpc
     from svtr_toolkit.evaluate import parity
     from svtr_toolkit.runtime import load_engine
 
     input_name, shape = cli.parse_input_spec(args.input)
-    target = select_target(args.target)
     tuning_dir = None if args.tuning_db == "none" else args.tuning_db
     if tuning_dir not in (None, "auto") and not os.path.isdir(tuning_dir):
         raise cli.ToolkitError(f"tuning database folder not found: {tuning_dir}")
+    remote = None
+    if args.rpc:
+        # Asked once for what the device is; the server goes back to the pool while this machine compiles.
+        remote = rpc.connect(args.rpc)
+        print(f"remote device: {remote.description}", flush=True)
+    target = select_target(args.target, remote)
+    if remote is not None:
+        remote.close()
     build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path,
                  force=args.force, tuning_dir=tuning_dir)
-    if not args.skip_parity and not target.module.available():
+    if args.rpc and not args.skip_parity:
+        backend = load_engine(args.engine_path, rpc.connect(args.rpc))
+        print(parity.check(backend, args.model_path).line(backend.name), flush=True)
+    elif not args.skip_parity and not target.module.available():
         # SVTR_CUDA_ARCH=sm_XX --target cuda on a machine without the device: nothing to run it on.
         print(f"parity skipped: the engine was cross-compiled for {target.description}, and this machine has no "
               f"such device to run it on; run tools/parity_check.py where it has one", flush=True)

@@ -3,6 +3,7 @@
     python inference.py --engine svtr_bs_32_fp32.so --batchsize 32 --input_name x --datasets DIR
     python inference.py ... --perf_only True --fps_target 70
     python inference.py --preset ppocrv4 --engine work/engines/ppocrv4_bs_32_fp16.so --batchsize 32 --datasets DIR
+    python inference.py ... --rpc 10.0.0.5:9190:svtr-cpu   # the engine on a remote device, decoded here
 
 A missed --acc_target / --fps_target exits 1; bad input is one `error:` line, exit 2.
 --acc_target gates accuracy runs and --fps_target --perf_only runs; given to the other mode
@@ -45,6 +46,7 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="preprocessing threads")
     p.add_argument("--no_progress", action="store_true",
                    help="no progress output (without it: a bar on a terminal, a line per 25 %% in a log)")
+    cli.add_rpc(p, "run the engine")
     p.add_argument("--check_args", action="store_true",
                    help="check the command line (thresholds, --report, --datasets, --config) and exit; "
                         "the scripts run this before building an engine")
@@ -86,13 +88,20 @@ def main(argv=None):
     from svtr_toolkit.provenance import untrained_warning
     from svtr_toolkit.runtime import open_backend
 
-    backend = open_backend(args.engine, args.batchsize, args.input_name)
+    remote = None
+    if args.rpc:
+        from svtr_toolkit import rpc
+
+        remote = rpc.connect(args.rpc)
+    backend = open_backend(args.engine, args.batchsize, args.input_name, remote=remote)
+    if remote is not None:
+        print(f"running on {backend.device_description}", flush=True)
     preprocess = Preprocessor(cfg.image_shape, cfg.resize)
     preprocess.check_input(backend)
     characters = cfg.characters(backend.model_metadata)
     out = {
         "mode": "performance" if args.perf_only else "accuracy",
-        "engine": {"path": os.path.abspath(args.engine), "backend": backend.name,
+        "engine": {"path": os.path.abspath(args.engine), "backend": backend.name, "device": backend.device_description,
                    "input_name": backend.input_name, "input_shape": list(backend.input_shape)},
         "model": {"sha256": backend.model_sha256, "weights": backend.weights},
         "batch_size": args.batchsize,

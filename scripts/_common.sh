@@ -7,7 +7,8 @@
 #
 # Environment: DATASETS_DIR (required), MODEL_PRESET (svtr | ppocrv4, default svtr),
 # TARGET (auto | llvm | cuda | iluvatar), PRECISION (fp16), ACC_TARGET, FPS_TARGET,
-# ENGINE_DIR (default work/engines), MODEL_PATH (another ONNX file for the preset), PYTHON.
+# ENGINE_DIR (default work/engines), MODEL_PATH (another ONNX file for the preset), PYTHON,
+# RPC (HOST:PORT:KEY, the same as --rpc: build for and run on a device behind TVM's RPC tracker).
 set -euo pipefail
 
 RUN_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,7 @@ batchsize=32
 preset="${MODEL_PRESET:-svtr}"
 target="${TARGET:-auto}"
 precision="${PRECISION:-fp16}"
+rpc="${RPC:-}"
 acc_target="${ACC_TARGET:-}"
 fps_target="${FPS_TARGET:-}"
 
@@ -23,7 +25,7 @@ die() { echo "error: $*" >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --bs|--acc_target|--fps_target|--preset|--target)
+        --bs|--acc_target|--fps_target|--preset|--target|--rpc)
             [[ $# -ge 2 ]] || die "$1 needs a value"
             case "$1" in
                 --bs) batchsize="$2" ;;
@@ -31,9 +33,10 @@ while [[ $# -gt 0 ]]; do
                 --fps_target) fps_target="$2" ;;
                 --preset) preset="$2" ;;
                 --target) target="$2" ;;
+                --rpc) rpc="$2" ;;
             esac
             shift 2 ;;
-        *) die "unknown argument '$1' (known: --bs N, --acc_target A, --fps_target F, --preset svtr|ppocrv4, --target T)" ;;
+        *) die "unknown argument '$1' (known: --bs N, --acc_target A, --fps_target F, --preset svtr|ppocrv4, --target T, --rpc HOST:PORT:KEY)" ;;
     esac
 done
 [[ "$batchsize" =~ ^[1-9][0-9]*$ ]] || die "--bs must be a positive integer, got '$batchsize'"
@@ -51,13 +54,15 @@ checks=()
 [[ -z "$acc_target" ]] || checks+=(--acc_target "$acc_target")
 [[ -z "$fps_target" ]] || checks+=(--fps_target "$fps_target")
 [[ "$MODE" != performance ]] || checks+=(--perf_only True)
+remote=()
+[[ -z "$rpc" ]] || remote=(--rpc "$rpc")
 # inference.py's command line without the engine: the scripts run it after the build.
 inference=("$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" \
-    --datasets "$DATASETS_DIR" --preset "$preset" ${checks[@]+"${checks[@]}"} ${REPORT:+--report "$REPORT"})
+    --datasets "$DATASETS_DIR" --preset "$preset" ${checks[@]+"${checks[@]}"} ${remote[@]+"${remote[@]}"} ${REPORT:+--report "$REPORT"})
 "${inference[@]}" --check_args  # thresholds, --report, data: refused now, not after a build
-echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}"
+echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}${rpc:+, on the RPC device $rpc}"
 
 # The preset gives the model, its input and config; build_engine.py checks the preset and the model.
 "$PYTHON" "$RUN_DIR/build_engine.py" --preset "$preset" ${MODEL_PATH:+--model_path "$MODEL_PATH"} \
-    --batchsize "$batchsize" --precision "$precision" --engine_path "$engine" --target "$target"
+    --batchsize "$batchsize" --precision "$precision" --engine_path "$engine" --target "$target" ${remote[@]+"${remote[@]}"}
 

@@ -9,6 +9,7 @@ One name per thing, documented once in the README's Commands section:
     --precision P         fp16 or fp32 (tools that loop over several take P[,P])
     --engine PATH         an engine (or .onnx) to read; --engine_path is where one is written
     --datasets DIR        a folder of LMDBs;  --config YML a PaddleOCR rec config
+    --rpc HOST:PORT:KEY   build for, run on or tune on a remote device through TVM's RPC tracker
     --out PATH            an output file;     --out_dir DIR an output folder
 
 Errors that name a flag belong here, not in the library.
@@ -169,3 +170,19 @@ def add_precision(parser, **kwargs):
     parser.add_argument("--precision", type=choice("precision", PRECISIONS), metavar="{" + ",".join(PRECISIONS) + "}",
                         **kwargs)
 
+
+
+def _tracker_address(text):
+    from .rpc import TrackerAddress
+
+    try:
+        return TrackerAddress.parse(text)
+    except ToolkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+def add_rpc(parser, what: str):
+    """``--rpc HOST:PORT:KEY``: the same option on every command line and script."""
+    parser.add_argument("--rpc", type=_tracker_address, default=None, metavar="HOST:PORT:KEY",
+                        help=f"{what} on a device served under KEY by the TVM RPC tracker at HOST:PORT "
+                             f"(servers: tools/rpc_server.py)")

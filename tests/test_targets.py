@@ -27,7 +27,7 @@ def test_auto_target_prefers_igie_then_cuda_then_cpu(monkeypatch):
     monkeypatch.setattr(targets.cuda, "available", lambda: True)
     assert targets.select_target("auto").kind == "iluvatar"
     monkeypatch.setattr(targets.iluvatar, "available", lambda: False)
-    monkeypatch.setattr(targets.cuda, "resolve", lambda: ({"kind": "cuda"}, "gpu"))
+    monkeypatch.setattr(targets.cuda, "resolve", lambda remote=None: ({"kind": "cuda"}, "gpu"))
     assert targets.select_target("auto").kind == "cuda"
     monkeypatch.setattr(targets.cuda, "available", lambda: False)
     assert targets.select_target("auto").kind == "llvm"

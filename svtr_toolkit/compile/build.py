@@ -13,6 +13,7 @@ from ..engine_file import PRECISIONS, append_engine_metadata, image_damaged, rea
 from ..errors import ToolkitError, last_line, pending_interrupt
 from ..files import sha256_file, write_atomically
 from ..provenance import weights_of
+from . import fp16_accumulate
 from .onnx_passes import load_onnx, prepare_onnx
 from .precision import to_relax
 from .targets import BuildTarget
@@ -35,6 +36,7 @@ def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: 
         "target": target.spec,
         "tvm_version": tvm.__version__,
         "tuning_db": tuning_db,
+        "fp16_accumulate": fp16_accumulate.setting(precision, target.spec),  # None: fp32 accumulation
     }
 
 
@@ -81,10 +83,10 @@ def _tuning_folder(target: BuildTarget, tuning_dir, workload: str, log):
         log("tuning database not used (turned off): every kernel gets the default schedule rules")
         return None
     if tuning_dir == "auto":
-        choice = tuning.choose_database(workload)
+        choice = tuning.choose_database(workload, cpu=target.cpu)
         log(choice.line())
         return choice.folder
-    log(tuning.check_named_database(tuning_dir))
+    log(tuning.check_named_database(tuning_dir, cpu=target.cpu))
     return tuning_dir
 
 
@@ -156,7 +158,7 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     from . import tuning
 
     prepared = prepare_onnx(model, input_name, shape)
-    mod, plan = to_relax(prepared, input_name, shape, precision)
+    mod, plan = to_relax(prepared, input_name, shape, precision, meta.get("fp16_accumulate"))
     meta["precision_plan"] = plan
     log(f"precision plan: {plan}")
     note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision)

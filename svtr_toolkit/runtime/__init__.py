@@ -15,15 +15,22 @@ from ..provenance import weights_of
 from .base import Backend
 from .ort_backend import OrtBackend
 
-def load_engine(path: str) -> Backend:
-    """Open an engine on the device it was built for (IGIE engines on IGIE's graph executor)."""
+def load_engine(path: str, remote=None) -> Backend:
+    """Open an engine on the device it was built for (IGIE engines on IGIE's graph executor);
+    with ``remote`` (an ``rpc.RemoteDevice``), on that device through its RPC session."""
     meta = read_engine_metadata(path)
     if meta is None:
         raise ToolkitError(f"{path} is not an engine built by this toolkit (no build description); rebuild it")
     if image_damaged(path, meta):
         raise ToolkitError(f"{path} is damaged: its image does not match the digest in its build description; "
                            f"rebuild it")
-    if meta["target"].get("kind") == "iluvatar":
+    if remote is not None:
+        if meta["target"].get("kind") == "iluvatar":
+            raise ToolkitError("IGIE engines run on the local MR-V100 only, not through --rpc")
+        from .remote_backend import RemoteTvmBackend
+
+        backend = RemoteTvmBackend(path, meta, remote)
+    elif meta["target"].get("kind") == "iluvatar":
         from .igie_backend import IgieBackend
 
         backend = IgieBackend(path, meta)
@@ -37,10 +44,14 @@ def load_engine(path: str) -> Backend:
     return backend
 
 
-def open_backend(path: str, batch_size: int | None = None, input_name: str | None = None) -> Backend:
-    """Open an engine file or ``.onnx``; check it against the batch size and input name asked for."""
+def open_backend(path: str, batch_size: int | None = None, input_name: str | None = None,
+                 remote=None) -> Backend:
+    """Open an engine file or ``.onnx``; check it against the batch size and input name asked for.
+    ``remote``: run the engine on that RPC device instead of here."""
     if not os.path.exists(path):
         raise ToolkitError(f"engine not found: {path}")
+    if path.endswith(".onnx") and remote is not None:
+        raise ToolkitError("--rpc runs TVM engines; an .onnx file runs here on onnxruntime (drop --rpc)")
     if path.endswith(".onnx"):
         backend = OrtBackend(path)
         backend.model_sha256 = sha256_file(path)
@@ -48,7 +59,7 @@ def open_backend(path: str, batch_size: int | None = None, input_name: str | Non
         if batch_size and backend.input_shape[0] is None:
             backend.input_shape = (batch_size, *backend.input_shape[1:])
     else:
-        backend = load_engine(path)
+        backend = load_engine(path, remote)
     if input_name and input_name != backend.input_name:
         raise ToolkitError(f"{path} has input '{backend.input_name}', not '{input_name}'")
     if batch_size and backend.input_shape[0] != batch_size:

@@ -18,6 +18,7 @@ class Backend:
     model_metadata: dict = {}  # the source ONNX model's metadata_props (e.g. a PP-OCR dictionary)
     model_sha256: str | None = None  # the source ONNX model file's digest
     weights: str | None = None  # "trained" / "untrained" where the model says (svtr_toolkit.provenance)
+    device_description: str = "this machine"  # where ``run`` computes (a remote device names itself)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -5,7 +5,8 @@ TVM's own ``relax/backend/<target>/pipeline.py`` does:
 
 - ``KIND``: the TVM target kind, also the ``--target`` choice;
 - ``available()``: whether this machine can build for it (for ``--target auto``);
-- ``resolve()``: (TVM target spec as a JSON-able dict, one-line description);
+- ``resolve(remote=None)``: (TVM target spec as a JSON-able dict, one-line description), for
+  this machine or for an ``rpc.RemoteDevice``'s;
 - ``pipeline(tvm_target, database=None, report=None)``: the Relax pipeline ``tvm.compile``
   gets (``report``, a dict, learns how each kernel was scheduled where the target says);
 - ``TUNED``: whether MetaSchedule databases apply to it;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...cpu_features import CpuFeatures, host
 from ...errors import ToolkitError
 from . import cuda, iluvatar, llvm
 
@@ -35,6 +37,7 @@ TARGET_CHOICES = ("auto", *TARGETS)
 class BuildTarget:
     spec: dict  # the TVM target as a dict; its "kind" names the target module
     description: str
+    cpu: CpuFeatures | None = None  # llvm: the CPU it was resolved for (tuning databases are chosen by it)
 
     @property
     def kind(self) -> str:
@@ -50,18 +53,20 @@ class BuildTarget:
         return tvm.target.Target(self.spec)
 
 
-def resolve(kind: str) -> BuildTarget:
-    spec, description = TARGETS[kind].resolve()
-    return BuildTarget(spec, description)
+def resolve(kind: str, remote=None) -> BuildTarget:
+    spec, description = TARGETS[kind].resolve(remote)
+    cpu = (remote.cpu if remote is not None else host()) if kind == llvm.KIND else None
+    return BuildTarget(spec, description, cpu)
 
 
-def select_target(name: str) -> BuildTarget:
-    """Resolve a target choice; ``auto`` takes the first available one (IGIE, CUDA, host CPU)."""
+def select_target(name: str, remote=None) -> BuildTarget:
+    """Resolve a target choice; ``auto`` takes the first available one (IGIE, CUDA, host CPU).
+    With ``remote`` (an ``rpc.RemoteDevice``) the target is that device's, and ``auto`` is its CPU."""
     if name not in TARGET_CHOICES:
         raise ToolkitError(f"unknown target '{name}' (choose from {', '.join(TARGET_CHOICES)})")
     if name == "auto":
-        name = next(module.KIND for module in _MODULES if module.available())
-    return resolve(name)
+        name = llvm.KIND if remote is not None else next(module.KIND for module in _MODULES if module.available())
+    return resolve(name, remote)
 
 
 def host_cpu_target() -> BuildTarget:

@@ -18,11 +18,18 @@ def available() -> bool:
         return False
 
 
-def resolve():
-    """The visible device's architecture, or SVTR_CUDA_ARCH (sm_XX) to cross-compile."""
+def resolve(remote=None):
+    """The visible device's architecture (the remote's, through ``remote``), or SVTR_CUDA_ARCH
+    (sm_XX) to cross-compile."""
     import tvm
 
     arch = os.environ.get("SVTR_CUDA_ARCH") or None
+    if arch is None and remote is not None:
+        gpu = remote.session.cuda(0)
+        if not gpu.exist:
+            raise ToolkitError(f"target cuda: the remote {remote.description} has no CUDA device TVM can see")
+        major, minor = gpu.compute_version.split(".")
+        arch = f"sm_{major}{minor}"
     if arch is None:
         if not available():
             raise ToolkitError("target cuda: TVM sees no CUDA device (set SVTR_CUDA_ARCH=sm_XX to cross-compile)")

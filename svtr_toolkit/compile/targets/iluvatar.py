@@ -22,7 +22,9 @@ def available() -> bool:
     return True
 
 
-def resolve():
+def resolve(remote=None):
+    if remote is not None:
+        raise ToolkitError("target iluvatar: IGIE engines are built and run on the MR-V100 machine, not through --rpc")
     if not available():
         raise ToolkitError("target iluvatar needs the IGIE build of TVM (tvm.relay.import_model); it is not installed")
     return {"kind": KIND, "model": MODEL}, "Iluvatar MR-V100 (IGIE)"

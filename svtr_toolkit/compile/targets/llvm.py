@@ -2,6 +2,8 @@
 fits; convolutions in NHWC; the CPU's features taken from its own flags."""
 from __future__ import annotations
 
+from ...errors import ToolkitError
+
 KIND = "llvm"
 TUNED = True
 
@@ -10,17 +12,25 @@ def available() -> bool:
     return True
 
 
-def resolve():
+def resolve(remote=None):
     """LLVM's CPU name (its cost model) plus every feature the CPU's flags show, switched on
-    or off explicitly: the name alone can hide features a VM has or claim ones it lacks."""
+    or off explicitly: the name alone can hide features a VM has or claim ones it lacks.
+    ``remote`` (an ``rpc.RemoteDevice``): that device's CPU, as its server described it."""
     import tvm
 
     from ...cpu_features import host
 
-    cpu = host()
-    mcpu = tvm.target.codegen.llvm_get_system_cpu()
+    if remote is None:
+        cpu, mcpu, where = host(), tvm.target.codegen.llvm_get_system_cpu(), "host CPU"
+    else:
+        cpu, mcpu, where = remote.cpu, remote.info.get("mcpu") or "generic", f"remote CPU {remote.info.get('hostname')}"
+        here = host().arch
+        if cpu.arch != here:
+            raise ToolkitError(f"the remote is {cpu.arch} and this machine {here}: building across architectures "
+                               f"needs a cross toolchain, which this toolkit does not set up yet; build on a "
+                               f"{cpu.arch} machine (or on the device) and run there")
     spec = {"kind": KIND, "mcpu": mcpu, "num-cores": cpu.cores, "mattr": cpu.llvm_mattr()}
-    return spec, f"host CPU (llvm, mcpu={mcpu}, {cpu.describe()}, {cpu.cores} cores)"
+    return spec, f"{where} (llvm, mcpu={mcpu}, {cpu.describe()}, {cpu.cores} cores)"
 
 
 def lowering_passes(target) -> list:

@@ -27,28 +27,28 @@ def tuning_root(root: str | None = None) -> str:
     return root or os.environ.get("SVTR_TUNING_DIR") or DEFAULT_TUNING_ROOT
 
 
-def host_database_dir(root: str | None = None) -> str:
-    """Where tuning on this machine writes: one folder per CPU class, named by architecture,
-    widest vector ISA and core count (e.g. x86_64-avx2-2c); builds find databases by the
-    ``target.json`` inside, not by this name."""
+def host_database_dir(root: str | None = None, cpu=None) -> str:
+    """Where tuning for a CPU (this machine's, or ``cpu``: a remote's) writes: one folder per
+    CPU class, named by architecture, widest vector ISA and core count (e.g. x86_64-avx2-2c);
+    builds find databases by the ``target.json`` inside, not by this name."""
     from ...cpu_features import host
 
-    cpu = host()
+    cpu = cpu or host()
     return os.path.join(tuning_root(root), f"{cpu.arch}-{cpu.isa_level}-{cpu.cores}c")
 
 
-def choose_database(workload: str | None = None, root: str | None = None):
-    """The best database under the tuning root for this host (a ``selection.Choice``)."""
+def choose_database(workload: str | None = None, root: str | None = None, cpu=None):
+    """The best database under the tuning root for this host, or for ``cpu`` (a ``selection.Choice``)."""
     import tvm
 
     from ...cpu_features import host
     from .selection import choose
 
-    return choose(tuning_root(root), host(), tvm.__version__, workload)
+    return choose(tuning_root(root), cpu or host(), tvm.__version__, workload)
 
 
-def check_named_database(folder: str) -> str:
-    """A database named by hand: refused when it cannot serve this CPU; returns a line to log."""
+def check_named_database(folder: str, cpu=None) -> str:
+    """A database named by hand: refused when it cannot serve this CPU (or ``cpu``); returns a line to log."""
     import tvm
 
     from ...cpu_features import host
@@ -59,14 +59,15 @@ def check_named_database(folder: str) -> str:
     info = DatabaseInfo.read(folder)
     if info is None:
         return f"tuning database {folder} has no {MANIFEST}: its CPU is unknown, used as named"
-    verdict = judge(info, host(), tvm.__version__)
+    verdict = judge(info, cpu or host(), tvm.__version__)
     if not verdict.usable:
         raise ToolkitError(f"tuning database {folder} cannot be used on this CPU: {verdict.why}")
     return f"tuning database {shown(folder)}: {verdict.why}"
 
 
-def record_tuned_on(folder: str, workload: str) -> None:
-    """Write or extend ``target.json``: this CPU, this TVM, and one more tuned workload."""
+def record_tuned_on(folder: str, workload: str, cpu=None) -> None:
+    """Write or extend ``target.json``: the CPU tuned on (this one, or ``cpu``: a remote's), this
+    TVM, and one more tuned workload."""
     import tvm
 
     from ...cpu_features import host
@@ -74,7 +75,7 @@ def record_tuned_on(folder: str, workload: str) -> None:
 
     info = DatabaseInfo.read(folder)
     workloads = set(info.workloads) if info else set()
-    write_json(os.path.join(folder, MANIFEST), manifest(host(), tvm.__version__, workloads | {workload}),
+    write_json(os.path.join(folder, MANIFEST), manifest(cpu or host(), tvm.__version__, workloads | {workload}),
                indent=2, sort_keys=True)
 
 

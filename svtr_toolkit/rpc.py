@@ -1,0 +1,323 @@
+"""Remote devices through TVM's RPC tracker: the ``--rpc HOST:PORT:KEY`` address, sessions, and
+the description every server gives of itself.
+
+TVM ships the transport (``tvm.rpc``: tracker, servers, sessions; MetaSchedule's RPCRunner);
+this module only adds what the toolkit needs around it:
+
+- a server started by ``tools/rpc_server.py`` answers ``svtr_toolkit.device_info`` with its
+  architecture, cpuinfo text, cores and TVM version, so a build can target the remote CPU
+  (not this one) and a version mismatch is refused before anything is uploaded;
+- asking the tracker for a session is bounded in time, and every failure is one sentence
+  saying what the tracker holds (servers registered under the key, how many are busy);
+- ``LocalPool`` starts a tracker and N servers on 127.0.0.1 as separate processes (a try-out,
+  the tests) and stops them, process groups and all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .cpu_features import CpuFeatures, parse_cpuinfo
+from .errors import ToolkitError, last_line
+from .paths import in_repo
+
+DEVICE_INFO_FUNC = "svtr_toolkit.device_info"
+WAIT_ENV = "SVTR_RPC_WAIT_S"  # how long to wait for a free server (default DEFAULT_WAIT_S)
+DEFAULT_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class TrackerAddress:
+    host: str
+    port: int
+    key: str
+
+    @classmethod
+    def parse(cls, text: str) -> "TrackerAddress":
+        host, _, rest = (text or "").partition(":")
+        port, _, key = rest.partition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or not key:
+            raise ToolkitError(f"--rpc must look like HOST:PORT:KEY (the tracker's address and the servers' key, "
+                               f"e.g. 127.0.0.1:9190:svtr-cpu), got '{text}'")
+        return cls(host, int(port), key)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}:{self.key}"
+
+
+def device_info() -> dict:
+    """What this machine is, as a server reports it to its clients."""
+    import tvm
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            cpuinfo = fh.read()
+    except OSError:
+        cpuinfo = ""
+    try:
+        mcpu = tvm.target.codegen.llvm_get_system_cpu()
+    except Exception:  # a runtime-only TVM has no LLVM
+        mcpu = None
+    return {"arch": platform.machine(), "cpuinfo": cpuinfo, "cores": len(os.sched_getaffinity(0)),
+            "threads": int(os.environ.get("TVM_NUM_THREADS") or len(os.sched_getaffinity(0))),
+            "mcpu": mcpu, "tvm_version": tvm.__version__, "hostname": socket.gethostname()}
+
+
+def register_device_info() -> None:
+    """The server-side half: make ``device_info`` callable over RPC (a server init callback)."""
+    import tvm_ffi
+
+    tvm_ffi.register_global_func(DEVICE_INFO_FUNC, lambda: json.dumps(device_info()), override=True)
+
+
+@dataclass(frozen=True)
+class TrackerState:
+    registered: int  # servers under the key
+    free: int
+    pending: int  # requests waiting for one
+    keys: tuple  # every key the tracker holds
+
+    def busy_line(self, key: str) -> str:
+        return (f"{self.registered} server(s) registered under key '{key}', {self.registered - self.free} busy, "
+                f"{self.pending} request(s) waiting")
+
+
+def tracker_state(address: TrackerAddress) -> TrackerState:
+    """The tracker's own summary for the key; one clear error when the tracker cannot be reached."""
+    from tvm import rpc
+
+    try:
+        # TVM's tracker client retries a refused connection for a minute: probe once first.
+        socket.create_connection((address.host, address.port), timeout=10).close()
+        tracker = rpc.connect_tracker(address.host, address.port)
+        summary = tracker.summary()
+        tracker.close()
+    except (OSError, RuntimeError) as exc:
+        raise ToolkitError(f"cannot reach the RPC tracker at {address.host}:{address.port} ({last_line(exc)}); "
+                           f"start one with `python -m tvm.exec.rpc_tracker --port {address.port}` or fix --rpc")
+    keys = tuple(sorted({item["key"].split(":", 1)[-1] for item in summary.get("server_info", [])}))
+    registered = sum(1 for item in summary.get("server_info", []) if item["key"].split(":", 1)[-1] == address.key)
+    queue = summary.get("queue_info", {}).get(address.key, {})
+    return TrackerState(registered, int(queue.get("free", 0)), int(queue.get("pending", 0)), keys)
+
+
+@dataclass
+class RemoteDevice:
+    """An open session on one server under the key, and what that server said it is."""
+
+    address: TrackerAddress
+    session: object  # tvm.rpc.RPCSession
+    info: dict
+    cpu: CpuFeatures = field(init=False)
+
+    def __post_init__(self):
+        self.cpu = parse_cpuinfo(self.info.get("cpuinfo", ""), self.info.get("arch"), self.info.get("cores"))
+
+    @property
+    def description(self) -> str:
+        return (f"{self.info.get('hostname', '?')} ({self.cpu.describe()}, {self.info.get('threads')} threads) "
+                f"via RPC tracker {self.address.host}:{self.address.port} key '{self.address.key}'")
+
+    def missing_features(self, mattr) -> list:
+        """Features an engine's LLVM target switched on (``+avx512f``) that this CPU lacks."""
+        return sorted(a[1:] for a in mattr or [] if a.startswith("+") and a[1:] not in self.cpu.features)
+
+    def close(self) -> None:
+        """Give the server back to the tracker (the session ends when its last handle goes)."""
+        import gc
+
+        self.session = None
+        gc.collect()
+
+
+def wait_seconds() -> float:
+    text = os.environ.get(WAIT_ENV)
+    try:
+        return float(text) if text else DEFAULT_WAIT_S
+    except ValueError:
+        raise ToolkitError(f"{WAIT_ENV} must be a number of seconds, got '{text}'")
+
+
+def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevice:
+    """A session on a free server under the key, within ``wait_s``; checks its TVM version."""
+    import tvm
+    from tvm import rpc
+    from tvm.rpc import base
+
+    wait_s = wait_seconds() if wait_s is None else wait_s
+    state = tracker_state(address)
+    if not state.registered:
+        held = ", ".join(f"'{k}'" for k in state.keys) or "none"
+        raise ToolkitError(f"no RPC server is registered under key '{address.key}' at the tracker "
+                           f"{address.host}:{address.port} (keys there: {held})")
+    tracker = rpc.connect_tracker(address.host, address.port)
+    try:
+        # The tracker answers a request when a server is free; the socket's timeout bounds the wait,
+        # and closing the socket withdraws the request.
+        tracker._sock.settimeout(wait_s)
+        base.sendjson(tracker._sock, [base.TrackerCode.REQUEST, address.key, "", 1])
+        reply = base.recvjson(tracker._sock)
+    except socket.timeout:
+        tracker.close()
+        raise ToolkitError(f"no free RPC server under key '{address.key}' within {wait_s:g} s: "
+                           f"{tracker_state(address).busy_line(address.key)} (wait longer with {WAIT_ENV})")
+    except OSError as exc:
+        raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} dropped the request ({last_line(exc)})")
+    tracker.close()
+    if reply[0] != base.TrackerCode.SUCCESS:
+        raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} refused the request: {reply}")
+    host, port, matchkey = reply[1]
+    try:
+        session = rpc.connect(host, port, matchkey, session_timeout=0)
+        describe = session.get_function(DEVICE_INFO_FUNC)
+    except (OSError, RuntimeError) as exc:
+        raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' did not take the session "
+                           f"({last_line(exc)})")
+    except Exception as exc:  # tvm_ffi: the function is not registered there
+        raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' does not describe itself "
+                           f"({last_line(exc)}): start it with `python tools/rpc_server.py --tracker HOST:PORT --key KEY`, "
+                           f"which builds can target and whose TVM version can be checked")
+    info = json.loads(describe())
+    if info.get("tvm_version") != tvm.__version__:
+        raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' runs TVM {info.get('tvm_version')} "
+                           f"and this machine TVM {tvm.__version__}: engines and tuning records do not carry across "
+                           f"versions; install apache-tvm=={tvm.__version__} there")
+    return RemoteDevice(address, session, info)
+
+
+def remote_call(device: RemoteDevice, what: str, call):
+    """``call()``, with a server that dies or drops the connection turned into one clear error."""
+    from .errors import pending_interrupt
+
+    try:
+        return call()
+    except ToolkitError:
+        raise
+    except Exception as exc:
+        if pending_interrupt() is not None:
+            raise pending_interrupt() from None
+        raise ToolkitError(f"the RPC server under key '{device.address.key}' failed during {what} "
+                           f"({last_line(exc) or exc.__class__.__name__}); nothing was written")
+
+
+# --------------------------------------------------------------------------- a local pool
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalPool:
+    """A tracker and ``servers`` RPC servers on 127.0.0.1, each its own process group.
+
+    For trying the RPC path out on one machine and for the tests; real devices run
+    ``python -m tvm.exec.rpc_tracker`` and ``tools/rpc_server.py`` themselves (README).
+    ``threads``: TVM threads per server (so N servers on one machine do not fight over cores).
+    """
+
+    def __init__(self, servers: int = 2, key: str = "svtr-local", threads: int | None = None,
+                 log_dir: str | None = None, port: int | None = None):
+        import tempfile
+
+        if servers < 1:
+            raise ToolkitError(f"a pool needs at least one server, got {servers}")
+        self.key, self.count, self.threads = key, servers, threads
+        self.port = port or _free_port()
+        self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="svtr-rpc-")
+        self.log_dir = log_dir or self._tmp.name
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.tracker = None
+        self.servers: list = []
+
+    @property
+    def address(self) -> TrackerAddress:
+        return TrackerAddress("127.0.0.1", self.port, self.key)
+
+    def log_path(self, name: str) -> str:
+        return os.path.join(self.log_dir, f"{name}.log")
+
+    def _spawn(self, name: str, args: list, env: dict | None = None) -> subprocess.Popen:
+        log = open(self.log_path(name), "w")
+        env = dict(os.environ, **(env or {}))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [in_repo(), env.get("PYTHONPATH")]))
+        try:
+            return subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+        finally:
+            log.close()
+
+    def start(self, timeout_s: float = 60.0) -> "LocalPool":
+        self.tracker = self._spawn("tracker", ["-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                               "--port", str(self.port), "--port-end", str(self.port + 1), "--silent"])
+        server_env = {"TVM_NUM_THREADS": str(self.threads)} if self.threads else None
+        for i in range(self.count):
+            port = _free_port()
+            self.servers.append(self._spawn(f"server{i}", [in_repo("tools", "rpc_server.py"), "--tracker",
+                                                           f"127.0.0.1:{self.port}", "--key", self.key,
+                                                           "--host", "127.0.0.1", "--port", str(port),
+                                                           "--port_end", str(port + 100)], server_env))
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    if tracker_state(self.address).registered >= self.count:
+                        return self
+                except ToolkitError:
+                    pass  # the tracker is still starting
+                dead = [p for p in [self.tracker, *self.servers] if p.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    why = "a process exited" if dead else f"not all servers registered within {timeout_s:g} s"
+                    raise ToolkitError(f"the local RPC pool did not start ({why}); logs in {self.log_dir}")
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill_server(self, index: int) -> None:
+        """SIGKILL one server's whole process group: a device that dies mid-run."""
+        _signal_group(self.servers[index], signal.SIGKILL)
+        self.servers[index].wait()
+
+    def stop(self) -> None:
+        for proc in [*self.servers, self.tracker]:
+            if proc is not None and proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        for proc in [*self.servers, self.tracker]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        for proc in [*self.servers, self.tracker]:  # sessions forked by a server live in its group
+            if proc is not None:
+                _signal_group(proc, signal.SIGKILL)
+        self.servers, self.tracker = [], None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _signal_group(proc: subprocess.Popen, sig) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
