@@ -3,6 +3,8 @@
 fp16 keeps two parts fp32 and converts the recogniser between them with Relax's
 ToMixedPrecision (fp32 accumulation): the STN/TPS rectifier, since converting the whole
 graph loses the argmax, and the CTC head, whose fp16 logits swap near-tied characters.
+Where the CPU has fp16 arithmetic the recogniser's matmuls then accumulate in fp16 with an
+fp32 sum every K-chunk (``fp16_accumulate``).
 """
 from __future__ import annotations
 
@@ -55,14 +57,26 @@ def emulate_fp16_plan(model, input_name: str, shape: tuple, rounding: str = "all
     return emulate_fp16_storage(prepared, region, rounding), plan
 
 
-def to_relax(model, input_name: str, shape: tuple, precision: str):
+def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: dict | None = None):
     """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
 
     fp16 converts the parts ``fp16_plan`` marks with ToMixedPrecision (fp32 accumulation),
     each part its own function in the module. exp/erf/tanh/softmax become TVM's fast
     (polynomial) forms, which LLVM vectorises: otherwise each element is a scalar libm call,
     and GELU and softmax then take a large share of a tuned CPU engine's time.
+    ``accumulate`` (``fp16_accumulate.setting``'s value, for fp16): the fp16 parts' matmuls
+    accumulate in fp16 with an fp32 sum every ``accumulate["chunk"]`` terms.
     """
+    mod, plan = _to_relax(model, input_name, shape, precision)
+    if precision != "fp16" or not accumulate:
+        return mod, plan
+    from .fp16_accumulate import describe, rewrite_matmuls
+
+    mod, count = rewrite_matmuls(mod, accumulate["chunk"])
+    return mod, f"{plan}; {describe(accumulate)}, {count} matmuls"
+
+
+def _to_relax(model, input_name: str, shape: tuple, precision: str):
     import tvm
     from tvm import relax
 

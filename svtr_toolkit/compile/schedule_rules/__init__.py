@@ -7,6 +7,7 @@ that none did), for the build's report.
 """
 from __future__ import annotations
 
+from .chunked_contraction import ChunkedContraction
 from .contraction import TiledContraction
 from .injective import Injective, ParallelFallback
 from .reduction import RowReduction
@@ -19,7 +20,7 @@ def default_rules() -> list:
     # Contractions before row reductions: a matmul with an elementwise epilogue also
     # matches dlight's Reduction pattern (reduction then injective), and would lose its
     # register tiling there.
-    return [TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False), Injective(),
+    return [ChunkedContraction(), TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False), Injective(),
             ParallelFallback()]
 
 
