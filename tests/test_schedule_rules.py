@@ -110,3 +110,103 @@ def test_rules_are_tried_in_order_contraction_first():
     # a matmul with an elementwise epilogue also fits the row-reduction pattern
     assert names.index("contraction") < names.index("row-reduction")
     assert names[-1] == "parallel-fallback"
+
+
+def scheduled_kernels(build, *shapes):
+    """{kernel name: (rule name, scheduled TIR text)} for main(*params) = build(*params),
+    lowered with the llvm target's passes and scheduled by the first rule that takes it."""
+    from svtr_toolkit.compile.schedule_rules import first_rule
+    from svtr_toolkit.compile.targets import llvm
+
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"p{i}", relax.TensorType(shape, "float32")) for i, shape in enumerate(shapes)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(build(*params))
+        bb.emit_func_output(out)
+    target = host_cpu_target().tvm_target()
+    with target:
+        mod = tvm.transform.Sequential(llvm.lowering_passes(target))(bb.get())
+    kernels = {}
+    for gvar, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            name, sch = first_rule(func, target)
+            kernels[gvar.name_hint] = (name, sch.mod["main"].script() if sch is not None else None)
+    return kernels
+
+
+@pytest.mark.parametrize("width", [100, 50, 200, 64])
+def test_softmax_rows_are_vectorised_without_guards_reductions_included(width):
+    """Rows of 50/100/200 split into whole vectors plus a bounds test make TVM's vectoriser
+    scalarise the guarded blocks (the exponential included): the row is split by a divisor
+    instead, the max and the sum reduce into vector partials (rfactor), one parallel loop
+    runs over the rows."""
+    kernels = scheduled_kernels(lambda x: relax.op.nn.softmax(x, axis=-1), (2, 4, 30, width))
+    (rule, text), = kernels.values()
+    assert rule == "row-reduction"
+    assert "T.where" not in text
+    assert text.count("T.parallel") == 1
+    assert "maxelem_rf" in text and "expsum_rf" in text
+    assert text.count("T.vectorized") >= 5  # both partials, their inits, exp/normalise
+    run, _ = compile_one(lambda x: relax.op.nn.softmax(x, axis=-1), (2, 4, 30, width))
+    x = data(2, 4, 30, width) * 8
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(run(x), e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_statistics_are_row_reductions():
+    def build(x):
+        mean = relax.op.mean(x, axis=[-1], keepdims=True)
+        centred = relax.op.subtract(x, mean)
+        var = relax.op.mean(relax.op.multiply(centred, centred), axis=[-1], keepdims=True)
+        return relax.op.divide(centred, relax.op.sqrt(relax.op.add(var, relax.const(1e-5, "float32"))))
+
+    kernels = scheduled_kernels(build, (3, 100, 128))
+    reductions = [text for rule, text in kernels.values() if rule == "row-reduction"]
+    assert reductions and all(text.count("T.parallel") == 1 and "T.where" not in text for text in reductions)
+    run, report = compile_one(build, (3, 100, 128))
+    assert None not in report.values()
+    x = data(3, 100, 128)
+    c = x - x.mean(-1, keepdims=True)
+    np.testing.assert_allclose(run(x), c / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def tps_like(x, *weights):
+    """SVTR's exported TPS grid: out[b, p, c] = sum_k w_k[p] * x[b, k, c], one product and one
+    sum per k (paddle2onnx unrolls the matmul)."""
+    total = None
+    for k, w in enumerate(weights):
+        term = relax.op.multiply(w, relax.op.strided_slice(x, axes=[1], begin=[k], end=[k + 1]))
+        total = term if total is None else relax.op.add(total, term)
+    return total
+
+
+@pytest.mark.parametrize("points", [400, 4])
+def test_products_over_the_batch_are_computed_per_batch_row_with_their_own_roundings(points):
+    """Kept products (their own stores, so no FMA contraction) over [batch, points, 2] would
+    each be a pass through memory; they are computed per batch index under the one parallel
+    loop instead, and the sum still rounds every product and every addition on its own:
+    bit-identical to numpy's float32 arithmetic in the graph's order. Products only a few
+    vectors long per batch row keep their own passes (LLVM would unroll their loops and
+    forward the stored products into FMAs)."""
+    batch, k = 16, 6
+    shapes = [(batch, k, 2)] + [(points, 1)] * k
+    kernels = scheduled_kernels(tps_like, *shapes)
+    (rule, text), = kernels.values()
+    assert rule == "injective"
+    assert text.count("T.parallel") == (1 if points == 400 else k + 1)
+    run, _ = compile_one(tps_like, *shapes)
+    arrays = [data(*shape, seed=i) for i, shape in enumerate(shapes)]
+    x, weights = arrays[0], arrays[1:]
+    expected = weights[0] * x[:, 0:1, :]
+    for n, w in enumerate(weights[1:], start=1):
+        expected = expected + w * x[:, n:n + 1, :]
+    np.testing.assert_array_equal(run(*arrays), expected)
+
+
+def test_small_batches_keep_one_parallel_pass_per_product():
+    """With fewer batch rows than a few per core, the per-batch loop could not feed the cores:
+    each product keeps its own parallel pass, and so does the sum reading them."""
+    shapes = [(1, 4, 2)] + [(400, 1)] * 4
+    (rule, text), = scheduled_kernels(tps_like, *shapes).values()
+    assert rule == "injective" and text.count("T.parallel") == 4 + 1

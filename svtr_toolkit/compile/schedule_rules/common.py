@@ -77,12 +77,19 @@ def read_vars(block_stmt) -> list[set]:
     return used
 
 
-def vectorise_nest(sch, block, target) -> bool:
+def vectorise_nest(sch, block, target, under=None) -> bool:
     """A loop nest of one injective block: its innermost axis vectorised, the rest one parallel
     loop. When the innermost axis is a whole number of vectors the loops are fused first, so
     short rows still fill vectors; otherwise the innermost axis alone is vectorised (a fused
-    index would turn contiguous loads into gathers)."""
+    index would turn contiguous loads into gathers). With ``under`` (a loop the block was
+    computed at, already parallel) only the loops inside it, and they stay serial."""
     loops = sch.get_loops(block)
+    if under is not None:
+        anchor = sch.get(under)
+        position = next(n for n, loop in enumerate(loops) if sch.get(loop).same_as(anchor))
+        loops = loops[position + 1:]
+        if not loops:
+            return True
     extents = [int_extent(sch, loop) for loop in loops]
     if not loops or None in extents:
         return False
@@ -94,7 +101,8 @@ def vectorise_nest(sch, block, target) -> bool:
     outer, vector = sch.split(loops[-1], [None, inner])
     if len(loops) > 1:
         outer = sch.fuse(*loops[:-1], outer)
-    sch.parallel(outer)
+    if under is None:
+        sch.parallel(outer)
     if inner > 1:
         sch.vectorize(vector)
     return True

@@ -25,10 +25,56 @@ class Injective(CpuRule):
                 kept.append(block.block_rv)
             else:
                 sch.compute_inline(block.block_rv)
-        for block in kept + [blocks[-1].block_rv]:
-            if not vectorise_nest(sch, block, target):
+        final = blocks[-1].block_rv
+        under, anchored = _shared_outer_loop(sch, kept, final, target)
+        if under is not None:
+            # Products kept apart, each over the whole tensor, would make as many passes
+            # through memory (the STN's TPS grid: some forty products and sums over
+            # batch x grid points). Computed per outermost index (the batch) under one
+            # parallel loop instead, each product's slice is still stored and read back -
+            # the same roundings - but from cache, and the threads start once.
+            for block in reversed(anchored):
+                sch.compute_at(block, under, preserve_unit_loops=False)
+            sch.parallel(under)
+        for block in kept + [final]:
+            inside = under if any(block.same_as(b) for b in anchored + [final]) else None
+            if not vectorise_nest(sch, block, target, inside):
                 return False
         return True
+
+
+# Per outer index, a product this small is a loop LLVM unrolls whole; it then forwards the
+# stored products to the sums that read them and contracts the pairs into FMAs after all.
+# Those stay separate parallel passes (they are small).
+MIN_ANCHORED_ELEMENTS = 512
+
+
+def _shared_outer_loop(sch, kept, final, target):
+    """(The final block's outermost loop, the kept products to compute under it) when the
+    large products span the same outermost axis (so computing them per index of it
+    recomputes nothing) and it has enough iterations to share among the cores; else
+    (None, [])."""
+    from .common import int_extent
+
+    outer = sch.get_loops(final)[0]
+    extent = int_extent(sch, outer)
+    cores = int(target.attrs.get("num-cores") or 1)
+    if not kept or extent is None or extent < 4 * cores:
+        return None, []
+    anchored = []
+    for block in kept:
+        loops = sch.get_loops(block)
+        extents = [int_extent(sch, loop) for loop in loops]
+        if None in extents or extents[0] != extent:
+            return None, []
+        size = 1
+        for e in extents[1:]:
+            size *= e
+        if size >= MIN_ANCHORED_ELEMENTS:
+            anchored.append(block)
+    if len(anchored) < 2:
+        return None, []
+    return outer, anchored
 
 
 def _is_product(block) -> bool:
