@@ -112,9 +112,10 @@ def test_rules_are_tried_in_order_contraction_first():
     assert names[-1] == "parallel-fallback"
 
 
-def scheduled_kernels(build, *shapes):
+def scheduled_kernels(build, *shapes, target=None):
     """{kernel name: (rule name, scheduled TIR text)} for main(*params) = build(*params),
-    lowered with the llvm target's passes and scheduled by the first rule that takes it."""
+    lowered with the llvm target's passes and scheduled by the first rule that takes it
+    (for ``target``, a tvm Target; default: this host's)."""
     from svtr_toolkit.compile.schedule_rules import first_rule
     from svtr_toolkit.compile.targets import llvm
 
@@ -124,7 +125,7 @@ def scheduled_kernels(build, *shapes):
         with bb.dataflow():
             out = bb.emit_output(build(*params))
         bb.emit_func_output(out)
-    target = host_cpu_target().tvm_target()
+    target = target or host_cpu_target().tvm_target()
     with target:
         mod = tvm.transform.Sequential(llvm.lowering_passes(target))(bb.get())
     kernels = {}
@@ -210,3 +211,35 @@ def test_small_batches_keep_one_parallel_pass_per_product():
     shapes = [(1, 4, 2)] + [(400, 1)] * 4
     (rule, text), = scheduled_kernels(tps_like, *shapes).values()
     assert rule == "injective" and text.count("T.parallel") == 4 + 1
+
+
+AVX2_2_CORES = {"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2", "+fma"], "num-cores": 2}
+
+
+def conv3x3_nhwc(x, w):
+    return relax.op.nn.conv2d(x, w, padding=1, data_layout="NHWC", kernel_layout="HWIO")
+
+
+def test_a_packed_panel_serves_many_rows_on_small_maps():
+    """A 3x3 convolution over a 2x4 map with 128 input channels: its weight panel (K=1152 x 16)
+    is packed; per (image, output row) it would be copied for one 4-wide row tile, so the
+    images and rows go inside the j-tile loop, which alone is the parallel loop."""
+    shapes = [(8, 2, 4, 128), (3, 3, 128, 128)]
+    kernels = scheduled_kernels(conv3x3_nhwc, *shapes, target=tvm.target.Target(AVX2_2_CORES))
+    (text,) = [text for rule, text in kernels.values() if rule == "contraction"]
+    assert "_global" in text  # the packed panel (cache_read)
+    assert text.count("T.parallel(") == 1 and "T.parallel(T.int64(8))" in text  # 128 / 16 j-tiles
+    run, _ = compile_one(conv3x3_nhwc, *shapes)
+    x, w = data(*shapes[0]), data(*shapes[1], seed=1)
+    reference = conv_nchw(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), 1).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(run(x, w), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_a_long_matmul_keeps_its_batch_outside_the_panel():
+    """Enough rows per (batch, j-tile) already: the batch stays outside, so each batch's rows
+    stay in cache across its j-tiles."""
+    shapes = [(4, 50, 1024), (1024, 64)]
+    kernels = scheduled_kernels(lambda a, b: relax.op.matmul(a, b), *shapes,
+                                target=tvm.target.Target(AVX2_2_CORES))
+    (rule, text), = kernels.values()
+    assert rule == "contraction" and "_global" in text and "T.parallel(T.int64(16))" in text  # 4 x 64/16

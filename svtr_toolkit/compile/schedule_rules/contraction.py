@@ -20,6 +20,8 @@ from .rule import CpuRule
 # Panels of the reused operand from this size on are packed: beyond the L1 data cache,
 # its strided rows evict each other; below it, packing costs more than it saves.
 PANEL_BYTES = 48 * 1024
+# Output rows computed against each packed panel: enough to pay for the copy many times over.
+PANEL_ROWS = 48
 
 
 class TiledContraction(CpuRule):
@@ -100,18 +102,21 @@ class TiledContraction(CpuRule):
             mr = divisor_near(extents[row], rows)
             io, ii = sch.split(s_loops[row], [None, mr])
             outer_spatial = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
-            sch.reorder(*outer_spatial, jo, io, *r_loops, ii, ji)
             tile_inner = [ii, ji]
             panel = _reused_operand(sch, main, spatial, row)
             if panel is not None and _extent(sch, r_loops) * nr * stmt.reads[panel].source.dtype.bits // 8 < PANEL_BYTES:
                 panel = None  # small enough to stay cached where it lies
-            tasks = _extent(sch, outer_spatial + [jo])
-            if panel is not None and tasks >= 4 * _cores(target):
+            keep = None if panel is None else _outside_panel(sch, outer_spatial, jo, _extent(sch, [io]) * mr,
+                                                              4 * _cores(target))
+            if keep is not None:
                 # j-tiles outside i-tiles, the reused operand's K x nr panel copied once per
                 # j-tile into contiguous memory: read in place, its rows lie a whole row
                 # length apart and collide in a few L1 sets; packed, the panel stays in L1
-                # while every row block streams past it.
-                tile = sch.fuse(*outer_spatial, jo)
+                # while every row block streams past it. Outer axes go inside the j-tile
+                # until a panel serves PANEL_ROWS rows (a convolution over a 2x4 map
+                # would otherwise pack its whole panel for a single row tile).
+                sch.reorder(*outer_spatial[:keep], jo, *outer_spatial[keep:], io, *r_loops, ii, ji)
+                tile = sch.fuse(*outer_spatial[:keep], jo)
                 sch.parallel(tile)
                 packed = sch.cache_read(main.block_rv, panel, "global")
                 sch.compute_at(packed, tile, preserve_unit_loops=True)
@@ -120,6 +125,7 @@ class TiledContraction(CpuRule):
                     sch.vectorize(inner)
                 anchor = io
             else:
+                sch.reorder(*outer_spatial, jo, io, *r_loops, ii, ji)
                 tile = anchor = sch.fuse(*outer_spatial, jo, io)
                 sch.parallel(tile)
         else:
@@ -172,6 +178,27 @@ def _feeds_vectors(sch, producer, main, spatial) -> bool:
     j = spatial[-1].var.name
     stmt = sch.get(main.block_rv)
     return any(written(region.source) and j in used for region, used in zip(stmt.reads, read_vars(stmt)))
+
+
+def _outside_panel(sch, outer, jo, rows_per_tile: int, tasks: int) -> int | None:
+    """How many of the ``outer`` spatial loops stay outside the j-tile loop when the reused
+    operand is packed per parallel task: as many as leave at least PANEL_ROWS output rows per
+    packed panel, then more if the tasks would not feed every core; None when even all of
+    them give too few tasks (no packing then)."""
+    extents = [int_extent(sch, loop) or 1 for loop in outer]
+    keep = 0
+    for count in range(len(outer), -1, -1):
+        inner = rows_per_tile
+        for extent in extents[count:]:
+            inner *= extent
+        if inner >= PANEL_ROWS:
+            keep = count
+            break
+    while _extent(sch, outer[:keep] + [jo]) < tasks:
+        if keep == len(outer):
+            return None
+        keep += 1
+    return keep
 
 
 def _reused_operand(sch, main, spatial, row: int) -> int | None:
