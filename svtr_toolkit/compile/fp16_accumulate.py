@@ -27,16 +27,18 @@ import os
 from ..errors import ToolkitError
 
 # 64 terms. Accuracy (golden SVTR-Tiny weights, this CPU's emulated fp16, against
-# onnxruntime fp32, measured at chunks 16/32/64/128/whole K): argmax agreement does not move
-# (100 % on the 14 golden rows, 99.7-99.8 % on 140 IIIT5K crops for every chunk and for fp32
-# accumulation alike: the flips are fp16 storage's), while the mean |diff| grows with the
-# chunk (IIIT5K: 6.85e-5 with fp32 accumulation; 7.1e-5 at 16-32, 7.4e-5 at 64, 7.5e-5 at
-# 128, 8.6e-5 for the whole K). Speed: each chunk ends with one fp16->fp32 widening and one
-# fp32 add per output vector (~4 vector ops for a 32-lane fp16 tile row) against ``chunk``
-# fp16 FMAs: ~6 % of the FMA work at 64, 25 % at 16, 3 % at 128. 64 keeps the mean |diff|
+# onnxruntime fp32, chunks 16/32/64/128/whole K, two builds): argmax agreement does not
+# follow the chunk (14 golden rows: 99.7-100 %, the one flip the row with the smallest top-2
+# margin, 0.016; 140 IIIT5K crops: 99.7-99.9 % for every chunk and for fp32 accumulation
+# alike, the flips near-ties), while the mean |diff| grows with it (IIIT5K: 6.9e-5 with fp32
+# accumulation; 7.0-7.1e-5 at 16-32, 7.3-7.4e-5 at 64, 7.4-7.5e-5 at 128, 8.6e-5 for the
+# whole K). Speed: each chunk ends, per 32-lane fp16 accumulator, with
+# two widenings, an extract and two fp32 adds (5 instructions) against ``chunk`` fp16 FMAs:
+# ~8 % of the FMA count at 64, ~30 % at 16, ~4 % at 128. 64 keeps the mean |diff|
 # within 8 % of the fp32-accumulating engine's at a few per cent of overhead; attention's
 # head-dim products (K = 32) and stage 1's linear layers (K = 64) are then one chunk.
-# (Speed not measured: that needs an avx512_fp16 CPU.)
+# (Speed not measured: that needs an avx512_fp16 CPU. The emulation rounds each product to
+# fp16 before adding it; vfmadd231ph rounds once, so these errors are an upper side.)
 DEFAULT_CHUNK = 64
 ENV_MODE = "SVTR_FP16_ACCUMULATE"  # auto (default) | on | off
 ENV_CHUNK = "SVTR_FP16_CHUNK"  # terms per fp16 partial sum; "none" (or 0): the whole K in fp16
