@@ -243,3 +243,15 @@ def test_a_long_matmul_keeps_its_batch_outside_the_panel():
                                 target=tvm.target.Target(AVX2_2_CORES))
     (rule, text), = kernels.values()
     assert rule == "contraction" and "_global" in text and "T.parallel(T.int64(16))" in text  # 4 x 64/16
+
+
+def test_narrow_outputs_are_one_register_tile_wide():
+    """Attention's value product (output 32 wide = 4 AVX2 vectors): one j-tile across the whole
+    width, so each row of the attention matrix is read and broadcast once, not once per half."""
+    shapes = [(2, 2, 40, 40), (2, 2, 40, 32)]
+    (rule, text), = scheduled_kernels(lambda a, b: relax.op.matmul(a, b), *shapes,
+                                      target=tvm.target.Target(AVX2_2_CORES)).values()
+    assert rule == "contraction" and "T.vectorized(T.int64(32))" in text
+    run, _ = compile_one(lambda a, b: relax.op.matmul(a, b), *shapes)
+    a, b = data(*shapes[0]), data(*shapes[1], seed=1)
+    np.testing.assert_allclose(run(a, b), a @ b, rtol=1e-4, atol=1e-4)

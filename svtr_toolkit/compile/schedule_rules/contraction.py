@@ -22,6 +22,8 @@ from .rule import CpuRule
 PANEL_BYTES = 48 * 1024
 # Output rows computed against each packed panel: enough to pay for the copy many times over.
 PANEL_ROWS = 48
+# Output widths up to this many vectors are one register tile wide.
+WHOLE_ROW_VECTORS = 4
 
 
 class TiledContraction(CpuRule):
@@ -93,6 +95,11 @@ class TiledContraction(CpuRule):
         s_loops, r_loops = loops[:len(spatial)], loops[len(spatial):]
 
         nr = vector_factor(extents[len(spatial) - 1], lanes)
+        if self.broadcast_operand and extents[len(spatial) - 1] % lanes == 0 \
+                and extents[len(spatial) - 1] <= WHOLE_ROW_VECTORS * lanes:
+            # Narrow outputs (attention's value product: 32 wide) in one j-tile: split in
+            # two, every row of the broadcast operand is read and broadcast twice.
+            nr = extents[len(spatial) - 1]
         jo, ji = sch.split(s_loops[-1], [None, nr])
         if self.broadcast_operand:
             row = _row_axis(spatial, read_vars(sch.get(main.block_rv)))
