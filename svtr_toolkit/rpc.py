@@ -145,9 +145,9 @@ def wait_seconds() -> float:
         raise ToolkitError(f"{WAIT_ENV} must be a number of seconds, got '{text}'")
 
 
-def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevice:
-    """A session on a free server under the key, within ``wait_s``; checks its TVM version."""
-    import tvm
+def request_session(address: TrackerAddress, wait_s: float | None = None, session_timeout_s: float = 0):
+    """A session on a free server under the key, within ``wait_s`` (TVM's own request waits
+    forever, also when every server has gone)."""
     from tvm import rpc
     from tvm.rpc import base
 
@@ -175,20 +175,35 @@ def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevic
         raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} refused the request: {reply}")
     host, port, matchkey = reply[1]
     try:
-        session = rpc.connect(host, port, matchkey, session_timeout=0)
-        describe = session.get_function(DEVICE_INFO_FUNC)
+        return rpc.connect(host, port, matchkey, session_timeout=session_timeout_s)
     except (OSError, RuntimeError) as exc:
         raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' did not take the session "
                            f"({last_line(exc)})")
+
+
+def tuning_session(rpc_config):
+    """MetaSchedule's RPCRunner ``f_create_session``: ``request_session`` for one candidate, so a
+    round whose servers have all gone ends instead of waiting for ever."""
+    address = TrackerAddress(rpc_config.tracker_host, int(rpc_config.tracker_port), rpc_config.tracker_key)
+    return request_session(address, session_timeout_s=rpc_config.session_timeout_sec)
+
+
+def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevice:
+    """A session on a free server under the key, within ``wait_s``; checks its TVM version."""
+    import tvm
+
+    session = request_session(address, wait_s)
+    try:
+        describe = session.get_function(DEVICE_INFO_FUNC)
     except Exception as exc:  # tvm_ffi: the function is not registered there
-        raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' does not describe itself "
-                           f"({last_line(exc)}): start it with `python tools/rpc_server.py --tracker HOST:PORT --key KEY`, "
-                           f"which builds can target and whose TVM version can be checked")
+        raise ToolkitError(f"the RPC server under key '{address.key}' does not describe itself "
+                           f"({last_line(exc)}): start it with `python tools/rpc_server.py --tracker HOST:PORT "
+                           f"--key KEY`, whose CPU builds can target and whose TVM version can be checked")
     info = json.loads(describe())
     if info.get("tvm_version") != tvm.__version__:
-        raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' runs TVM {info.get('tvm_version')} "
-                           f"and this machine TVM {tvm.__version__}: engines and tuning records do not carry across "
-                           f"versions; install apache-tvm=={tvm.__version__} there")
+        raise ToolkitError(f"the RPC server {info.get('hostname')} under key '{address.key}' runs TVM "
+                           f"{info.get('tvm_version')} and this machine TVM {tvm.__version__}: engines and tuning "
+                           f"records do not carry across versions; install apache-tvm=={tvm.__version__} there")
     return RemoteDevice(address, session, info)
 
 

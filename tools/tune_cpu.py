@@ -3,11 +3,14 @@
     python tools/tune_cpu.py --model_path SVTR_opt.onnx --input x:32,3,64,256 \
         --precision fp32 --budget_min 30
     python tools/tune_cpu.py --preset ppocrv4 --batchsize 32 --precision fp16 --budget_min 30
+    python tools/tune_cpu.py --batchsize 32 --budget_min 30 --rpc 10.0.0.5:9190:svtr-cpu   # on N boards at once
 
 The database lands in tuning/<arch>-<isa>-<cores>c/ (e.g. tuning/x86_64-avx2-2c) with a
 target.json saying what it was tuned on; build_engine.py uses it on any CPU it is compatible
 with (see tuning/README.md). Tuning is resumable: a rerun continues
-with the kernels that have not had their trials yet, until --budget_min runs out.
+with the kernels that have not had their trials yet, until --budget_min runs out. With --rpc
+the candidates are built here and timed on every server under the key in parallel, and the
+database is the remote CPU's.
 """
 import _repo  # noqa: F401  (the checkout on sys.path)
 from svtr_toolkit import cli
@@ -25,13 +28,17 @@ def main(argv=None):
     parser.add_argument("--budget_min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
     parser.add_argument("--trials_per_task", type=int, default=64, help="trials for each heavy kernel (default 64)")
     parser.add_argument("--light_trials", type=int, default=8, help="trials for kernels under 1%% of the FLOPs")
-    parser.add_argument("--database", default=None, help="database folder (default tuning/<arch>-<isa>-<cores>c for this CPU)")
+    parser.add_argument("--database", default=None, help="database folder (default tuning/<arch>-<isa>-<cores>c for "
+                                                         "the CPU tuned on)")
+    cli.add_rpc(parser, "time the candidates (built here)")
     args = parser.parse_args(argv)
 
     from svtr_toolkit.compile import tuning
     from svtr_toolkit.compile.onnx_passes import load_onnx, prepare_onnx
+    from svtr_toolkit.compile import fp16_accumulate
     from svtr_toolkit.compile.precision import to_relax
-    from svtr_toolkit.compile.targets import host_cpu_target
+    from svtr_toolkit import rpc
+    from svtr_toolkit.compile.targets import host_cpu_target, resolve
     from svtr_toolkit.compile.tuning.selection import workload_key
     from svtr_toolkit.errors import ToolkitError
 
@@ -42,17 +49,25 @@ def main(argv=None):
     precisions = cli.parse_precisions(args.precision)
     if args.budget_min <= 0 or args.trials_per_task < 1 or args.light_trials < 1:
         raise ToolkitError("--budget_min, --trials_per_task and --light_trials must be positive")
-    target = host_cpu_target()
-    folder = args.database or tuning.host_database_dir()
+    if args.rpc:
+        pool = rpc.tracker_state(args.rpc).busy_line(args.rpc.key)
+        remote = rpc.connect(args.rpc)  # what the device is, and its TVM version; the server goes back at once
+        target = resolve("llvm", remote)
+        print(f"remote device: {remote.description}; {pool}", flush=True)
+        remote.close()
+    else:
+        target = host_cpu_target()
+    folder = args.database or tuning.host_database_dir(cpu=target.cpu)
     prepared = prepare_onnx(load_onnx(model_path), input_name, shape)
     print(f"tuning for {target.description} into {folder}, budget {args.budget_min:g} min", flush=True)
     budget = args.budget_min * 60
     for precision in precisions:
-        mod, plan = to_relax(prepared, input_name, shape, precision)
+        # the same kernels the build will make for this target (fp16: K-chunked where it applies)
+        mod, plan = to_relax(prepared, input_name, shape, precision, fp16_accumulate.setting(precision, target.spec))
         print(f"{precision}: {plan}", flush=True)
         summary = tuning.tune(mod, target.tvm_target(), folder, time_budget_s=budget,
-                              trials_per_task=args.trials_per_task, light_trials=args.light_trials)
-        tuning.record_tuned_on(folder, workload_key(input_name, shape, precision))
+                              trials_per_task=args.trials_per_task, light_trials=args.light_trials, remote=args.rpc)
+        tuning.record_tuned_on(folder, workload_key(input_name, shape, precision), cpu=target.cpu)
         budget -= summary["seconds"]
         left = summary["remaining_trials"]
         print(f"{precision}: {summary['tasks']} kernels, {summary['seconds']:.0f} s, "

@@ -8,6 +8,9 @@ import os
 import sys
 import time
 
+from ...errors import ToolkitError
+from ...paths import REPO_ROOT
+from ...rpc import tracker_state, tuning_session
 from ...threads import use_all_cpu_cores
 from .builder import forking_builder
 from .coverage import extract_tasks, task_flops, task_key
@@ -18,12 +21,15 @@ from .versus_rules import compare_with_rules
 
 
 def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int = 64, light_trials: int = 8,
-         trials_per_round: int = 16, log=print) -> dict:
+         trials_per_round: int = 16, log=print, remote=None) -> dict:
     """Tune ``mod``'s kernels into the database at ``folder`` until done or out of time.
 
     Tasks are visited heaviest first (FLOPs x occurrences), in rounds of at most
     ``trials_per_round`` trials, so a short budget is spent where it matters. Progress is
     saved after each task, and a rerun resumes where the last one stopped.
+
+    ``remote`` (an ``rpc.TrackerAddress``): candidates are built here and timed on every server
+    the tracker holds under the key, in parallel (MetaSchedule's RPCRunner).
     """
     tasks = extract_tasks(mod, target)
     tasks.sort(key=lambda t: -task_flops(t) * t.weight)
@@ -35,10 +41,16 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
     skipped = [t.task_name for t, k in keyed if k in stuck]
     if skipped:
         log(f"{len(skipped)} kernel(s) skipped as stuck (see {STUCK_FILE}): " + ", ".join(short(n) for n in skipped))
-    threads = use_all_cpu_cores()  # candidates are timed with the pool the engine will run with
-    log(f"timing candidates with {threads} threads")
+    if remote is None:
+        threads = use_all_cpu_cores()  # candidates are timed with the pool the engine will run with
+        log(f"timing candidates with {threads} threads")
+        runner = _local_runner()
+    else:
+        servers = tracker_state(remote).registered
+        log(f"timing candidates on {servers} RPC server(s) under key '{remote.key}' at {remote.host}:{remote.port}")
+        runner = _rpc_runner(remote, servers)
     start = time.monotonic()
-    search = _Search(folder, database)
+    search = _Search(folder, database, runner)
     bar = _progress_bar(sum(wanted.values()), sum(min(progress.get(k, 0), n) for k, n in wanted.items()))
     try:
         while time.monotonic() - start < time_budget_s:
@@ -54,6 +66,8 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
                 progress[key] = progress.get(key, 0) + trials
                 bar.update(trials)
                 write_state(os.path.join(folder, PROGRESS_FILE), progress)
+                if remote is not None:
+                    _check_servers_left(remote, database)
             wanted = plan(database, keyed, trials_per_task, light_trials)  # a pass can show a kernel slow for its FLOPs
             bar.total = sum(wanted.values())
     finally:
@@ -61,7 +75,7 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
         search.close()
     if os.path.isfile(os.path.join(folder, PROGRESS_FILE)):
         compact(folder, log)
-        compare_with_rules(folder, keyed, target, log)
+        compare_with_rules(folder, keyed, target, log, remote=remote)
     remaining = sum(max(0, n - progress.get(k, 0)) for k, n in wanted.items() if k not in stuck)
     return {"tasks": len(tasks), "seconds": round(time.monotonic() - start, 1), "remaining_trials": remaining}
 
@@ -72,18 +86,48 @@ def _progress_bar(total, initial):
     return tqdm(total=total, initial=initial, unit="trial", desc="tuning", file=sys.stderr)
 
 
+def _evaluator_config():
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40)
+
+
+def _local_runner():
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.runner.LocalRunner(evaluator_config=_evaluator_config())
+
+
+def _rpc_runner(remote, servers: int):
+    """One worker per server: each takes a session from the tracker per candidate, so N servers
+    time N candidates at once. Sessions come from ``rpc.tuning_session``, which gives up when no
+    server is free within the wait; the workers (new processes) import it from this checkout."""
+    from tvm.s_tir import meta_schedule as ms
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))
+    config = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port, tracker_key=remote.key,
+                                 session_priority=1, session_timeout_sec=120)
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=_evaluator_config(), max_workers=max(1, servers),
+                               f_create_session=tuning_session)
+
+
+def _check_servers_left(remote, database) -> None:
+    """Every server gone: stop with what was measured kept (each round is committed as it ends)."""
+    if tracker_state(remote).registered == 0:
+        raise ToolkitError(f"every RPC server under key '{remote.key}' left the tracker at {remote.host}:"
+                           f"{remote.port} during tuning; the database keeps the {len(database)} records "
+                           f"measured so far: restart the servers and rerun to resume")
+
+
 class _Search:
     """One MetaSchedule round per call, its kernel marked in flight while it runs."""
 
-    def __init__(self, folder, database):
+    def __init__(self, folder, database, runner):
         import tempfile
-
-        from tvm.s_tir import meta_schedule as ms
 
         self.database = database
         self.inflight = os.path.join(folder, INFLIGHT_FILE)
-        self.runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1,
-                                                                                         min_repeat_ms=40))
+        self.runner = runner
         self.builder = forking_builder()
         self.logs = tempfile.TemporaryDirectory()
 

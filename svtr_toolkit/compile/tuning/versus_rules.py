@@ -8,6 +8,7 @@ apply the database without those records (``open_for_build``).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -41,27 +42,44 @@ def open_for_build(folder: str):
     return kept
 
 
-def _timer(func, target, number: int = 3):
-    """A function that times one call of the compiled kernel (best of ``number``) on fixed inputs."""
+_UPLOADED = itertools.count()
+
+
+def _timer(func, target, number: int = 3, remote=None):
+    """A function that times one call of the compiled kernel (best of ``number``) on fixed inputs,
+    here or on ``remote`` (an ``rpc.RemoteDevice``)."""
+    import tempfile
+
     import numpy as np
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+    if remote is None:
+        module, device = lib.mod, tvm.cpu()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            name = f"kernel_{next(_UPLOADED)}.so"  # a fresh name: dlopen hands back a path it has loaded
+            lib.export_library(os.path.join(tmp, name))
+            remote.session.upload(os.path.join(tmp, name))
+        module, device = remote.session.load_module(name), remote.session.cpu(0)
     rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in info.shape]).astype(str(info.dtype)), tvm.cpu())
+    args = [tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in info.shape]).astype(str(info.dtype)), device)
             for info in ms.arg_info.ArgInfo.from_prim_func(func)]
-    evaluator = lib.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=1, min_repeat_ms=20)
+    evaluator = module.time_evaluator("main", device, number=number, repeat=1, min_repeat_ms=20)
     return lambda: evaluator(*args).results[0]
 
 
-def compare_with_rules(folder: str, keyed_tasks, target, log=print, rounds: int = 3) -> dict:
-    """Time each kernel's best record against the default rules; write and return the wins."""
+def compare_with_rules(folder: str, keyed_tasks, target, log=print, rounds: int = 3, remote=None) -> dict:
+    """Time each kernel's best record against the default rules; write and return the wins.
+    ``remote`` (an ``rpc.TrackerAddress``): timed on one server under that key."""
+    from ...rpc import connect
     from ..schedule_rules import first_rule
 
     database = open_database(folder)
     if database is None:
         return {}
+    device = connect(remote) if remote is not None else None
     wins, compared = {}, 0
     for task, key in keyed_tasks:
         module = task.dispatched[0]
@@ -73,8 +91,8 @@ def compare_with_rules(folder: str, keyed_tasks, target, log=print, rounds: int 
         if not records or ruled is None:
             continue
         try:
-            timers = {"record": _timer(records[0].as_measure_candidate().sch.mod["main"], target),
-                      "rule": _timer(ruled.mod["main"], target)}
+            timers = {"record": _timer(records[0].as_measure_candidate().sch.mod["main"], target, remote=device),
+                      "rule": _timer(ruled.mod["main"], target, remote=device)}
         except Exception as exc:  # a record that no longer builds: the rule wins by default
             log(f"{task.task_name[:50]}: its record does not build ({exc.__class__.__name__}); the rule is used")
             wins[key] = {"kernel": task.task_name, "rule_s": None, "record_s": None}
@@ -83,6 +101,8 @@ def compare_with_rules(folder: str, keyed_tasks, target, log=print, rounds: int 
         compared += 1
         if best["rule"] <= best["record"]:
             wins[key] = {"kernel": task.task_name, "rule_s": best["rule"], "record_s": best["record"]}
+    if device is not None:
+        device.close()
     write_json(os.path.join(folder, RULES_WIN_FILE), wins, indent=1, sort_keys=True)
     log(f"the default rules beat the tuned schedule on {len(wins)} of {compared} kernels; builds use the rules there")
     return wins
