@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from .cpu_features import CpuFeatures, parse_cpuinfo
-from .errors import ToolkitError, last_line
+from .errors import ToolkitError, last_line, pending_interrupt
 from .paths import in_repo
 
 DEVICE_INFO_FUNC = "svtr_toolkit.device_info"
@@ -209,8 +209,6 @@ def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevic
 
 def remote_call(device: RemoteDevice, what: str, call):
     """``call()``, with a server that dies or drops the connection turned into one clear error."""
-    from .errors import pending_interrupt
-
     try:
         return call()
     except ToolkitError:

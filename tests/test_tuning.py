@@ -1,6 +1,7 @@
 """MetaSchedule tuning: plan, resumable progress, and the build applying the database."""
 import json
 import os
+import time
 
 import onnx
 import pytest
@@ -198,3 +199,25 @@ def test_shipped_database_covers_svtr_on_its_cpu_class(golden_export):
         target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": info.cores, "mattr": mattr})
         hit, total, fraction = tuning.coverage(mod, target, info.folder)
         assert fraction >= 0.95, f"{info.folder}: {hit}/{total} kernels, {fraction:.1%} of FLOPs"
+
+
+def _sleep_then_name(seconds):
+    if seconds < 0:
+        raise ValueError("bad candidate")
+    time.sleep(seconds)
+    return f"artifact-{seconds}"
+
+
+def test_candidates_build_side_by_side_and_a_slow_one_is_killed():
+    from svtr_toolkit.compile.tuning.builder import build_in_children
+
+    start = time.monotonic()
+    done = build_in_children([1.0, 1.0], _sleep_then_name, timeout_s=30, workers=2)
+    assert done == [("ok", "artifact-1.0"), ("ok", "artifact-1.0")]
+    assert time.monotonic() - start < 1.9, "two 1 s builds with two workers run at once"
+
+    start = time.monotonic()
+    done = build_in_children([60.0, -1, 0.0], _sleep_then_name, timeout_s=1.5, workers=1)
+    assert done[0] == ("error", "build timed out after 2 s") and done[2] == ("ok", "artifact-0.0")
+    assert done[1] == ("error", "ValueError: bad candidate")
+    assert time.monotonic() - start < 20
