@@ -19,7 +19,7 @@ from .precision import to_relax
 from .targets import BuildTarget
 
 # Bump when the build recipe changes in a way that changes the engine: old engines go stale.
-RECIPE_VERSION = 2  # 2: default schedule rules, CPU features in the target
+RECIPE_VERSION = 3  # 2: default schedule rules, CPU features in the target; 3: vectorised row reductions, panel/tile changes, K-chunked fp16 where the CPU has fp16 arithmetic
 
 
 def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
