@@ -19,9 +19,9 @@ __all__ = ["CpuRule", "default_rules", "first_rule", "ApplyRules"]
 def default_rules() -> list:
     # Contractions before row reductions: a matmul with an elementwise epilogue also
     # matches dlight's Reduction pattern (reduction then injective), and would lose its
-    # register tiling there.
-    return [ChunkedContraction(), TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False), Injective(),
-            ParallelFallback()]
+    # register tiling there. The K-chunked fp16 matmul is recognised by its block names only.
+    return [ChunkedContraction(), TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False),
+            Injective(), ParallelFallback()]
 
 
 def first_rule(func, target, rules=None):
