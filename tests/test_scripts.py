@@ -68,6 +68,9 @@ def test_performance_script_reports_fps_and_checks_it(env):
     (("--batch", "8"), {}, "unknown argument '--batch'"),
     (("--preset", "nope"), {}, "unknown model preset 'nope'"),
     ((), {"MODEL_PATH": "/nonexistent/model.onnx"}, "/nonexistent/model.onnx not found"),
+    (("--rpc", "localhost:9190"), {}, "--rpc must look like HOST:PORT:KEY"),
+    ((), {"RPC": "localhost:x:key"}, "--rpc must look like HOST:PORT:KEY"),
+    (("--rpc",), {}, "--rpc needs a value"),
 ])
 def test_bad_setup_is_one_error_line(env, args, overrides, message):
     base, tmp = env
