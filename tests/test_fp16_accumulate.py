@@ -238,6 +238,7 @@ def test_forced_chunked_fp16_engine_keeps_argmax_on_golden_rows(golden_export, s
     assert meta["fp16_accumulate"] == {"chunk": fa.DEFAULT_CHUNK}
     assert f"K-chunk {fa.DEFAULT_CHUNK}" in meta["precision_plan"] and "rectifier fp32" in meta["precision_plan"]
     assert meta["schedules"]["rules"].get("chunked-contraction", 0) > 0
+    assert meta["schedules"]["unscheduled"] == [], "every kernel of the chunked plan has a rule"
     out = runtime.load_engine(path).run(x)
     reference = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     agreement = np.mean(out.argmax(-1) == reference.argmax(-1))
