@@ -221,3 +221,25 @@ def test_candidates_build_side_by_side_and_a_slow_one_is_killed():
     assert done[0] == ("error", "build timed out after 2 s") and done[2] == ("ok", "artifact-0.0")
     assert done[1] == ("error", "ValueError: bad candidate")
     assert time.monotonic() - start < 20
+
+
+def test_tuning_loads_the_cpu_tensor_intrinsics_only():
+    """MetaSchedule's TuneContext imports every target's tensor intrinsics (seconds of TVMScript
+    parsing, CUDA's most of it); the tuner loads the CPU ones first, and the rest stay importable."""
+    code = (
+        "import sys\n"
+        "from svtr_toolkit.compile.tuning.loop import _load_cpu_tensor_intrinsics\n"
+        "_load_cpu_tensor_intrinsics()\n"
+        "from tvm.s_tir import TensorIntrin\n"
+        "from tvm.s_tir.meta_schedule import TuneContext\n"
+        "TuneContext(target='llvm')\n"
+        "assert TensorIntrin.get('dot_16x4_vnni') is not None\n"
+        "assert 'tvm.s_tir.tensor_intrin.cuda' not in sys.modules\n"
+        "import tvm.s_tir.tensor_intrin.cuda\n"
+        "print('ok')\n")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
