@@ -58,9 +58,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    from svtr_toolkit import rpc
     from svtr_toolkit.compile.build import build_engine
     from svtr_toolkit.compile.targets import select_target
-    from svtr_toolkit import rpc
     from svtr_toolkit.evaluate import parity
     from svtr_toolkit.runtime import load_engine
 

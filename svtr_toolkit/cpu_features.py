@@ -98,11 +98,20 @@ def parse_cpuinfo(text: str, arch: str | None = None, cores: int | None = None) 
     return CpuFeatures(arch, frozenset(features), model, cores or processors or 1)
 
 
-def host() -> CpuFeatures:
-    """This machine: its cpuinfo, and the cores this process may run on."""
+def cpuinfo_text() -> str:
+    """This machine's ``/proc/cpuinfo`` ("" where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
+            return fh.read()
     except OSError:
-        text = ""
-    return parse_cpuinfo(text, _normalise_arch(platform.machine()), len(os.sched_getaffinity(0)))
+        return ""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def host() -> CpuFeatures:
+    """This machine: its cpuinfo, and the cores this process may run on."""
+    return parse_cpuinfo(cpuinfo_text(), _normalise_arch(platform.machine()), usable_cores())

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .cpu_features import CpuFeatures, parse_cpuinfo
+from .cpu_features import CpuFeatures, cpuinfo_text, parse_cpuinfo, usable_cores
 from .errors import ToolkitError, last_line, pending_interrupt
 from .paths import in_repo
 
@@ -57,16 +57,12 @@ def device_info() -> dict:
     import tvm
 
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            cpuinfo = fh.read()
-    except OSError:
-        cpuinfo = ""
-    try:
         mcpu = tvm.target.codegen.llvm_get_system_cpu()
     except Exception:  # a runtime-only TVM has no LLVM
         mcpu = None
-    return {"arch": platform.machine(), "cpuinfo": cpuinfo, "cores": len(os.sched_getaffinity(0)),
-            "threads": int(os.environ.get("TVM_NUM_THREADS") or len(os.sched_getaffinity(0))),
+    cores = usable_cores()
+    return {"arch": platform.machine(), "cpuinfo": cpuinfo_text(), "cores": cores,
+            "threads": int(os.environ.get("TVM_NUM_THREADS") or cores),
             "mcpu": mcpu, "tvm_version": tvm.__version__, "hostname": socket.gethostname()}
 
 

@@ -11,19 +11,24 @@ from svtr_toolkit.compile.schedule_rules.common import CpuShape, divisor_near, v
 from svtr_toolkit.compile.targets import host_cpu_target  # noqa: E402
 
 
-def compile_one(build, *shapes):
-    """Compile main(*params) = build(*params) with the llvm target's pipeline; returns the
-    VM function and the {kernel: schedule} report."""
+def main_module(build, *shapes):
+    """An IRModule whose main(*params) = build(*params), one float32 param per shape."""
     bb = relax.BlockBuilder()
     params = [relax.Var(f"p{i}", relax.TensorType(shape, "float32")) for i, shape in enumerate(shapes)]
     with bb.function("main", params):
         with bb.dataflow():
             out = bb.emit_output(build(*params))
         bb.emit_func_output(out)
+    return bb.get()
+
+
+def compile_one(build, *shapes):
+    """Compile main(*params) = build(*params) with the llvm target's pipeline; returns the
+    VM function and the {kernel: schedule} report."""
     target = host_cpu_target()
     tvm_target = target.tvm_target()
     report = {}
-    executable = tvm.compile(bb.get(), tvm_target, relax_pipeline=target.module.pipeline(tvm_target, None, report))
+    executable = tvm.compile(main_module(build, *shapes), tvm_target, relax_pipeline=target.module.pipeline(tvm_target, None, report))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     return (lambda *arrays: vm["main"](*[tvm.runtime.tensor(a, tvm.cpu()) for a in arrays]).numpy()), report
 
@@ -119,15 +124,9 @@ def scheduled_kernels(build, *shapes, target=None):
     from svtr_toolkit.compile.schedule_rules import first_rule
     from svtr_toolkit.compile.targets import llvm
 
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"p{i}", relax.TensorType(shape, "float32")) for i, shape in enumerate(shapes)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(build(*params))
-        bb.emit_func_output(out)
     target = target or host_cpu_target().tvm_target()
     with target:
-        mod = tvm.transform.Sequential(llvm.lowering_passes(target))(bb.get())
+        mod = tvm.transform.Sequential(llvm.lowering_passes(target))(main_module(build, *shapes))
     kernels = {}
     for gvar, func in mod.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc):

@@ -14,6 +14,7 @@ import os
 import _repo  # noqa: F401  (the checkout on sys.path)
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
+from svtr_toolkit.cpu_features import usable_cores
 
 
 def _init_server():  # runs in the server's worker process, which imports the package again
@@ -38,8 +39,7 @@ def main(argv=None):
         raise cli.ToolkitError(f"--tracker must look like HOST:PORT, got '{args.tracker}'")
     # Sized before the server starts: its worker processes inherit the pool size. TVM's default
     # would use half the cores on x86 (see svtr_toolkit/threads.py).
-    os.environ["TVM_NUM_THREADS"] = str(args.threads or os.environ.get("TVM_NUM_THREADS")
-                                        or len(os.sched_getaffinity(0)))
+    os.environ["TVM_NUM_THREADS"] = str(args.threads or os.environ.get("TVM_NUM_THREADS") or usable_cores())
     from tvm import rpc
 
     server = rpc.Server(args.host, args.port, args.port_end, tracker_addr=(host, int(port)), key=args.key,

@@ -15,8 +15,6 @@ from .tvm_backend import TvmBackend
 
 class RemoteTvmBackend(TvmBackend):
     def __init__(self, path: str, meta: dict, remote: RemoteDevice):
-        from tvm import relax
-
         kind = meta["target"]["kind"]
         missing = remote.missing_features(meta["target"].get("mattr")) if kind == "llvm" else []
         if missing:
@@ -26,21 +24,23 @@ class RemoteTvmBackend(TvmBackend):
             raise ToolkitError(f"{path} was built with TVM {meta.get('tvm_version')}, the remote runs "
                                f"{remote.info.get('tvm_version')}; rebuild it")
         self.remote = remote
-        self.metadata = meta
-        self.input_name = meta["input_name"]
-        self.input_shape = tuple(meta["input_shape"])
-        self.model_metadata = meta.get("model_metadata", {})
-        self.name = f"tvm-{kind}-{meta['precision']}@{remote.address.key}"
+        super().__init__(path, meta)
+        self.name += f"@{remote.address.key}"
         self.device_description = remote.description
-        session = remote.session
+
+    def _load(self, path, kind):
+        """(device, Relax VM) on the remote, the engine uploaded through its session."""
+        from tvm import relax
+
+        session = self.remote.session
         name = os.path.basename(path)
 
         def load():
             session.upload(path, name)
-            self.device = session.cpu(0) if kind == "llvm" else session.device(kind, 0)
-            return relax.VirtualMachine(session.load_module(name), self.device)
+            device = session.cpu(0) if kind == "llvm" else session.device(kind, 0)
+            return device, relax.VirtualMachine(session.load_module(name), device)
 
-        self.vm = remote_call(remote, f"loading {name}", load)
+        return remote_call(self.remote, f"loading {name}", load)
 
     def run(self, batch):
         return remote_call(self.remote, "a batch", lambda: super(RemoteTvmBackend, self).run(batch))

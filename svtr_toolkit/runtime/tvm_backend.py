@@ -26,18 +26,22 @@ class TvmBackend(Backend):
     name = "tvm"
 
     def __init__(self, path, meta):
-        import tvm
-        from tvm import relax
-
         self.metadata = meta
         self.input_name = meta["input_name"]
         self.input_shape = tuple(meta["input_shape"])
         self.model_metadata = meta.get("model_metadata", {})
         kind = meta["target"]["kind"]
-        self.device = open_device(kind)
         self.name = f"tvm-{kind}-{meta['precision']}"
+        self.device, self.vm = self._load(path, kind)
+
+    def _load(self, path, kind):
+        """(device, Relax VM) for the engine at ``path``, here."""
+        import tvm
+        from tvm import relax
+
+        device = open_device(kind)
         try:
-            self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), self.device)
+            return device, relax.VirtualMachine(tvm.runtime.load_module(path), device)
         except Exception as exc:
             raise ToolkitError(f"cannot load engine {path}: {last_line(exc)}")
 

@@ -6,6 +6,8 @@ import select
 import signal
 import time
 
+from ...cpu_features import usable_cores
+
 
 def build_in_children(items, build_one, timeout_s: float, workers: int) -> list:
     """``build_one(item)`` (an artifact path) for every item, each in a forked child, at most
@@ -77,7 +79,7 @@ def forking_builder(timeout_s: float = 60.0, workers: int | None = None):
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
 
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or usable_cores()
 
     def build_one(item):
         return default_export(default_build(item.mod, item.target, None))
