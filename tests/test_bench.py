@@ -425,6 +425,33 @@ def test_sweep_builds_once_when_no_database_fits(monkeypatch, tmp_path):
     assert len(lines) == 2 and all("same build" in line and "timed once" in line for line in lines)
 
 
+def test_sweep_adds_one_fp16_engine_per_chunk_setting(monkeypatch, tmp_path):
+    from svtr_toolkit.compile.fp16_accumulate import parse_variants
+    from svtr_toolkit.cpu_features import host
+
+    monkeypatch.setenv("SVTR_TUNING_DIR", str(tmp_path / "empty"))
+    variants = parse_variants("off,32,none")
+    plans = bench.plan_builds("x", (3, 64, 256), [8], ["fp32"], "eng", "svtr", log=lambda *_: None,
+                              fp16_variants=variants)
+    assert [(p["contender"], p["precision"], p["accumulate"]) for p in plans[1:]] == [
+        ("tvm-fp16-fp32acc", "fp16", {"mode": "off", "chunk": None}),
+        ("tvm-fp16-k32", "fp16", {"mode": "on", "chunk": 32}),
+        ("tvm-fp16-wholeK", "fp16", {"mode": "on", "chunk": 0})]
+    assert [p["path"] for p in plans[1:]] == ["eng/svtr_bs_8_fp16_fp32acc.so", "eng/svtr_bs_8_fp16_k32.so",
+                                              "eng/svtr_bs_8_fp16_wholeK.so"]
+    emulated = not host().has_fp16_arithmetic
+    assert [("emulated" in p["note"]) for p in plans[1:]] == [False, emulated, emulated]
+
+
+@pytest.mark.parametrize("text, says", [("32,32", "twice"), ("64,,128", "empty"), ("0.5", "terms"),
+                                        ("-8", "terms"), ("fast", "terms")])
+def test_fp16_chunk_lists_are_checked(text, says):
+    from svtr_toolkit.compile.fp16_accumulate import parse_variants
+
+    with pytest.raises(ToolkitError, match=says):
+        parse_variants(text)
+
+
 # ----------------------------------------------------------------------------- a whole run, tiny
 def test_run_reports_correctness_for_every_contender(monkeypatch, tiny, built, tmp_path):
     """onnxruntime, a TVM engine and (where installed) OpenVINO on the tiny model: every
@@ -453,3 +480,29 @@ def test_run_reports_correctness_for_every_contender(monkeypatch, tiny, built, t
     without = bench.run_benchmark(tiny, [], [2], rounds=1, min_sample_s=1e-3, openvino=False,
                                   log=lambda *_: None, progress=False)
     assert {r["contender"] for r in without["results"]} == {bench.ORT_NAME}
+
+
+def test_run_times_each_fp16_chunk_setting_as_its_own_engine(monkeypatch, tiny, tmp_path):
+    """--fp16_chunks: the tiny model's fp16 engines with fp32 accumulation and with chunks of 32
+    are built as asked (whatever this CPU's default), timed, checked, and each is set against
+    the peak of what it computes in."""
+    from svtr_toolkit.bench import driver
+    from svtr_toolkit.compile.fp16_accumulate import parse_variants
+    from svtr_toolkit.runtime import load_engine
+
+    fake_peak = {"gemm_n": 8, "repeats": 1, "cores": 1, "fp32_probe": "fake", "all_cores_flops": 1e9,
+                 "one_core_flops": 1e9, "fp16_arithmetic": False, "fp16_probe": None, "fp16_flops": None}
+    monkeypatch.setattr(driver, "measure_peak", lambda *a, **k: dict(fake_peak))
+    monkeypatch.setenv("SVTR_TUNING_DIR", str(tmp_path / "no-databases"))
+    report = bench.run_benchmark(tiny, [], [2], rounds=1, min_sample_s=1e-3, build=True, precisions=[],
+                                 engine_dir=str(tmp_path), openvino=False, log=lambda *_: None, progress=False,
+                                 fp16_variants=parse_variants("off,32"))
+    rows = {r["contender"]: r for r in report["results"]}
+    assert set(rows) == {bench.ORT_NAME, "tvm-fp16-fp32acc", "tvm-fp16-k32"}
+    built = {b["contender"]: load_engine(b["path"]).metadata for b in report["settings"]["tvm_builds"]}
+    assert built["tvm-fp16-fp32acc"]["fp16_accumulate"] is None
+    assert built["tvm-fp16-k32"]["fp16_accumulate"] == {"chunk": 32}
+    assert "K-chunk 32" in built["tvm-fp16-k32"]["precision_plan"]
+    assert rows["tvm-fp16-fp32acc"]["arithmetic"] == "fp32" and rows["tvm-fp16-k32"]["arithmetic"] == "fp16"
+    for name in ("tvm-fp16-fp32acc", "tvm-fp16-k32"):
+        assert rows[name]["median_img_per_s"] > 0 and rows[name]["argmax_agreement"] >= 0.9, rows[name]

@@ -94,3 +94,5 @@ def test_fp16_build_says_when_the_cpu_has_no_fp16_arithmetic(mattr, says):
     note = llvm.precision_note({"kind": "llvm", "mattr": mattr}, "fp16")
     assert (note is not None and "fp16 storage with fp32 arithmetic" in note) == says
     assert llvm.precision_note({"kind": "llvm", "mattr": mattr}, "fp32") is None
+    forced = llvm.precision_note({"kind": "llvm", "mattr": mattr}, "fp16", {"chunk": 64})
+    assert (forced is not None and "emulated" in forced) == says  # the plan forced where fp16 is emulated

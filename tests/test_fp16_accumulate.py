@@ -57,6 +57,17 @@ def test_on_by_default_only_where_the_cpu_has_fp16_arithmetic(env):
         fa.setting("fp16", XEON_FP16)
 
 
+def test_explicit_settings_override_the_environment(env):
+    env.setenv(fa.ENV_MODE, "off")
+    env.setenv(fa.ENV_CHUNK, "128")
+    assert fa.setting("fp16", EPYC_AVX2, mode="on", chunk=16) == {"chunk": 16}
+    assert fa.setting("fp16", EPYC_AVX2, mode="on") == {"chunk": 128}  # the chunk still from the environment
+    assert fa.setting("fp16", XEON_FP16, mode="off") is None
+    assert fa.setting("fp32", XEON_FP16, mode="on", chunk=16) is None
+    with pytest.raises(ToolkitError, match="choose from"):
+        fa.setting("fp16", XEON_FP16, mode="sometimes")
+
+
 def test_the_setting_is_part_of_the_engine_identity(env):
     target = BuildTarget(XEON_FP16, "test xeon")
     built = build_identity("sha", "x", (14, 3, 64, 256), "fp16", target)
@@ -68,6 +79,11 @@ def test_the_setting_is_part_of_the_engine_identity(env):
     old = build_identity("sha", "x", (14, 3, 64, 256), "fp16", BuildTarget(EPYC_AVX2, "epyc"))
     old.pop("fp16_accumulate")
     assert stale_reasons(old, build_identity("sha", "x", (14, 3, 64, 256), "fp16", BuildTarget(EPYC_AVX2, "epyc"))) == []
+    # an engine built with explicit settings (the benchmark's variants) is stale under other ones
+    k32 = build_identity("sha", "x", (14, 3, 64, 256), "fp16", target, accumulate={"mode": "on", "chunk": 32})
+    assert k32["fp16_accumulate"] == {"chunk": 32}
+    assert stale_reasons(k32, build_identity("sha", "x", (14, 3, 64, 256), "fp16", target,
+                                             accumulate={"mode": "off", "chunk": None}))
 
 
 def test_chunks_are_as_even_as_the_limit_allows():
@@ -177,32 +193,46 @@ def test_chunking_keeps_long_sums_near_fp32():
     assert fp32 < chunked
 
 
-def basic_blocks(asm):
-    """The assembly's straight-line runs: a new one at every label and after every jump."""
+def basic_blocks(asm, branch=r"\s+j[a-z]+\s"):
+    """The assembly's straight-line runs: a new one at every label and after every jump
+    (``branch``: the jump mnemonics, x86's by default)."""
     blocks, current = [], []
     for line in asm.splitlines():
         if re.match(r"[.\w$]+:", line):
             blocks.append("\n".join(current))
             current = []
         current.append(line)
-        if re.match(r"\s+j[a-z]+\s", line):
+        if re.match(branch, line):
             blocks.append("\n".join(current))
             current = []
     return blocks + ["\n".join(current)]
 
 
-def test_an_avx512_fp16_cpu_gets_fp16_fmas_and_one_conversion_per_chunk():
-    executable, report = compile_matmul((64, 256), (256, 96), 64, spec=XEON_FP16)
+NEOVERSE_N1 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "neoverse-n1", "num-cores": 2,
+               "mattr": parse_cpuinfo((CPUINFO / "neoverse_n1_arm.txt").read_text()).llvm_mattr()}
+
+
+@pytest.mark.parametrize("spec, branch, fma, full_width, conversions, widen_and_add", [
+    # avx512_fp16: 32 fp16 lanes per vfmadd231ph; widening is vcvtph2ps, the fp32 sum vaddps
+    (XEON_FP16, r"\s+j[a-z]+\s", "vfmadd231ph", r"vfmadd231ph\s+[^\n]*%zmm",
+     r"vcvtph2ps|vcvtps2ph|vaddps|vfmadd\d+ps", (r"vcvtph2ps", r"vaddps")),
+    # ARMv8.2 fullfp16 (Neoverse N1): 8 fp16 lanes per fmla .8h; widening is fcvtl/fcvtl2
+    (NEOVERSE_N1, r"\s+(b(\.\w+)?|cbn?z|tbn?z)\s", "fmla", r"fmla\s+v\d+\.8h",
+     r"fcvtl|fcvtn|\.4s", (r"fcvtl", r"fadd\s+v\d+\.4s")),
+], ids=["x86-avx512fp16", "arm-fullfp16"])
+def test_an_fp16_cpu_gets_fp16_fmas_and_one_conversion_per_chunk(spec, branch, fma, full_width, conversions,
+                                                                 widen_and_add):
+    executable, report = compile_matmul((64, 256), (256, 96), 64, spec=spec)
     assert list(report.values()) == ["chunked-contraction"]
     asm = executable.mod.imports[0].inspect_source("asm")
-    blocks = basic_blocks(asm)
-    fma_blocks = [blk for blk in blocks if "vfmadd231ph" in blk]
+    blocks = basic_blocks(asm, branch)
+    fma_blocks = [blk for blk in blocks if fma in blk]
     assert fma_blocks, "no fp16 vector FMA"
     for blk in fma_blocks:  # the multiply-add loop: fp16 only, no widening inside it
-        assert not re.search(r"vcvtph2ps|vcvtps2ph|vaddps|vfmadd\d+ps", blk), blk
-        assert re.search(r"vfmadd231ph\s+[^\n]*%zmm", blk)  # 32 fp16 lanes per instruction
+        assert not re.search(conversions, blk), blk
+        assert re.search(full_width, blk)  # full-width fp16 vectors
     # the widening of the partial sums and their fp32 sum happen outside that loop
-    assert any("vcvtph2ps" in blk and "vaddps" in blk for blk in blocks if blk not in fma_blocks)
+    assert any(all(re.search(x, blk) for x in widen_and_add) for blk in blocks if blk not in fma_blocks)
 
 
 def test_to_relax_rewrites_only_the_fp16_recogniser(tiny):

@@ -5,12 +5,14 @@
         [--batches 1,8,32,64] [--rounds 5] [--min_sample_s 0.2] [--threads N] [--out_dir reports]
     python tools/bench_cpu.py --build --precision fp32,fp16 --batches 1,8,32,64
     python tools/bench_cpu.py --preset ppocrv4 --batches 32      # PP-OCRv4: onnxruntime and a built engine
+    python tools/bench_cpu.py --build --precision fp32 --fp16_chunks off,32,64,128 --batches 32   # the fp16 plan
 
 onnxruntime and OpenVINO (openvino-fp32: f32 precision and LATENCY hints; openvino-default: no
 hints, bf16 on CPUs with bf16; left out with --no_openvino or when openvino is not installed)
 run at every sweep batch; an engine runs at the batch it was built for. --build builds, at
 every sweep batch and --precision, an engine with the automatic tuning-database choice
-(tvm-P) and one with none (tvm-P-nodb), once when no database fits this CPU. Each round takes
+(tvm-P) and one with none (tvm-P-nodb), once when no database fits this CPU; --fp16_chunks adds
+an fp16 engine per K-chunk setting (tvm-fp16-k64, tvm-fp16-wholeK, tvm-fp16-fp32acc). Each round takes
 one sample of every (contender, batch), so noise hits all alike; the table gives the median
 over rounds, min-max, the ratio to onnxruntime at the same batch, the share of the measured
 peak of the contender's arithmetic (fp32: onnxruntime's MLAS sgemm; fp16: TVM's fp16 matmul
@@ -44,6 +46,10 @@ def parse_args(argv):
     parser.add_argument("--precision", default=None,
                         help="precisions for --build, P[,P] (default fp32,fp16; fp16 with --preset alone)")
     cli.add_deprecated(parser, "--precisions", "--precision")
+    parser.add_argument("--fp16_chunks", default=None, metavar="V[,V]",
+                        help="also build and time an fp16 engine per K-chunk setting, whatever this CPU's default: "
+                             "a number is the chunk, none the whole K in fp16, off fp32 accumulation "
+                             "(e.g. off,32,64,128; implies --build; emulated where the CPU has no fp16 arithmetic)")
     parser.add_argument("--engine_dir", default=os.path.join("work", "bench"),
                         help="where --build puts <model>_bs_{bs}_{precision}_{autodb,nodb}.so (default work/bench)")
     parser.add_argument("--no_openvino", action="store_true", help="leave OpenVINO out")
@@ -54,6 +60,11 @@ def parse_args(argv):
     if args.min_sample_s <= 0:
         raise ToolkitError(f"--min_sample_s must be positive, got {args.min_sample_s}")
     if args.preset and not args.engine:
+        args.build = True
+    from svtr_toolkit.compile.fp16_accumulate import parse_variants
+
+    args.fp16_variants = parse_variants(args.fp16_chunks) if args.fp16_chunks is not None else []
+    if args.fp16_variants:
         args.build = True
     args.precision = args.precision or ("fp16" if args.preset and not args.engine else "fp32,fp16")
     return args
@@ -76,6 +87,7 @@ def main(argv=None):
         build=args.build, precisions=precisions, engine_dir=args.engine_dir,
         image_chw=preset.image_shape() if preset else None, engine_stem=preset.name if preset else None,
         openvino=not args.no_openvino, log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
+        fp16_variants=args.fp16_variants,
     )
     results = report["results"]
     print()

@@ -46,14 +46,16 @@ def plan_cells(ort_backend, engines: list, batches: list) -> list:
     return cells
 
 
-def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, log=print) -> list:
-    """The sweep's TVM engines: [{contender, path, tuning_dir, batch, shape, precision}].
+def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, log=print, fp16_variants=()) -> list:
+    """The sweep's TVM engines: [{contender, path, tuning_dir, batch, shape, precision, accumulate}].
 
     At each batch and precision: one engine with the automatic database choice
     (``tvm-<precision>``, ``<stem>_bs_<N>_<precision>_autodb.so``) and one with no database
     (``tvm-<precision>-nodb``, ``..._nodb.so``). Where the automatic choice finds no database
     for this CPU the two are the same build: it is built and timed once, as the no-database
-    engine, and a line says so.
+    engine, and a line says so. ``fp16_variants`` (``fp16_accumulate.parse_variants``) add,
+    at each batch, an fp16 engine per K-chunk setting (``tvm-fp16-k64``, ``tvm-fp16-fp32acc``,
+    ...) with the automatic database choice, whatever this CPU's default for fp16 is.
     """
     from ..compile import tuning
     from ..compile.tuning.selection import workload_key
@@ -74,6 +76,16 @@ def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, lo
             plans.append({"contender": f"tvm-{precision}-nodb", "path": path + "_nodb.so", "tuning_dir": None,
                           "batch": bs, "shape": list(shape), "precision": precision,
                           "note": "" if choice.folder else f"also tvm-{precision}: no database fits this CPU"})
+    if fp16_variants:
+        from ..cpu_features import host
+
+        emulated = "fp16 arithmetic emulated on this CPU" if not host().has_fp16_arithmetic else ""
+    for label, chosen in fp16_variants:
+        for bs in batches:
+            plans.append({"contender": f"tvm-fp16-{label}", "batch": bs, "shape": [bs, *image_chw],
+                          "path": os.path.join(engine_dir, f"{stem}_bs_{bs}_fp16_{label}.so"), "tuning_dir": "auto",
+                          "precision": "fp16", "accumulate": chosen,
+                          "note": emulated if chosen["mode"] == "on" else ""})
     return plans
 
 
@@ -85,7 +97,7 @@ def build_missing(model_path, input_name, plans, log=print) -> list:
     target = host_cpu_target()
     for plan in plans:
         build_engine(model_path, input_name, tuple(plan["shape"]), plan["precision"], target, plan["path"], log=log,
-                     tuning_dir=plan["tuning_dir"])
+                     tuning_dir=plan["tuning_dir"], accumulate=plan.get("accumulate"))
     return [(plan["contender"], plan["path"]) for plan in plans]
 
 
@@ -129,7 +141,7 @@ def check_cells(cells, reference, image_chw) -> None:
 
 def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2, threads=None, build=False,
                   precisions=("fp32", "fp16"), engine_dir="work/bench", image_chw=None, engine_stem=None,
-                  openvino=True, log=print, progress=True) -> dict:
+                  openvino=True, log=print, progress=True, fp16_variants=()) -> dict:
     """Time onnxruntime, OpenVINO (unless ``openvino`` is False or it is not installed) and the
     engines; ``image_chw`` (C, H, W) defaults to the model's own. Every cell is also checked
     against onnxruntime fp32 on its input batch.
@@ -163,7 +175,8 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
     tvm_builds = []
     if build:
         stem = engine_stem or os.path.splitext(os.path.basename(model_path))[0]
-        tvm_builds = plan_builds(ort.input_name, image_chw, batches, precisions, engine_dir, stem, log=log)
+        tvm_builds = plan_builds(ort.input_name, image_chw, batches, precisions, engine_dir, stem, log=log,
+                                 fp16_variants=fp16_variants)
         engine_specs = list(engine_specs) + build_missing(model_path, ort.input_name, tvm_builds, log=log)
     engines = _open_engines(engine_specs, ort, image_chw)
     contenders = [(n, b) for n, b, _ in engines]
@@ -210,8 +223,11 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
 
 
 def _arithmetic(backend) -> str:
-    """What a contender computes in: an OpenVINO setting's inference precision, an engine's
-    precision from its build description, fp32 for onnxruntime."""
+    """What a contender computes in: an OpenVINO setting's inference precision, fp32 for
+    onnxruntime; for an engine, fp16 where its matrix products accumulate in fp16 (the K-chunked
+    plan) and fp32 otherwise: an fp16 engine without the plan stores fp16 and multiplies and
+    adds in fp32, so its peak is the fp32 one."""
     if hasattr(backend, "arithmetic"):
         return backend.arithmetic
-    return (getattr(backend, "metadata", None) or {}).get("precision", "fp32")
+    meta = getattr(backend, "metadata", None) or {}
+    return "fp16" if meta.get("precision") == "fp16" and meta.get("fp16_accumulate") else "fp32"

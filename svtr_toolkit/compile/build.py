@@ -23,8 +23,9 @@ RECIPE_VERSION = 3  # 2: default schedule rules, CPU features in the target; 3: 
 
 
 def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
-                   tuning_db: str | None = None) -> dict:
-    """What an engine must match to be reused instead of rebuilt (``tuning_db``: database digest)."""
+                   tuning_db: str | None = None, accumulate: dict | None = None) -> dict:
+    """What an engine must match to be reused instead of rebuilt (``tuning_db``: database digest;
+    ``accumulate``: ``fp16_accumulate.setting``'s mode and chunk, instead of the environment's)."""
     import tvm
 
     return {
@@ -36,7 +37,7 @@ def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: 
         "target": target.spec,
         "tvm_version": tvm.__version__,
         "tuning_db": tuning_db,
-        "fp16_accumulate": fp16_accumulate.setting(precision, target.spec),  # None: fp32 accumulation
+        "fp16_accumulate": fp16_accumulate.setting(precision, target.spec, **(accumulate or {})),  # None: fp32 accumulation
     }
 
 
@@ -91,12 +92,14 @@ def _tuning_folder(target: BuildTarget, tuning_dir, workload: str, log):
 
 
 def build_engine(model_path, input_name, shape, precision, target: BuildTarget, engine_path,
-                 force=False, log=print, tuning_dir: str | None = "auto") -> dict:
+                 force=False, log=print, tuning_dir: str | None = "auto", accumulate: dict | None = None) -> dict:
     """Compile unless a fresh engine is already there; return the engine's metadata.
 
     ``tuning_dir``: "auto" applies the best of the repository's MetaSchedule databases that
     this CPU can use, if any; None builds without; a path names a database folder. Kernels a
-    database does not cover get the target's default schedule rules.
+    database does not cover get the target's default schedule rules. ``accumulate``
+    ({"mode": ..., "chunk": ...}) sets the fp16 engine's K-chunked accumulation instead of
+    ``SVTR_FP16_ACCUMULATE`` / ``SVTR_FP16_CHUNK`` (the benchmark's variants).
     """
     from . import tuning
 
@@ -109,7 +112,7 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
     tuning_dir = _tuning_folder(target, tuning_dir, workload_key(input_name, shape, precision), choice.append)
     db_digest = tuning.database_digest(tuning_dir) if tuning_dir else None
     model_sha256 = sha256_file(model_path)
-    identity = build_identity(model_sha256, input_name, shape, precision, target, db_digest)
+    identity = build_identity(model_sha256, input_name, shape, precision, target, db_digest, accumulate)
     existing = read_engine_metadata(engine_path) if os.path.exists(engine_path) else None
     if os.path.exists(engine_path) and not force:
         reasons = stale_reasons(existing, identity)
@@ -161,7 +164,7 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     mod, plan = to_relax(prepared, input_name, shape, precision, meta.get("fp16_accumulate"))
     meta["precision_plan"] = plan
     log(f"precision plan: {plan}")
-    note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision)
+    note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision, meta.get("fp16_accumulate"))
     if note:
         log(f"note: {note}")
     tvm_target = target.tvm_target()

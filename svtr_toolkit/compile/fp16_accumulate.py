@@ -53,10 +53,8 @@ def has_fp16_arithmetic(spec: dict | None) -> bool:
     return bool(spec) and spec.get("kind") == "llvm" and bool(set(spec.get("mattr") or []) & {"+avx512fp16", "+fullfp16"})
 
 
-def _chunk_from_env() -> int:
-    raw = os.environ.get(ENV_CHUNK, "").strip().lower()
-    if raw == "":
-        return DEFAULT_CHUNK
+def _parse_chunk(raw: str, source: str) -> int:
+    raw = raw.strip().lower()
     if raw in ("none", "0"):
         return 0
     try:
@@ -64,28 +62,60 @@ def _chunk_from_env() -> int:
     except ValueError:
         chunk = -1
     if chunk < 1:
-        raise ToolkitError(f"{ENV_CHUNK}={raw!r}: give the number of terms per fp16 partial sum (e.g. 64), "
+        raise ToolkitError(f"{source}={raw!r}: give the number of terms per fp16 partial sum (e.g. 64), "
                            f"or 'none' for the whole K in fp16")
     return chunk
 
 
-def setting(precision: str, spec: dict | None) -> dict | None:
+def _chunk_from_env() -> int:
+    raw = os.environ.get(ENV_CHUNK, "").strip()
+    return DEFAULT_CHUNK if raw == "" else _parse_chunk(raw, ENV_CHUNK)
+
+
+def setting(precision: str, spec: dict | None, mode: str | None = None, chunk: int | None = None) -> dict | None:
     """The K-chunked accumulation an engine of ``precision`` for target ``spec`` gets, as the
     build description records it ({"chunk": terms, 0 = whole K in fp16}), or None when the
     recogniser keeps ToMixedPrecision's fp32 accumulation.
 
-    ``SVTR_FP16_ACCUMULATE``: ``auto`` (default) turns it on for fp16 engines on an LLVM
-    target with fp16 arithmetic; ``on`` forces it on any LLVM target (fp16 arithmetic is then
-    emulated: for checking numerics on CPUs without it, slower); ``off`` never.
+    ``mode`` (default: ``SVTR_FP16_ACCUMULATE``, else ``auto``): ``auto`` turns it on for fp16
+    engines on an LLVM target with fp16 arithmetic; ``on`` forces it on any LLVM target (fp16
+    arithmetic is then emulated: for checking numerics on CPUs without it, slower); ``off``
+    never. ``chunk`` (default: ``SVTR_FP16_CHUNK``, else ``DEFAULT_CHUNK``): terms per chunk.
     """
-    mode = os.environ.get(ENV_MODE, "auto").strip().lower() or "auto"
+    if mode is None:
+        mode = os.environ.get(ENV_MODE, "auto").strip().lower() or "auto"
+        source = ENV_MODE
+    else:
+        source = "fp16 accumulate mode"
     if mode not in MODES:
-        raise ToolkitError(f"{ENV_MODE}={mode!r}: choose from {', '.join(MODES)}")
+        raise ToolkitError(f"{source}={mode!r}: choose from {', '.join(MODES)}")
     if precision != "fp16" or mode == "off" or not spec or spec.get("kind") != "llvm":
         return None
     if mode == "auto" and not has_fp16_arithmetic(spec):
         return None
-    return {"chunk": _chunk_from_env()}
+    return {"chunk": _chunk_from_env() if chunk is None else chunk}
+
+
+# The benchmark's fp16 variants, named as its table shows them: "off" keeps fp32 accumulation,
+# a number is a chunk, "none" is the whole K in fp16 (the words of SVTR_FP16_ACCUMULATE and
+# SVTR_FP16_CHUNK).
+def parse_variants(text: str) -> list:
+    """``off,32,64,none`` -> [(label, {"mode": ..., "chunk": ...}), ...] with labels
+    ``fp32acc``, ``k32``, ``k64``, ``wholeK``; each forced, whatever the CPU."""
+    variants, labels = [], set()
+    for item in (part.strip().lower() for part in text.split(",")):
+        if not item:
+            raise ToolkitError(f"fp16 variants {text!r}: an empty item (give e.g. off,32,64,128,none)")
+        if item == "off":
+            label, chosen = "fp32acc", {"mode": "off", "chunk": None}
+        else:
+            chunk = _parse_chunk(item, "fp16 variant")
+            label, chosen = ("wholeK" if chunk == 0 else f"k{chunk}"), {"mode": "on", "chunk": chunk}
+        if label in labels:
+            raise ToolkitError(f"fp16 variants {text!r}: {item!r} is given twice")
+        labels.add(label)
+        variants.append((label, chosen))
+    return variants
 
 
 def describe(chosen: dict | None) -> str:

@@ -10,8 +10,9 @@ TVM's own ``relax/backend/<target>/pipeline.py`` does:
 - ``pipeline(tvm_target, database=None, report=None)``: the Relax pipeline ``tvm.compile``
   gets (``report``, a dict, learns how each kernel was scheduled where the target says);
 - ``TUNED``: whether MetaSchedule databases apply to it;
-- optionally ``precision_note(spec, precision)``: a line the build prints when a precision
-  means something else on this device (fp16 without fp16 arithmetic);
+- optionally ``precision_note(spec, precision, accumulate)``: a line the build prints when a
+  precision means something else on this device (fp16 without fp16 arithmetic; ``accumulate``
+  is the build's K-chunked fp16 setting);
 - optionally ``build(model_path, input_name, shape, precision, out_path, spec)``: an own
   build (IGIE compiles the ONNX file itself), used instead of ``tvm.compile``.
 

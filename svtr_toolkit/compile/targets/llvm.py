@@ -69,10 +69,15 @@ def pipeline(target, database=None, report: dict | None = None):
     return _pipeline
 
 
-def precision_note(spec: dict, precision: str) -> str | None:
-    """What a precision means on this CPU, when it is not what the name suggests."""
+def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -> str | None:
+    """What a precision means on this CPU, when it is not what the name suggests
+    (``accumulate``: the build's K-chunked fp16 setting, None when off)."""
     attrs = set(spec.get("mattr") or [])
-    if precision == "fp16" and not attrs & {"+avx512fp16", "+fullfp16"}:
-        return ("this CPU has no fp16 arithmetic: fp16 here means fp16 storage with fp32 arithmetic "
-                "(conversions around every operation), expect it to be slower than an fp32 engine")
-    return None
+    if precision != "fp16" or attrs & {"+avx512fp16", "+fullfp16"}:
+        return None
+    if accumulate is not None:
+        return ("this CPU has no fp16 arithmetic: the K-chunked fp16 products are emulated (every fp16 "
+                "operation widened to fp32 and rounded back) and the rest is fp16 storage with fp32 arithmetic; "
+                "such an engine checks the numerics of an fp16 CPU and is much slower than an fp32 engine")
+    return ("this CPU has no fp16 arithmetic: fp16 here means fp16 storage with fp32 arithmetic "
+            "(conversions around every operation), expect it to be slower than an fp32 engine")
