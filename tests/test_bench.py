@@ -434,10 +434,10 @@ def test_sweep_adds_one_fp16_engine_per_chunk_setting(monkeypatch, tmp_path):
     plans = bench.plan_builds("x", (3, 64, 256), [8], ["fp32"], "eng", "svtr", log=lambda *_: None,
                               fp16_variants=variants)
     assert [(p["contender"], p["precision"], p["accumulate"]) for p in plans[1:]] == [
-        ("tvm-fp16-fp32acc", "fp16", {"mode": "off", "chunk": None}),
+        ("tvm-fp16-fp32arith", "fp16", {"mode": "off", "chunk": None}),
         ("tvm-fp16-k32", "fp16", {"mode": "on", "chunk": 32}),
         ("tvm-fp16-wholeK", "fp16", {"mode": "on", "chunk": 0})]
-    assert [p["path"] for p in plans[1:]] == ["eng/svtr_bs_8_fp16_fp32acc.so", "eng/svtr_bs_8_fp16_k32.so",
+    assert [p["path"] for p in plans[1:]] == ["eng/svtr_bs_8_fp16_fp32arith.so", "eng/svtr_bs_8_fp16_k32.so",
                                               "eng/svtr_bs_8_fp16_wholeK.so"]
     emulated = not host().has_fp16_arithmetic
     assert [("emulated" in p["note"]) for p in plans[1:]] == [False, emulated, emulated]
@@ -483,7 +483,7 @@ def test_run_reports_correctness_for_every_contender(monkeypatch, tiny, built, t
 
 
 def test_run_times_each_fp16_chunk_setting_as_its_own_engine(monkeypatch, tiny, tmp_path):
-    """--fp16_chunks: the tiny model's fp16 engines with fp32 accumulation and with chunks of 32
+    """--fp16_chunks: the tiny model's fp16 engines in fp32 arithmetic and with chunks of 32
     are built as asked (whatever this CPU's default), timed, checked, and each is set against
     the peak of what it computes in."""
     from svtr_toolkit.bench import driver
@@ -498,11 +498,11 @@ def test_run_times_each_fp16_chunk_setting_as_its_own_engine(monkeypatch, tiny, 
                                  engine_dir=str(tmp_path), openvino=False, log=lambda *_: None, progress=False,
                                  fp16_variants=parse_variants("off,32"))
     rows = {r["contender"]: r for r in report["results"]}
-    assert set(rows) == {bench.ORT_NAME, "tvm-fp16-fp32acc", "tvm-fp16-k32"}
+    assert set(rows) == {bench.ORT_NAME, "tvm-fp16-fp32arith", "tvm-fp16-k32"}
     built = {b["contender"]: load_engine(b["path"]).metadata for b in report["settings"]["tvm_builds"]}
-    assert built["tvm-fp16-fp32acc"]["fp16_accumulate"] is None
+    assert built["tvm-fp16-fp32arith"]["fp16_accumulate"] is None
     assert built["tvm-fp16-k32"]["fp16_accumulate"] == {"chunk": 32}
     assert "K-chunk 32" in built["tvm-fp16-k32"]["precision_plan"]
-    assert rows["tvm-fp16-fp32acc"]["arithmetic"] == "fp32" and rows["tvm-fp16-k32"]["arithmetic"] == "fp16"
-    for name in ("tvm-fp16-fp32acc", "tvm-fp16-k32"):
+    assert rows["tvm-fp16-fp32arith"]["arithmetic"] == "fp32" and rows["tvm-fp16-k32"]["arithmetic"] == "fp16"
+    for name in ("tvm-fp16-fp32arith", "tvm-fp16-k32"):
         assert rows[name]["median_img_per_s"] > 0 and rows[name]["argmax_agreement"] >= 0.9, rows[name]

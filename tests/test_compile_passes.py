@@ -88,6 +88,37 @@ def test_fp16_emulation_rounds_the_fp16_part_like_the_engine(tiny, tmp_path, x):
     assert 1e-5 < emulated_error and 0.1 < emulated_error / engine_error < 10
 
 
+def test_fp16_storage_mode_computes_the_rounded_values_in_fp32(tiny):
+    prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
+    mod, plan = precision.to_relax(prepared, "x", SHAPE, "fp16", mode="storage")
+    assert plan.startswith("rectifier fp32") and "fp16 values in fp32 arithmetic" in plan and "head fp32" in plan
+    script = mod.script()
+    # fp16 appears only as the rounding casts' target, never as an operand of arithmetic
+    fp16_ops = {line.split("= R.")[1].split("(")[0] for line in script.splitlines()
+                if "= R." in line and '"float16"' in line}
+    assert fp16_ops == {"astype"}, fp16_ops
+    assert precision.fp16_mode({"kind": "llvm"}, None) == "storage"
+    assert precision.fp16_mode({"kind": "llvm"}, {"chunk": 64}) == "mixed"
+    assert precision.fp16_mode({"kind": "cuda"}, None) == "mixed"
+
+
+def test_fp16_storage_engine_is_onnxruntime_on_the_same_rounding(tiny, tmp_path, x):
+    """Differential: the engine that keeps fp16 values in fp32 arithmetic against onnxruntime
+    running the same rounding (``emulate_fp16_plan``): equal up to fp32 reordering, which only
+    a value at an fp16 rounding boundary turns into one fp16 step."""
+    emulated, _ = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE)
+    reference, fp32 = ort_run(emulated, x), ort_run(onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE), x)
+    path = str(tmp_path / "tiny_fp16_storage.so")
+    meta = build.build_engine(tiny, "x", SHAPE, "fp16", targets.select_target("llvm"), path, log=lambda *_: None,
+                              accumulate={"mode": "off", "chunk": None})
+    assert "fp16 values in fp32 arithmetic" in meta["precision_plan"]
+    out = np.asarray(runtime.load_engine(path).run(x))
+    rounding = np.abs(reference - fp32)
+    assert np.array_equal(out.argmax(-1), reference.argmax(-1))
+    assert np.median(np.abs(out - reference)) <= 0.1 * np.median(rounding)
+    assert np.abs(out - reference).max() <= rounding.max()
+
+
 def test_fp16_emulation_can_round_weights_or_activations_alone(tiny, x):
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
     full, _ = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE)

@@ -12,7 +12,7 @@ hints, bf16 on CPUs with bf16; left out with --no_openvino or when openvino is n
 run at every sweep batch; an engine runs at the batch it was built for. --build builds, at
 every sweep batch and --precision, an engine with the automatic tuning-database choice
 (tvm-P) and one with none (tvm-P-nodb), once when no database fits this CPU; --fp16_chunks adds
-an fp16 engine per K-chunk setting (tvm-fp16-k64, tvm-fp16-wholeK, tvm-fp16-fp32acc). Each round takes
+an fp16 engine per K-chunk setting (tvm-fp16-k64, tvm-fp16-wholeK, tvm-fp16-fp32arith). Each round takes
 one sample of every (contender, batch), so noise hits all alike; the table gives the median
 over rounds, min-max, the ratio to onnxruntime at the same batch, the share of the measured
 peak of the contender's arithmetic (fp32: onnxruntime's MLAS sgemm; fp16: TVM's fp16 matmul
@@ -48,7 +48,7 @@ def parse_args(argv):
     cli.add_deprecated(parser, "--precisions", "--precision")
     parser.add_argument("--fp16_chunks", default=None, metavar="V[,V]",
                         help="also build and time an fp16 engine per K-chunk setting, whatever this CPU's default: "
-                             "a number is the chunk, none the whole K in fp16, off fp32 accumulation "
+                             "a number is the chunk, none the whole K in fp16, off fp16 values in fp32 arithmetic "
                              "(e.g. off,32,64,128; implies --build; emulated where the CPU has no fp16 arithmetic)")
     parser.add_argument("--engine_dir", default=os.path.join("work", "bench"),
                         help="where --build puts <model>_bs_{bs}_{precision}_{autodb,nodb}.so (default work/bench)")

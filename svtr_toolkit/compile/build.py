@@ -15,11 +15,11 @@ from ..files import sha256_file, write_atomically
 from ..provenance import weights_of
 from . import fp16_accumulate
 from .onnx_passes import load_onnx, prepare_onnx
-from .precision import to_relax
+from .precision import fp16_mode, to_relax
 from .targets import BuildTarget
 
 # Bump when the build recipe changes in a way that changes the engine: old engines go stale.
-RECIPE_VERSION = 3  # 2: default schedule rules, CPU features in the target; 3: vectorised row reductions, panel/tile changes, K-chunked fp16 where the CPU has fp16 arithmetic
+RECIPE_VERSION = 4  # 2: default schedule rules, CPU features in the target; 3: vectorised row reductions, panel/tile changes, K-chunked fp16 where the CPU has fp16 arithmetic; 4: fp16 on CPUs without it is fp16 values in fp32 arithmetic
 
 
 def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
@@ -161,7 +161,8 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     from . import tuning
 
     prepared = prepare_onnx(model, input_name, shape)
-    mod, plan = to_relax(prepared, input_name, shape, precision, meta.get("fp16_accumulate"))
+    accumulate = meta.get("fp16_accumulate")
+    mod, plan = to_relax(prepared, input_name, shape, precision, accumulate, fp16_mode(target.spec, accumulate))
     meta["precision_plan"] = plan
     log(f"precision plan: {plan}")
     note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision, meta.get("fp16_accumulate"))

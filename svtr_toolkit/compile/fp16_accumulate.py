@@ -18,7 +18,8 @@ their fp32 accumulation; convolutions keep theirs too (see ``rewrite_matmuls``).
 
 The plan is a setting (``setting``): on where the target CPU has fp16 arithmetic, off
 elsewhere, forced either way with ``SVTR_FP16_ACCUMULATE``; the chunk is
-``SVTR_FP16_CHUNK``. The schedule is ``schedule_rules.chunked_contraction``.
+``SVTR_FP16_CHUNK``. The schedule is ``schedule_rules.chunked_contraction``. Where it is
+off, a CPU engine keeps fp16 values in fp32 arithmetic (``precision.fp16_mode``).
 """
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ def _chunk_from_env() -> int:
 
 def setting(precision: str, spec: dict | None, mode: str | None = None, chunk: int | None = None) -> dict | None:
     """The K-chunked accumulation an engine of ``precision`` for target ``spec`` gets, as the
-    build description records it ({"chunk": terms, 0 = whole K in fp16}), or None when the
-    recogniser keeps ToMixedPrecision's fp32 accumulation.
+    build description records it ({"chunk": terms, 0 = whole K in fp16}), or None when it is
+    off (a CPU engine then computes its fp16 values in fp32, a GPU keeps ToMixedPrecision's
+    fp32 accumulation).
 
     ``mode`` (default: ``SVTR_FP16_ACCUMULATE``, else ``auto``): ``auto`` turns it on for fp16
     engines on an LLVM target with fp16 arithmetic; ``on`` forces it on any LLVM target (fp16
@@ -96,18 +98,18 @@ def setting(precision: str, spec: dict | None, mode: str | None = None, chunk: i
     return {"chunk": _chunk_from_env() if chunk is None else chunk}
 
 
-# The benchmark's fp16 variants, named as its table shows them: "off" keeps fp32 accumulation,
+# The benchmark's fp16 variants, named as its table shows them: "off" is fp16 values in fp32 arithmetic,
 # a number is a chunk, "none" is the whole K in fp16 (the words of SVTR_FP16_ACCUMULATE and
 # SVTR_FP16_CHUNK).
 def parse_variants(text: str) -> list:
     """``off,32,64,none`` -> [(label, {"mode": ..., "chunk": ...}), ...] with labels
-    ``fp32acc``, ``k32``, ``k64``, ``wholeK``; each forced, whatever the CPU."""
+    ``fp32arith``, ``k32``, ``k64``, ``wholeK``; each forced, whatever the CPU."""
     variants, labels = [], set()
     for item in (part.strip().lower() for part in text.split(",")):
         if not item:
             raise ToolkitError(f"fp16 variants {text!r}: an empty item (give e.g. off,32,64,128,none)")
         if item == "off":
-            label, chosen = "fp32acc", {"mode": "off", "chunk": None}
+            label, chosen = "fp32arith", {"mode": "off", "chunk": None}
         else:
             chunk = _parse_chunk(item, "fp16 variant")
             label, chosen = ("wholeK" if chunk == 0 else f"k{chunk}"), {"mode": "on", "chunk": chunk}

@@ -1,10 +1,17 @@
 """The precision plan: which parts of the graph an fp16 engine converts, and the Relax module.
 
-fp16 keeps two parts fp32 and converts the recogniser between them with Relax's
-ToMixedPrecision (fp32 accumulation): the STN/TPS rectifier, since converting the whole
-graph loses the argmax, and the CTC head, whose fp16 logits swap near-tied characters.
-Where the CPU has fp16 arithmetic the recogniser's matmuls then accumulate in fp16 with an
-fp32 sum every K-chunk (``fp16_accumulate``).
+fp16 keeps two parts fp32: the STN/TPS rectifier, since converting the whole graph loses
+the argmax, and the CTC head, whose fp16 logits swap near-tied characters. The recogniser
+between them holds fp16 values, computed one of two ways (``fp16_mode``):
+
+- ``mixed``: Relax's ToMixedPrecision (fp16 arithmetic, fp32 accumulation in matmuls and
+  convolutions), for devices with fp16 arithmetic (GPUs); on CPUs with it the recogniser's
+  matmuls then accumulate in fp16 with an fp32 sum every K-chunk (``fp16_accumulate``).
+- ``storage``: for CPUs without fp16 arithmetic (or with the K-chunked plan off). Every
+  weight and every activation the recogniser produces is rounded to fp16, as the mixed
+  engine holds them, and the arithmetic is fp32: LLVM would otherwise widen and narrow
+  around every fp16 operation (the mixed engine ran at about 0.7x the fp32 engine on an AVX2
+  CPU; this one at about the fp32 engine's speed, with the same argmax).
 """
 from __future__ import annotations
 
@@ -45,28 +52,53 @@ def fp16_plan(model):
     return parts
 
 
-def emulate_fp16_plan(model, input_name: str, shape: tuple, rounding: str = "all"):
-    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them
-    (or only their weights / activations, see ``emulate_fp16_storage``), for onnxruntime: the
-    reference that separates fp16 rounding from compiler error.
-    Returns (model, a line naming the parts)."""
-    prepared = prepare_onnx(model, input_name, shape)
+FP16_MODES = ("mixed", "storage")
+
+
+def fp16_mode(spec: dict | None, accumulate: dict | None) -> str:
+    """How an fp16 engine for target ``spec`` computes its fp16 parts: ``mixed`` where the
+    device computes in fp16 (GPUs; CPUs with the K-chunked plan on), ``storage`` (fp16
+    values, fp32 arithmetic) on LLVM CPU targets otherwise."""
+    return "storage" if (spec or {}).get("kind") == "llvm" and not accumulate else "mixed"
+
+
+def round_fp16_parts(prepared, rounding: str = "all"):
+    """``prepared`` (an ONNX model already through ``prepare_onnx``) with ``fp16_plan``'s fp16
+    parts rounded to fp16 in fp32 arithmetic (``emulate_fp16_storage``); returns (model, a
+    line naming the parts)."""
     parts = fp16_plan(prepared)
     region = {o for _, part, fp16 in parts if fp16 for n in part.graph.node for o in n.output}
     plan = ", ".join(f"{name} {'fp16' if fp16 else 'fp32'}" for name, _, fp16 in parts)
     return emulate_fp16_storage(prepared, region, rounding), plan
 
 
-def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: dict | None = None):
+def emulate_fp16_plan(model, input_name: str, shape: tuple, rounding: str = "all"):
+    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them
+    (or only their weights / activations, see ``emulate_fp16_storage``), for onnxruntime: the
+    reference that separates fp16 rounding from compiler error.
+    Returns (model, a line naming the parts)."""
+    return round_fp16_parts(prepare_onnx(model, input_name, shape), rounding)
+
+
+def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: dict | None = None,
+             mode: str = "mixed"):
     """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
 
-    fp16 converts the parts ``fp16_plan`` marks with ToMixedPrecision (fp32 accumulation),
-    each part its own function in the module. exp/erf/tanh/softmax become TVM's fast
+    fp16, ``mode`` "mixed": the parts ``fp16_plan`` marks are converted with ToMixedPrecision
+    (fp32 accumulation), each part its own function in the module; "storage": those parts'
+    weights and activations are rounded to fp16 and computed in fp32 (``fp16_mode``).
+    exp/erf/tanh/softmax become TVM's fast
     (polynomial) forms, which LLVM vectorises: otherwise each element is a scalar libm call,
     and GELU and softmax then take a large share of a tuned CPU engine's time.
     ``accumulate`` (``fp16_accumulate.setting``'s value, for fp16): the fp16 parts' matmuls
     accumulate in fp16 with an fp32 sum every ``accumulate["chunk"]`` terms.
     """
+    if mode not in FP16_MODES:
+        raise ValueError(f"fp16 mode must be one of {FP16_MODES}, got {mode!r}")
+    if precision == "fp16" and mode == "storage":
+        rounded, parts = round_fp16_parts(model)
+        return (_fast_math(_import(rounded, input_name, shape)),
+                parts.replace("fp16", "fp16 values in fp32 arithmetic (weights and activations rounded to fp16)"))
     mod, plan = _to_relax(model, input_name, shape, precision)
     if precision != "fp16" or not accumulate:
         return mod, plan

@@ -72,12 +72,14 @@ def pipeline(target, database=None, report: dict | None = None):
 def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -> str | None:
     """What a precision means on this CPU, when it is not what the name suggests
     (``accumulate``: the build's K-chunked fp16 setting, None when off)."""
-    attrs = set(spec.get("mattr") or [])
-    if precision != "fp16" or attrs & {"+avx512fp16", "+fullfp16"}:
+    if precision != "fp16":
         return None
-    if accumulate is not None:
-        return ("this CPU has no fp16 arithmetic: the K-chunked fp16 products are emulated (every fp16 "
-                "operation widened to fp32 and rounded back) and the rest is fp16 storage with fp32 arithmetic; "
-                "such an engine checks the numerics of an fp16 CPU and is much slower than an fp32 engine")
-    return ("this CPU has no fp16 arithmetic: fp16 here means fp16 storage with fp32 arithmetic "
-            "(conversions around every operation), expect it to be slower than an fp32 engine")
+    fp16_cpu = bool(set(spec.get("mattr") or []) & {"+avx512fp16", "+fullfp16"})
+    if accumulate is None:
+        return (("this CPU has no fp16 arithmetic" if not fp16_cpu else "the K-chunked fp16 plan is off")
+                + ": fp16 here means fp16 values (weights and activations rounded to fp16) in fp32 arithmetic, "
+                  "about as fast as an fp32 engine, not faster")
+    if not fp16_cpu:
+        return ("this CPU has no fp16 arithmetic: the fp16 operations are emulated (every one widened to fp32 and "
+                "rounded back); such an engine checks the numerics of an fp16 CPU and is much slower than an fp32 engine")
+    return None
