@@ -73,6 +73,12 @@ def test_fp16_emulation_rounds_the_fp16_part_like_the_engine(tiny, tmp_path, x):
     rounded = {i.name for i in emulated.graph.initializer if i.name.endswith("__as_fp16")}
     read_by_rectifier = {i for n in rectifier.graph.node for i in n.input}
     assert rounded and not {r.removesuffix("__as_fp16") for r in rounded} & (read_by_rectifier | {head_weight})
+    # every tensor is rounded once: where it is made (or where it enters the region)
+    made_by = {o: n for n in emulated.graph.node for o in n.output}
+    to_fp16 = [n for n in emulated.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
+    again = [n.input[0] for n in to_fp16 if made_by.get(n.input[0]) is not None and made_by[n.input[0]].op_type == "Cast"
+             and made_by.get(made_by[n.input[0]].input[0]) in to_fp16]
+    assert to_fp16 and not again, again
     for init in emulated.graph.initializer:
         if init.name in rounded:
             value = onnx.numpy_helper.to_array(init)

@@ -228,7 +228,9 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "a
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     values = _constant_values(out)
-    producers = {o: n for n in out.graph.node for o in n.output}
+    # names, before the loop below renames outputs: a tensor the region itself produces is
+    # rounded where it is made and must not be rounded again where it is read
+    made_in_region = {o for n in out.graph.node if n.op_type != "Constant" and set(n.output) & region for o in n.output}
 
     def round_trip(name, new_name):
         return [helper.make_node("Cast", [name], [new_name + "__fp16"], to=TensorProto.FLOAT16),
@@ -240,7 +242,7 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "a
             nodes.append(node)
             continue
         for k, name in enumerate(node.input):
-            outside = name not in values and (name not in producers or not set(producers[name].output) & region)
+            outside = name not in values and name not in made_in_region
             if name in values and values[name].dtype == np.float32 and values[name].size > 0:
                 if not weights:
                     continue
