@@ -37,7 +37,7 @@ def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: 
         "target": target.spec,
         "tvm_version": tvm.__version__,
         "tuning_db": tuning_db,
-        "fp16_accumulate": fp16_accumulate.setting(precision, target.spec, **(accumulate or {})),  # None: fp32 accumulation
+        "fp16_accumulate": fp16_accumulate.setting(precision, target.spec, **(accumulate or {})),  # None: no K-chunked plan
     }
 
 

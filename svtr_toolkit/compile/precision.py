@@ -9,9 +9,10 @@ between them holds fp16 values, computed one of two ways (``fp16_mode``):
   matmuls then accumulate in fp16 with an fp32 sum every K-chunk (``fp16_accumulate``).
 - ``storage``: for CPUs without fp16 arithmetic (or with the K-chunked plan off). Every
   weight and every activation the recogniser produces is rounded to fp16, as the mixed
-  engine holds them, and the arithmetic is fp32: LLVM would otherwise widen and narrow
-  around every fp16 operation (the mixed engine ran at about 0.7x the fp32 engine on an AVX2
-  CPU; this one at about the fp32 engine's speed, with the same argmax).
+  engine holds them, and the arithmetic is fp32: without fp16 arithmetic LLVM would widen
+  and narrow around every fp16 operation of the mixed module (matmul operands, GELU's
+  polynomial), which makes it slower than the fp32 engine; this one computes what the fp32
+  engine computes, plus the rounding casts, which fuse into the kernels' epilogues.
 """
 from __future__ import annotations
 
