@@ -506,3 +506,60 @@ def test_run_times_each_fp16_chunk_setting_as_its_own_engine(monkeypatch, tiny, 
     assert rows["tvm-fp16-fp32arith"]["arithmetic"] == "fp32" and rows["tvm-fp16-k32"]["arithmetic"] == "fp16"
     for name in ("tvm-fp16-fp32arith", "tvm-fp16-k32"):
         assert rows[name]["median_img_per_s"] > 0 and rows[name]["argmax_agreement"] >= 0.9, rows[name]
+
+
+# ----------------------------------------------------------------------------- kernel profile
+def test_profile_counts_each_kernel_once_and_leaves_out_relax_functions(tiny, x, tmp_path):
+    """The tiny mixed fp16 engine calls its kernels from Relax functions (main, rectifier,
+    recogniser, head): those and the VM's builtins are no rows; every kernel's calls per run
+    are whole; the rows add up to the kernels' total, which fits in an instrumented run."""
+    from svtr_toolkit.bench.profile import format_profile, profile_vm
+    from svtr_toolkit.compile import build, targets
+    from svtr_toolkit.runtime import load_engine
+    from tiny_models import SHAPE
+
+    path = str(tmp_path / "tiny_fp16_profile.so")
+    # the mixed fp16 plan (here forced with the K-chunked products) keeps its parts as functions
+    build.build_engine(tiny, "x", SHAPE, "fp16", targets.select_target("llvm"), path, log=lambda *_: None,
+                       accumulate={"mode": "on", "chunk": 32})
+    backend = load_engine(path)
+    before = backend.run(x)
+    profile = profile_vm(backend.vm, backend.device, x, runs=3, warmup=1)
+    names = [k.kernel for k in profile["kernels"]]
+    assert names and len(names) == len(set(names))
+    assert not {"main", "rectifier", "recogniser", "head"} & set(names)
+    assert not any(n.startswith("vm.builtin.") for n in names)
+    assert all(k.calls_per_run >= 1 and float(k.calls_per_run).is_integer() for k in profile["kernels"])
+    assert math.isclose(sum(k.ms_per_run for k in profile["kernels"]), profile["kernel_ms"], rel_tol=1e-6)
+    assert math.isclose(sum(k.share for k in profile["kernels"]), 1.0, rel_tol=1e-6)
+    assert [k.ms_per_run for k in profile["kernels"]] == sorted((k.ms_per_run for k in profile["kernels"]), reverse=True)
+    assert 0 < profile["kernel_ms"] <= profile["instrumented_ms"]
+    np.testing.assert_array_equal(backend.run(x), before)  # the hook is gone, the engine unchanged
+    text = format_profile(profile, top=2)
+    assert names[0] in text and f"... {len(names) - 2} more kernels" in text
+
+
+def run_profile_tool(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, str(repo / "tools" / "profile_engine.py"), *map(str, args)], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, says", [(["--runs", "0"], "--runs"), (["--top", "-1"], "--top"),
+                                        (["--runs", "two"], "--runs")])
+def test_profile_cli_refuses_bad_counts(built, args, says):
+    done = run_profile_tool("--engine", built[0], *args)
+    assert done.returncode == 2 and "error:" in done.stderr and says in done.stderr, done.stderr
+
+
+def test_profile_cli_prints_the_kernels_and_refuses_an_onnx_model(built, tiny, tmp_path):
+    done = run_profile_tool("--engine", built[0], "--runs", 2, "--top", 3, "--json", tmp_path / "p.json")
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["kernels"] and saved["kernels"][0]["kernel"] in done.stdout and "ms/run" in done.stdout
+    refused = run_profile_tool("--engine", tiny)
+    assert refused.returncode == 2 and "not a TVM engine" in refused.stderr

@@ -6,7 +6,8 @@
 - ``contenders``: OpenVINO (optional) in its fp32 and default settings;
 - ``timing``: cells, warm-up, interleaved rounds; ``output``: figures, table, JSON, plot;
 - ``driver``: ``run_benchmark``, which ties them together.
-- ``kernels``: ``matmul_sweep``, one matmul per arithmetic (fp32, fp16, K-chunked fp16) timed alone.
+- ``kernels``: ``matmul_sweep``, one matmul per arithmetic (fp32, fp16, K-chunked fp16) timed alone;
+- ``profile``: ``profile_vm``, an engine's time per kernel (the Relax VM's instrument hook).
 """
 from .contenders import OPENVINO_SETTINGS, OpenVinoBackend, import_openvino, openvino_backends  # noqa: F401
 from .driver import build_missing, check_cells, plan_builds, plan_cells, run_benchmark  # noqa: F401
@@ -14,6 +15,7 @@ from .flags import DEFAULT_BATCHES, HEADLINE_BATCH, parse_batches, parse_engine_
 from .flops import count_model_flops, model_image_shape, node_flops  # noqa: F401
 from .kernels import format_error_table, format_throughput_table, matmul_sweep  # noqa: F401
 from .machine import cpu_flags, cpu_model_name, machine_info  # noqa: F401
+from .profile import KernelTime, format_profile, profile_vm  # noqa: F401
 from .output import (ORT_NAME, add_comparisons, cell_result, format_table, peak_fraction, ratio,  # noqa: F401
                      write_json, write_plot)
 from .peak import (describe_peak, gemm_flops, matmul_model, measure_fp16_flops, measure_gemm_flops,  # noqa: F401

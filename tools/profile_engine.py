@@ -1,0 +1,49 @@
+"""Where an engine's time goes, kernel by kernel.
+
+    python tools/profile_engine.py --engine work/engines/svtr_bs_32_fp16.so [--runs 5] [--top 20] [--json F]
+
+Runs the engine on a fixed-seed batch of its own input shape with the Relax VM's instrument
+hook and prints, per kernel (fused TIR function), its calls per run, milliseconds per run and
+share of all kernels' time, slowest first. A kernel a repeated block calls several times is
+one row. The last line gives the kernels' total, the VM's own builtins and a run's time with
+and without the hook (the hook's overhead). Engines for this machine only (not over RPC).
+"""
+import json
+
+import _repo  # noqa: F401  (the checkout on sys.path)
+from svtr_toolkit import cli
+from svtr_toolkit.cli import run_cli
+
+
+def main(argv=None):
+    parser = cli.Parser(__doc__)
+    parser.add_argument("--engine", required=True, help="a TVM engine built by build_engine.py")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="instrumented runs averaged (default 5)")
+    parser.add_argument("--top", type=int, default=25, help="rows shown, slowest first (default 25; 0: all)")
+    parser.add_argument("--json", default=None, help="also write every kernel's figures to this file")
+    args = parser.parse_args(argv)
+
+    from svtr_toolkit.bench.profile import format_profile, profile_vm
+    from svtr_toolkit.errors import ToolkitError
+    from svtr_toolkit.numerics import random_batch
+    from svtr_toolkit.runtime import open_backend
+
+    if args.runs < 1 or args.top < 0:
+        raise ToolkitError(f"--runs must be at least 1 and --top at least 0, got {args.runs} and {args.top}")
+    backend = open_backend(args.engine)
+    if not hasattr(backend, "vm"):
+        raise ToolkitError(f"{args.engine} is not a TVM engine: only the Relax VM's kernels can be profiled")
+    profile = profile_vm(backend.vm, backend.device, random_batch(backend.input_shape), runs=args.runs)
+    print(f"{args.engine}: {backend.name}, input {backend.input_name}:{list(backend.input_shape)}, "
+          f"{len(profile['kernels'])} kernels, {args.runs} runs")
+    print(format_profile(profile, top=args.top or None))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({**profile, "kernels": [k.__dict__ for k in profile["kernels"]]}, out, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
