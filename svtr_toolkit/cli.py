@@ -103,6 +103,17 @@ def fraction(text) -> float:
     return value
 
 
+def positive_int(text) -> int:
+    """An argparse ``type`` for a count: an integer above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive integer is expected, got '{text}'")
+    return value
+
+
 def positive(text) -> float:
     """An argparse ``type`` for a threshold that is a finite number above 0 (images/s)."""
     value = _number(text)

@@ -29,17 +29,6 @@ from svtr_toolkit.cli import run_cli
 NOISY_SPREAD = 0.3
 
 
-def positive_int(text):
-    """An argparse ``type``: an integer above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a positive integer is expected, got '{text}'")
-    return value
-
-
 def positive_int_list(example: str):
     """An argparse ``type``: comma-separated integers above 0, deduplicated, in the order given."""
     def parse(text):
@@ -68,14 +57,14 @@ def parse_args(argv):
     parser = cli.Parser(__doc__)
     parser.add_argument("--k", type=positive_int_list("32,64,128,256,512"), default=list(kernels.DEFAULT_KS),
                         help=f"reduction lengths K, one table row each (default {default_list(kernels.DEFAULT_KS)})")
-    parser.add_argument("--m", type=positive_int, default=kernels.DEFAULT_M,
+    parser.add_argument("--m", type=cli.positive_int, default=kernels.DEFAULT_M,
                         help=f"rows of a (default {kernels.DEFAULT_M}: 32 images x 100 tokens)")
-    parser.add_argument("--n", type=positive_int, default=kernels.DEFAULT_N,
+    parser.add_argument("--n", type=cli.positive_int, default=kernels.DEFAULT_N,
                         help=f"columns of b (default {kernels.DEFAULT_N})")
     parser.add_argument("--chunks", type=positive_int_list("32,64,128"), default=list(kernels.DEFAULT_CHUNKS),
                         help=f"terms per fp16 partial sum, one fp16-k<chunk> kernel each (default "
                              f"{default_list(kernels.DEFAULT_CHUNKS)}; the whole K is always timed too)")
-    parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=cli.positive_int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--min_sample_s", type=cli.positive, default=0.2,
                         help="shortest timing sample, seconds (default 0.2)")
     parser.add_argument("--out_dir", default="reports", help=f"where {kernels.JSON_NAME} goes (default reports)")

@@ -18,7 +18,7 @@ from svtr_toolkit.cli import run_cli
 def main(argv=None):
     parser = cli.Parser(__doc__)
     parser.add_argument("--engine", required=True, help="a TVM engine built by build_engine.py")
-    parser.add_argument("--runs", type=int, default=5,
+    parser.add_argument("--runs", type=cli.positive_int, default=5,
                         help="instrumented runs averaged (default 5)")
     parser.add_argument("--top", type=int, default=25, help="rows shown, slowest first (default 25; 0: all)")
     parser.add_argument("--json", default=None, help="also write every kernel's figures to this file")
@@ -29,8 +29,8 @@ def main(argv=None):
     from svtr_toolkit.numerics import random_batch
     from svtr_toolkit.runtime import open_backend
 
-    if args.runs < 1 or args.top < 0:
-        raise ToolkitError(f"--runs must be at least 1 and --top at least 0, got {args.runs} and {args.top}")
+    if args.top < 0:
+        raise ToolkitError(f"--top must be at least 0, got {args.top}")
     backend = open_backend(args.engine)
     if not hasattr(backend, "vm"):
         raise ToolkitError(f"{args.engine} is not a TVM engine: only the Relax VM's kernels can be profiled")

@@ -54,7 +54,7 @@ def plan_builds(input_name, image_chw, batches, precisions, engine_dir, stem, lo
     (``tvm-<precision>-nodb``, ``..._nodb.so``). Where the automatic choice finds no database
     for this CPU the two are the same build: it is built and timed once, as the no-database
     engine, and a line says so. ``fp16_variants`` (``fp16_accumulate.parse_variants``) add,
-    at each batch, an fp16 engine per K-chunk setting (``tvm-fp16-k64``, ``tvm-fp16-fp32acc``,
+    at each batch, an fp16 engine per K-chunk setting (``tvm-fp16-k64``, ``tvm-fp16-fp32arith``,
     ...) with the automatic database choice, whatever this CPU's default for fp16 is.
     """
     from ..compile import tuning

@@ -34,7 +34,7 @@ from ..errors import ToolkitError
 from ..progress import progress as progress_bar
 from ..table import render_table
 from .machine import machine_info
-from .timing import calls_per_sample, interleaved_order, summarize
+from .timing import calibrate, interleaved_order, summarize
 
 DEFAULT_KS = (32, 64, 128, 256, 512)
 DEFAULT_M = 3200  # SVTR-Tiny stage 2 at batch 32: 32 images x 100 tokens
@@ -157,16 +157,6 @@ def _evaluator(vm, dev, args):
         return float(vm.time_evaluator("main", dev, number=calls, repeat=1)(*args).results[0])
 
     return seconds_per_call
-
-
-def calibrate(seconds_per_call, min_sample_s: float) -> tuple:
-    """(calls per sample, seconds per call seen): grows the call count on about half a sample,
-    as ``timing.warm_up`` does, then sizes the sample to last ``min_sample_s``."""
-    calls, per_call = 1, seconds_per_call(1)
-    while calls * per_call < min_sample_s / 2:
-        calls = min(calls * 4, max(calls + 1, calls_per_sample(per_call, min_sample_s / 2)))
-        per_call = seconds_per_call(calls)
-    return calls_per_sample(per_call, min_sample_s), per_call
 
 
 def machine_line(machine: dict) -> str:

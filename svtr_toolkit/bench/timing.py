@@ -73,17 +73,20 @@ def time_calls(backend, batch_array, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def calibrate(seconds_per_call, min_sample_s: float) -> tuple:
+    """(calls per sample, seconds per call seen) for ``seconds_per_call(calls)``: one call first
+    (a call that already lasts a sample needs no more), then the call count grows on about half
+    a sample, and the sample is sized to last ``min_sample_s``."""
+    calls, per_call = 1, seconds_per_call(1)
+    while calls * per_call < min_sample_s / 2:
+        calls = min(calls * 4, max(calls + 1, calls_per_sample(per_call, min_sample_s / 2)))
+        per_call = seconds_per_call(calls)
+    return calls_per_sample(per_call, min_sample_s), per_call
+
+
 def warm_up(cell: Cell, batch_array, min_sample_s: float) -> float:
     """One untimed call, then calibrate ``cell.calls``; returns the seconds per call seen."""
-    first = time_calls(cell.backend, batch_array, 1)
-    if first >= min_sample_s:
-        per_call = first  # one call is already a sample; do not spend another on calibration
-    else:
-        calls, per_call = 1, first
-        while calls * per_call < min_sample_s / 2:  # calibrate on about half a sample
-            calls = min(calls * 4, max(calls + 1, calls_per_sample(per_call, min_sample_s / 2)))
-            per_call = time_calls(cell.backend, batch_array, calls)
-    cell.calls = calls_per_sample(per_call, min_sample_s)
+    cell.calls, per_call = calibrate(lambda calls: time_calls(cell.backend, batch_array, calls), min_sample_s)
     return per_call
 
 

@@ -165,7 +165,7 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     mod, plan = to_relax(prepared, input_name, shape, precision, accumulate, fp16_mode(target.spec, accumulate))
     meta["precision_plan"] = plan
     log(f"precision plan: {plan}")
-    note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision, meta.get("fp16_accumulate"))
+    note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision, accumulate)
     if note:
         log(f"note: {note}")
     tvm_target = target.tvm_target()

@@ -74,7 +74,9 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
     (``accumulate``: the build's K-chunked fp16 setting, None when off)."""
     if precision != "fp16":
         return None
-    fp16_cpu = bool(set(spec.get("mattr") or []) & {"+avx512fp16", "+fullfp16"})
+    from ..fp16_accumulate import has_fp16_arithmetic
+
+    fp16_cpu = has_fp16_arithmetic(spec)
     if accumulate is None:
         return (("this CPU has no fp16 arithmetic" if not fp16_cpu else "the K-chunked fp16 plan is off")
                 + ": fp16 here means fp16 values (weights and activations rounded to fp16) in fp32 arithmetic, "
