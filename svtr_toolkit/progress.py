@@ -2,7 +2,9 @@
 
 Carriage-return updates make a captured log one long line (22 updates on one line for 647
 images), so when stderr is not a terminal the progress is a line every ``PLAIN_EVERY`` of the
-total instead. ``enabled=False`` (the tools' ``--no_progress``) shows nothing.
+total instead. ``enabled=False`` (the tools' ``--no_progress``) shows nothing. All three take
+``update``, ``close``, ``set_description`` (what is running now: the bar's label, the next plain
+line's) and ``set_postfix_str``, and a ``total`` that may be changed on the way.
 """
 from __future__ import annotations
 
@@ -13,9 +15,19 @@ PLAIN_EVERY = 0.25  # a plain line at 25 %, 50 %, 75 %, 100 %
 
 
 class _Plain:
-    def __init__(self, total: int, unit: str, desc: str, stream):
+    def __init__(self, total: int, unit: str, desc: str, stream, initial: int = 0):
         self.total, self.unit, self.desc, self.stream = total, unit, desc, stream
-        self.done, self.next_mark, self.start = 0, PLAIN_EVERY, time.perf_counter()
+        self.done, self.next_mark, self.start = initial, PLAIN_EVERY, time.perf_counter()
+        self.postfix = ""
+        if self.total:
+            while self.done / self.total >= self.next_mark - 1e-9:  # resumed work: no lines for what was done
+                self.next_mark += PLAIN_EVERY
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
 
     def update(self, n: int) -> None:
         self.done += n
@@ -23,28 +35,37 @@ class _Plain:
             while self.done / self.total >= self.next_mark - 1e-9:
                 self.next_mark += PLAIN_EVERY
             seconds = time.perf_counter() - self.start
+            postfix = f", {self.postfix}" if self.postfix else ""
             print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f} %, "
-                  f"{seconds:.1f} s)", file=self.stream, flush=True)
+                  f"{seconds:.1f} s{postfix})", file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
 
 
 class _Off:
+    total = 0
+
     def update(self, n: int) -> None:
+        pass
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
         pass
 
     def close(self) -> None:
         pass
 
 
-def progress(total: int, unit: str, desc: str, enabled: bool = True, stream=None):
-    """An object with ``update(n)`` and ``close()``: a bar, plain lines or nothing (see the module)."""
+def progress(total: int, unit: str, desc: str, enabled: bool = True, stream=None, initial: int = 0):
+    """A bar, plain lines or nothing (see the module); ``initial``: units already done (resumed work)."""
     stream = stream or sys.stderr
     if not enabled:
         return _Off()
     if not stream.isatty():
-        return _Plain(total, unit, desc, stream)
+        return _Plain(total, unit, desc, stream, initial)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, desc=desc, file=stream)
+    return tqdm(total=total, unit=unit, desc=desc, file=stream, initial=initial, dynamic_ncols=True)

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from svtr_toolkit import bench
+from svtr_toolkit.bench import timing
 from svtr_toolkit.errors import ToolkitError
 
 
@@ -104,11 +105,66 @@ class FakeBackend:
 def test_run_rounds_times_round_robin():
     calls = []
     cells = [bench.Cell("a", 1, FakeBackend(None, calls, "a")), bench.Cell("b", 1, FakeBackend(1, calls, "b"))]
-    bench.run_rounds(cells, rounds=3, min_sample_s=1e-9, log=lambda *_: None, progress=False)
+    bench.run_rounds(cells, rounds=3, min_sample_s=1e-9, log=lambda *_: None, progress=False, settle=lambda: 0.0)
     assert all(len(c.samples_s) == 3 for c in cells)
     assert all(c.calls == 1 for c in cells)
     timed = calls[2:]  # after one warm-up call each
     assert timed == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_run_rounds_waits_for_idle_before_every_sample_and_warm_up():
+    # A contender's spinning worker threads must not be billed to the next one: every
+    # warm-up and every sample starts after the wait for idle, nothing runs in between.
+    events = []
+
+    def settle():
+        events.append("idle")
+        return 0.05
+
+    cells = [bench.Cell("a", 1, FakeBackend(None, events, "a")), bench.Cell("b", 1, FakeBackend(1, events, "b"))]
+    bench.run_rounds(cells, rounds=2, min_sample_s=1e-9, log=lambda *_: None, progress=False, settle=settle)
+    assert events == ["idle", "a", "idle", "b", "idle", "a", "idle", "b", "idle", "b", "idle", "a"]
+    assert cells[0].settle_s == [0.05, 0.05] and bench.cell_result(cells[0])["idle_wait_s"] == [0.05, 0.05]
+    assert "median 50 ms" in timing.describe_settling(cells, 1.0)
+
+
+class FakeClocks:
+    """A process whose threads use ``busy`` of a core for ``busy_s`` seconds, then nothing."""
+
+    def __init__(self, busy_s, busy=1.0):
+        self.wall = self.cpu = 0.0
+        self.busy_s, self.busy = busy_s, busy
+
+    def sleep(self, seconds):
+        spinning = max(0.0, min(seconds, self.busy_s - self.wall))
+        self.cpu += spinning * self.busy
+        self.wall += seconds
+
+
+def test_wait_until_idle_outlasts_a_spinning_pool_and_stops_at_the_limit():
+    pool = FakeClocks(busy_s=0.2)  # TVM's pool after a call
+    waited = timing.wait_until_idle(1.0, 0.01, 0.1, cpu_clock=lambda: pool.cpu, wall_clock=lambda: pool.wall,
+                                    sleep=pool.sleep)
+    assert 0.2 <= waited <= 0.22
+    idle = FakeClocks(busy_s=0.0)
+    assert timing.wait_until_idle(1.0, 0.01, 0.1, cpu_clock=lambda: idle.cpu, wall_clock=lambda: idle.wall,
+                                  sleep=idle.sleep) == pytest.approx(0.01)
+    busy = FakeClocks(busy_s=10.0, busy=0.5)
+    waited = timing.wait_until_idle(0.3, 0.01, 0.1, cpu_clock=lambda: busy.cpu, wall_clock=lambda: busy.wall,
+                                    sleep=busy.sleep)
+    assert 0.3 <= waited < 0.32
+    cells = [bench.Cell("a", 1, None, settle_s=[waited])]
+    assert "1 of 1 stopped at the 0.3 s limit" in timing.describe_settling(cells, 0.3)
+    assert "no wait" in timing.describe_settling(cells, 0)
+
+
+def test_run_rounds_progress_in_a_log_is_plain_lines(capsys):
+    cells = [bench.Cell("a", 1, FakeBackend(None, None, "a"))]
+    bench.run_rounds(cells, rounds=4, min_sample_s=1e-9, log=lambda *_: None, progress=True, settle=lambda: 0.0)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("round 4/4 a@1: 4/4 samples (100 %")
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -248,7 +304,8 @@ def test_table_and_json_shape(tmp_path):
     path = bench.write_json(report, str(tmp_path / "out"))
     loaded = json.loads(open(path).read())
     assert set(loaded) == {"machine", "settings", "flops", "peak", "results", "parity"}
-    keys = {"contender", "batch", "note", "calls_per_sample", "seconds_per_call", "img_per_s", "median_img_per_s",
+    keys = {"contender", "batch", "note", "calls_per_sample", "seconds_per_call", "idle_wait_s", "img_per_s",
+            "median_img_per_s",
             "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction",
             "peak_of", "arithmetic", "argmax_agreement", "max_abs_diff", "cosine"}
     assert all(set(r) == keys for r in loaded["results"])

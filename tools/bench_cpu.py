@@ -38,6 +38,10 @@ def parse_args(argv):
     parser.add_argument("--batches", default="1,8,32,64", help="sweep batch sizes (default 1,8,32,64; 32 is the headline)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--min_sample_s", type=float, default=0.2, help="shortest timing sample, seconds (default 0.2)")
+    parser.add_argument("--settle_s", type=float, default=None,
+                        help="longest wait, seconds, for this process to go idle before every sample, so a "
+                             "runtime's still-spinning worker threads do not slow the next contender (default 1; "
+                             "0: no wait)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     parser.add_argument("--out_dir", default="reports", help="where bench_cpu.json and bench_cpu.png go (default reports)")
     parser.add_argument("--build", action="store_true",
@@ -59,6 +63,11 @@ def parse_args(argv):
         raise ToolkitError(f"--rounds must be at least 1, got {args.rounds}")
     if args.min_sample_s <= 0:
         raise ToolkitError(f"--min_sample_s must be positive, got {args.min_sample_s}")
+    from svtr_toolkit.bench.timing import DEFAULT_SETTLE_S
+
+    args.settle_s = DEFAULT_SETTLE_S if args.settle_s is None else args.settle_s
+    if args.settle_s < 0:
+        raise ToolkitError(f"--settle_s must be zero or more, got {args.settle_s}")
     if args.preset and not args.engine:
         args.build = True
     from svtr_toolkit.compile.fp16_accumulate import parse_variants
@@ -87,7 +96,7 @@ def main(argv=None):
         build=args.build, precisions=precisions, engine_dir=args.engine_dir,
         image_chw=preset.image_shape() if preset else None, engine_stem=preset.name if preset else None,
         openvino=not args.no_openvino, log=lambda msg: print(msg, flush=True), progress=not args.no_progress,
-        fp16_variants=args.fp16_variants,
+        fp16_variants=args.fp16_variants, settle_s=args.settle_s,
     )
     results = report["results"]
     print()

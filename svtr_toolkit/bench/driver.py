@@ -16,7 +16,7 @@ from .flops import count_model_flops, model_image_shape
 from .machine import machine_info
 from .output import ORT_NAME, add_comparisons, cell_result
 from .peak import describe_peak, measure_peak, merge_peaks
-from .timing import Cell, run_rounds
+from .timing import DEFAULT_SETTLE_S, Cell, describe_settling, run_rounds, wait_until_idle
 
 
 def plan_cells(ort_backend, engines: list, batches: list) -> list:
@@ -141,12 +141,12 @@ def check_cells(cells, reference, image_chw) -> None:
 
 def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2, threads=None, build=False,
                   precisions=("fp32", "fp16"), engine_dir="work/bench", image_chw=None, engine_stem=None,
-                  openvino=True, log=print, progress=True, fp16_variants=()) -> dict:
+                  openvino=True, log=print, progress=True, fp16_variants=(), settle_s=DEFAULT_SETTLE_S) -> dict:
     """Time onnxruntime, OpenVINO (unless ``openvino`` is False or it is not installed) and the
     engines; ``image_chw`` (C, H, W) defaults to the model's own. Every cell is also checked
     against onnxruntime fp32 on its input batch.
 
-    ``rounds`` >= 1 and ``min_sample_s`` > 0 are the caller's to check."""
+    ``rounds`` >= 1, ``min_sample_s`` > 0 and ``settle_s`` >= 0 are the caller's to check."""
     from ..runtime import OrtBackend
     from .contenders import openvino_backends
 
@@ -189,9 +189,12 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
     for cell in cells:
         cell.arithmetic = _arithmetic(cell.backend)
         cell.note = cell.note or build_notes.get((cell.contender, cell.batch), "")
-    log(f"{len(cells)} cells x {rounds} rounds, samples >= {min_sample_s} s, onnxruntime/OpenVINO threads {threads}")
+    log(f"{len(cells)} cells x {rounds} rounds, samples >= {min_sample_s} s, each after this process is idle "
+        f"(at most {settle_s} s), onnxruntime/OpenVINO threads {threads}")
     check_cells(cells, ort, image_chw)
-    run_rounds(cells, rounds, min_sample_s, log=log, progress=progress, image_chw=image_chw)
+    run_rounds(cells, rounds, min_sample_s, log=log, progress=progress, image_chw=image_chw,
+               settle=lambda: wait_until_idle(settle_s))
+    log(describe_settling(cells, settle_s))
 
     # A peak is a best case: probe again after the rounds and keep the better of the two,
     # so a burst of load from elsewhere during the first probe does not inflate % of peak.
@@ -209,7 +212,9 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
         "machine": machine,
         "settings": {"model_path": os.path.abspath(model_path), "image_shape": list(image_chw),
                      "batches": list(batches), "rounds": rounds, "min_sample_s": min_sample_s, "ort_threads": threads,
-                     "headline_batch": HEADLINE_BATCH, "interleaving": "round-robin, start rotated each round",
+                     "headline_batch": HEADLINE_BATCH, "settle_s": settle_s,
+                     "interleaving": "round-robin, start rotated each round, each sample after this process is idle "
+                                     "(under a tenth of a core over 10 ms; at most settle_s)",
                      "correctness": "each cell's output vs onnxruntime fp32 on the batch it is timed on",
                      "engines": [{"name": n, "path": os.path.abspath(p)} for n, p in engine_specs],
                      "tvm_builds": tvm_builds},

@@ -2,8 +2,14 @@
 
 After a warm-up that also calibrates how many ``run`` calls make one sample (>= ``min_sample_s``),
 the cells are timed round-robin: each round takes one sample of every cell, so machine noise
-lands on all of them alike. The start of the round-robin rotates from round to round so no
-cell always runs right after the same neighbour.
+lands on all of them alike. The start of the round-robin rotates from round to round.
+
+Before every sample (and every warm-up) the benchmark waits until its own process is idle:
+runtimes keep worker threads spinning after a call returns (onnxruntime's pool for tens of
+milliseconds, TVM's, which yields in a loop, for a few hundred), and on a machine with few
+cores those threads take cycles from whichever contender is timed next. The round-robin keeps
+the cells' cyclic order, so without the wait the same contender would always pay for the same
+neighbour's spinning.
 """
 from __future__ import annotations
 
@@ -13,6 +19,28 @@ import time
 from dataclasses import dataclass, field
 
 from ..numerics import random_batch
+from ..progress import progress as progress_bar
+
+# The longest wait for idle before a sample; TVM's pool spins for about 0.2 s after a call.
+DEFAULT_SETTLE_S = 1.0
+IDLE_WINDOW_S = 0.01
+IDLE_BUSY_FRACTION = 0.1  # idle: this process used under a tenth of one core over a window
+
+
+def wait_until_idle(max_s: float = DEFAULT_SETTLE_S, window_s: float = IDLE_WINDOW_S,
+                    busy_fraction: float = IDLE_BUSY_FRACTION, cpu_clock=time.process_time,
+                    wall_clock=time.perf_counter, sleep=time.sleep) -> float:
+    """Sleep in windows of ``window_s`` until the process's threads (all of them: the process
+    CPU clock) used under ``busy_fraction`` of one core over the last window, at most ``max_s``;
+    returns the seconds waited (``max_s`` or more: never idle)."""
+    start = wall_clock()
+    while wall_clock() - start < max_s:
+        cpu, wall = cpu_clock(), wall_clock()
+        sleep(window_s)
+        elapsed = wall_clock() - wall
+        if elapsed > 0 and (cpu_clock() - cpu) / elapsed < busy_fraction:
+            break
+    return wall_clock() - start
 
 
 def calls_per_sample(seconds_per_call: float, min_sample_s: float) -> int:
@@ -57,6 +85,7 @@ class Cell:
     note: str = ""
     calls: int = 1
     samples_s: list = field(default_factory=list)  # seconds per call, one per round
+    settle_s: list = field(default_factory=list)  # seconds waited for idle before each sample
     arithmetic: str = "fp32"  # what it computes in: picks the peak its "% peak" is set against
     parity: object = None  # numerics.Parity against onnxruntime fp32 on this cell's input
 
@@ -90,28 +119,40 @@ def warm_up(cell: Cell, batch_array, min_sample_s: float) -> float:
     return per_call
 
 
-def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True, image_chw=None) -> None:
+def describe_settling(cells, max_s: float) -> str:
+    """One line on the idle waits before the samples (``Cell.settle_s``)."""
+    waits = [w for cell in cells for w in cell.settle_s]
+    if max_s <= 0 or not waits:
+        return "no wait for idle before the samples (--settle_s 0)"
+    line = (f"waits for idle before the samples: median {statistics.median(waits) * 1e3:.0f} ms, "
+            f"longest {max(waits) * 1e3:.0f} ms")
+    capped = sum(w >= max_s for w in waits)
+    if capped:
+        line += (f"; warning: {capped} of {len(waits)} stopped at the {max_s} s limit with this process still "
+                 f"busy, so those samples may include another contender's spinning threads")
+    return line
+
+
+def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True, image_chw=None,
+               settle=wait_until_idle) -> None:
     """Warm up and calibrate every cell, then take ``rounds`` interleaved samples of each, on a
-    fixed [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes)."""
+    fixed [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes). ``settle()``
+    runs before every warm-up and sample and returns the seconds it waited (see the module);
+    the waits are kept per cell (``Cell.settle_s``)."""
     inputs = {}
     for cell in cells:
         inputs.setdefault(cell.batch, random_batch((cell.batch, *(image_chw or cell.backend.input_shape[1:]))))
+        settle()
         per_call = warm_up(cell, inputs[cell.batch], min_sample_s)
         log(f"warm-up {cell.label}: {per_call * 1e3:.1f} ms/call -> {cell.calls} call(s) per sample")
     order = interleaved_order(len(cells), rounds)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(order), unit="sample", desc="timing", dynamic_ncols=True)
+    bar = progress_bar(len(order), "samples", "timing", enabled=progress)
     try:
         for r, index in order:
             cell = cells[index]
-            if bar is not None:
-                bar.set_description(f"round {r + 1}/{rounds} {cell.label}")
+            bar.set_description(f"round {r + 1}/{rounds} {cell.label}")
+            cell.settle_s.append(settle())
             cell.samples_s.append(time_calls(cell.backend, inputs[cell.batch], cell.calls))
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()

@@ -5,7 +5,6 @@ import contextlib
 import io
 import logging
 import os
-import sys
 import time
 
 from ...errors import ToolkitError
@@ -82,9 +81,9 @@ def tune(mod, target, folder: str, *, time_budget_s: float, trials_per_task: int
 
 
 def _progress_bar(total, initial):
-    from tqdm import tqdm
+    from ...progress import progress
 
-    return tqdm(total=total, initial=initial, unit="trial", desc="tuning", file=sys.stderr)
+    return progress(total, "trial", "tuning", initial=initial)
 
 
 def _load_cpu_tensor_intrinsics() -> None:
