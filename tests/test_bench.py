@@ -384,6 +384,25 @@ def test_tvm_fp16_matmul_probe_compiles_and_runs_for_the_host():
     assert peak._probe("tvm_matmul_flops('float16', 64, 64, 64, 1)", env_threads=1) > 0
 
 
+def test_rules_fp32_matmul_probe_compiles_and_runs_for_the_host():
+    from svtr_toolkit.bench import peak
+
+    assert peak._probe("tvm_rule_matmul_flops(64, 64, 64, 1)", env_threads=1, exact_threads=True) > 0
+
+
+def test_fp32_peak_is_the_better_probe_and_keeps_both_readings(monkeypatch):
+    # A peak one contender's kernels beat would put its "% peak" above what the CPU allows.
+    from svtr_toolkit.bench import peak
+
+    monkeypatch.setattr(peak, "measure_gemm_flops", lambda n, repeats, threads: {2: 140e9, 1: 80e9}[threads])
+    monkeypatch.setattr(peak, "measure_rule_matmul_flops", lambda threads: {2: 170e9, 1: 75e9}[threads])
+    measured = peak.measure_peak(2, fp16_arithmetic=False)
+    assert measured["all_cores_flops"] == 170e9 and measured["one_core_flops"] == 80e9
+    assert measured["fp32_readings"] == {"mlas_all_cores_flops": 140e9, "mlas_one_core_flops": 80e9,
+                                         "rules_all_cores_flops": 170e9, "rules_one_core_flops": 75e9}
+    assert "MLAS" in measured["fp32_probe"] and "default-rules" in measured["fp32_probe"]
+
+
 def test_describe_peak_says_when_the_cpu_has_no_fp16():
     peak = {"all_cores_flops": 2e11, "one_core_flops": 1e11, "cores": 2, "fp32_probe": "onnxruntime MLAS sgemm 2048^3"}
     assert "no fp16 arithmetic" in bench.describe_peak(dict(peak, fp16_flops=None))
