@@ -167,7 +167,7 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
     counted = count_model_flops(model_path, (1, *image_chw))
     log(_describe_flops(counted, image_chw))
 
-    log("peak probe: onnxruntime MLAS sgemm 2048^3, best of 3 (and TVM's fp16 matmul where the CPU has fp16) ...")
+    log("peak probe: onnxruntime MLAS sgemm 2048^3 and TVM's fp32 matmul (and its fp16 one where the CPU has fp16) ...")
     peak = measure_peak(cores)
     log(f"peak probe: {describe_peak(peak)}")
 
