@@ -58,3 +58,76 @@ def test_engine_with_nhwc_convs_matches_onnxruntime(conv_model, tmp_path, precis
     got = runtime.load_engine(path).run(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+
+
+def _conv_model(path, out_channels, kernel=(3, 3), in_channels=8, shape=(2, 8, 3, 10)):
+    """One Conv (pads 1 where the kernel is 3 wide) + Relu, random weights and bias."""
+    rng = np.random.default_rng(out_channels)
+    weight = rng.normal(0, 0.3, (out_channels, in_channels, *kernel)).astype(np.float32)
+    pads = [k // 2 for k in kernel] * 2
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(kernel), pads=pads),
+         helper.make_node("Relu", ["c"], ["y"])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+        [numpy_helper.from_array(weight, "w"),
+         numpy_helper.from_array(rng.normal(0, 0.1, out_channels).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("out_channels, padded", [(60, 64), (20, 24), (17, 24), (24, None), (16, None), (12, None)])
+def test_nhwc_conv_output_channels_padded_to_whole_vectors(tmp_path, out_channels, padded):
+    shape = (2, 8, 3, 10)
+    path = _conv_model(str(tmp_path / "c.onnx"), out_channels, shape=shape)
+    prepared = onnx_passes.prepare_onnx(onnx_passes.load_onnx(path), "x", shape)
+    mod, _ = precision.to_relax(prepared, "x", shape, "fp32")
+    text = relax_passes.conv_channels_to_whole_vectors()(relax_passes.convs_to_nhwc()(mod)).script()
+    assert 'data_layout="NHWC"' in text
+    if padded is None:
+        assert "R.strided_slice" not in text and "R.nn.pad" not in text
+    else:
+        assert re.search(rf"R\.Tensor\(\(2, 3, 10, {padded}\), dtype=\"float32\"\) = R\.nn\.conv2d", text), text
+        assert re.search(rf"R\.Tensor\(\(2, 3, 10, {out_channels}\), dtype=\"float32\"\) = R\.strided_slice", text)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 3)])
+def test_engine_with_padded_conv_channels_matches_onnxruntime(tmp_path, kernel):
+    # 60 output channels: PP-OCRv4's neck width, which split into 15-lane vector tiles before
+    shape = (2, 24, 1, 20) if kernel == (1, 3) else (2, 24, 4, 12)
+    path = _conv_model(str(tmp_path / "c.onnx"), 60, kernel=kernel, in_channels=24, shape=shape)
+    x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    engine = str(tmp_path / "c.so")
+    build.build_engine(path, "x", shape, "fp32", targets.select_target("llvm"), engine, log=lambda *_: None,
+                       tuning_dir=None)
+    got = runtime.load_engine(engine).run(x)
+    assert got.shape == expected.shape == (shape[0], 60, shape[2], shape[3])
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_padded_conv_is_tiled_with_whole_vectors():
+    """The padded convolution's kernel gets an output-channel tile of whole vectors (a 15-lane
+    tile was what LLVM spilled lane by lane)."""
+    import tvm
+    from tvm import relax
+
+    from svtr_toolkit.compile.schedule_rules import ApplyRules
+    from svtr_toolkit.compile.targets import llvm
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 96, 1, 40), "float32"))
+    w = relax.Var("w", relax.TensorType((60, 96, 1, 3), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, w, padding=(0, 1)))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2, "mattr": ["+avx2", "+fma"]})
+    with target:
+        lowered = tvm.transform.Sequential(llvm.lowering_passes(target) + [ApplyRules()])(bb.get())
+    convs = [f.script() for gv, f in lowered.functions_items() if "conv2d" in gv.name_hint]
+    assert len(convs) == 1
+    widths = {int(v) for v in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", convs[0])}
+    assert widths and all(v % 8 == 0 for v in widths), widths

@@ -43,3 +43,57 @@ def convs_to_nhwc():
         return rewritten
 
     return _pass
+
+
+# Output channels of NHWC convolutions are padded to a multiple of this (AVX2's fp32 lanes;
+# AVX-512's 16 lanes take 8-wide rows as half vectors, still without shuffles).
+CHANNEL_MULTIPLE = 8
+
+
+def conv_channels_to_whole_vectors(multiple: int = CHANNEL_MULTIPLE):
+    """NHWC/HWIO convolutions whose output channels are not a whole number of vectors (and
+    more than two vectors' worth) get zero weights up to the next multiple, and the extra
+    channels are sliced off again.
+
+    Why: the output channel is the vectorised axis of an NHWC convolution. A width like 60
+    splits into vector tiles of 15 lanes, which LLVM assembles and spills lane by lane; in
+    PP-OCRv4's neck two such convolutions (960 and 480 channels in, 60 out) ran at a tenth of
+    the speed of the other convolutions. Padding costs the extra channels' arithmetic (60 -> 64:
+    7 %); the zero weights make the extra channels exactly zero, and they never leave the
+    convolution. Convolutions a schedule can already tile with whole vectors are left alone.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    data, weight = wildcard(), wildcard()
+    pattern = is_op("relax.nn.conv2d")(data, weight)
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        if attrs.data_layout != "NHWC" or attrs.kernel_layout != "HWIO" or int(attrs.groups) != 1:
+            return call
+        try:
+            kh, kw, cin, cout = (int(d) for d in matches[weight].ty.shape)
+        except (TypeError, ValueError, AttributeError):
+            return call
+        if cout % multiple == 0 or cout <= 2 * multiple:
+            return call
+        padded = -(-cout // multiple) * multiple
+        out_dtype = str(attrs.out_dtype)
+        conv = relax.op.nn.conv2d(
+            matches[data], relax.op.nn.pad(matches[weight], [0, 0, 0, 0, 0, 0, 0, padded - cout]),
+            strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
+            data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
+            out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
+        return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[cout])
+
+    @tvm.transform.module_pass(opt_level=0, name="ConvChannelsToWholeVectors")
+    def _pass(mod, _ctx):
+        rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewritten[gv] = rewrite_call(pattern, rewriter, func)
+        return rewritten
+
+    return _pass
