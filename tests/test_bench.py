@@ -105,7 +105,7 @@ class FakeBackend:
 def test_run_rounds_times_round_robin():
     calls = []
     cells = [bench.Cell("a", 1, FakeBackend(None, calls, "a")), bench.Cell("b", 1, FakeBackend(1, calls, "b"))]
-    bench.run_rounds(cells, rounds=3, min_sample_s=1e-9, log=lambda *_: None, progress=False, settle=lambda: 0.0)
+    bench.run_rounds(cells, rounds=3, min_sample_s=1e-9, log=lambda *_: None, progress=False, wait_for_idle=lambda: 0.0)
     assert all(len(c.samples_s) == 3 for c in cells)
     assert all(c.calls == 1 for c in cells)
     timed = calls[2:]  # after one warm-up call each
@@ -117,15 +117,15 @@ def test_run_rounds_waits_for_idle_before_every_sample_and_warm_up():
     # warm-up and every sample starts after the wait for idle, nothing runs in between.
     events = []
 
-    def settle():
+    def wait_for_idle():
         events.append("idle")
         return 0.05
 
     cells = [bench.Cell("a", 1, FakeBackend(None, events, "a")), bench.Cell("b", 1, FakeBackend(1, events, "b"))]
-    bench.run_rounds(cells, rounds=2, min_sample_s=1e-9, log=lambda *_: None, progress=False, settle=settle)
+    bench.run_rounds(cells, rounds=2, min_sample_s=1e-9, log=lambda *_: None, progress=False, wait_for_idle=wait_for_idle)
     assert events == ["idle", "a", "idle", "b", "idle", "a", "idle", "b", "idle", "b", "idle", "a"]
-    assert cells[0].settle_s == [0.05, 0.05] and bench.cell_result(cells[0])["idle_wait_s"] == [0.05, 0.05]
-    assert "median 50 ms" in timing.describe_settling(cells, 1.0)
+    assert cells[0].idle_wait_s == [0.05, 0.05] and bench.cell_result(cells[0])["idle_wait_s"] == [0.05, 0.05]
+    assert "median 50 ms" in timing.describe_idle_waits(cells, 1.0)
 
 
 class FakeClocks:
@@ -153,14 +153,14 @@ def test_wait_until_idle_outlasts_a_spinning_pool_and_stops_at_the_limit():
     waited = timing.wait_until_idle(0.3, 0.01, 0.1, cpu_clock=lambda: busy.cpu, wall_clock=lambda: busy.wall,
                                     sleep=busy.sleep)
     assert 0.3 <= waited < 0.32
-    cells = [bench.Cell("a", 1, None, settle_s=[waited])]
-    assert "1 of 1 stopped at the 0.3 s limit" in timing.describe_settling(cells, 0.3)
-    assert "no wait" in timing.describe_settling(cells, 0)
+    cells = [bench.Cell("a", 1, None, idle_wait_s=[waited])]
+    assert "1 of 1 stopped at the 0.3 s limit" in timing.describe_idle_waits(cells, 0.3)
+    assert "no wait" in timing.describe_idle_waits(cells, 0)
 
 
 def test_run_rounds_progress_in_a_log_is_plain_lines(capsys):
     cells = [bench.Cell("a", 1, FakeBackend(None, None, "a"))]
-    bench.run_rounds(cells, rounds=4, min_sample_s=1e-9, log=lambda *_: None, progress=True, settle=lambda: 0.0)
+    bench.run_rounds(cells, rounds=4, min_sample_s=1e-9, log=lambda *_: None, progress=True, wait_for_idle=lambda: 0.0)
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = err.splitlines()
@@ -639,3 +639,19 @@ def test_profile_cli_prints_the_kernels_and_refuses_an_onnx_model(built, tiny, t
     assert saved["kernels"] and saved["kernels"][0]["kernel"] in done.stdout and "ms/run" in done.stdout
     refused = run_profile_tool("--engine", tiny)
     assert refused.returncode == 2 and "not a TVM engine" in refused.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--settle_s", "-1"], "error: --settle_s must be zero or more"),
+    (["--rounds", "0"], "error: --rounds must be at least 1"),
+])
+def test_bench_cpu_refuses_bad_counts_with_one_error_line(args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_cpu.py"
+    proc = subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
+    assert proc.stderr.startswith(message)

@@ -16,7 +16,7 @@ from .flops import count_model_flops, model_image_shape
 from .machine import machine_info
 from .output import ORT_NAME, add_comparisons, cell_result
 from .peak import describe_peak, measure_peak, merge_peaks
-from .timing import DEFAULT_SETTLE_S, Cell, describe_settling, run_rounds, wait_until_idle
+from .timing import DEFAULT_SETTLE_S, Cell, describe_idle_waits, run_rounds, wait_until_idle
 
 
 def plan_cells(ort_backend, engines: list, batches: list) -> list:
@@ -193,8 +193,8 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
         f"(at most {settle_s} s), onnxruntime/OpenVINO threads {threads}")
     check_cells(cells, ort, image_chw)
     run_rounds(cells, rounds, min_sample_s, log=log, progress=progress, image_chw=image_chw,
-               settle=lambda: wait_until_idle(settle_s))
-    log(describe_settling(cells, settle_s))
+               wait_for_idle=lambda: wait_until_idle(settle_s))
+    log(describe_idle_waits(cells, settle_s))
 
     # A peak is a best case: probe again after the rounds and keep the better of the two,
     # so a burst of load from elsewhere during the first probe does not inflate % of peak.

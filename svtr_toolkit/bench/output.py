@@ -35,7 +35,7 @@ def cell_result(cell: Cell) -> dict:
         "note": cell.note,
         "calls_per_sample": cell.calls,
         "seconds_per_call": list(cell.samples_s),
-        "idle_wait_s": list(cell.settle_s),
+        "idle_wait_s": list(cell.idle_wait_s),
         "img_per_s": throughput,
         "median_img_per_s": stats["median"],
         "min_img_per_s": stats["min"],

@@ -3,9 +3,9 @@
 - fp32: the better of onnxruntime's MLAS sgemm on an n^3 MatMul (a model built in memory) and an
   fp32 matmul at an SVTR MLP shape compiled by the toolkit's default rules, on all cores and on
   one. MLAS picks its kernels from the CPU it runs on; numpy's OpenBLAS may not know a newer CPU
-  and then under-reads the peak several times (65 vs 269 GFLOP/s on one AVX-512 VM). Neither
-  probe is always the faster: on a 2-core Zen 3 VM the compiled matmul ran 20-30 % above MLAS,
-  and a peak that a contender's own kernels beat would put "% peak" above what the CPU allows.
+  and then under-reads the peak several times. Neither probe is always the faster (the README
+  gives both readings per machine), and a peak that a contender's own kernels beat would put its
+  "% peak" above what the CPU allows.
 - fp16: where the CPU has fp16 arithmetic (x86 avx512_fp16, ARMv8.2 fp16), a vectorised fp16
   matmul with fp16 accumulation compiled by TVM for the host (the instructions the CPU's fp16
   FMA uses); elsewhere there is no fp16 figure and fp16 engines are set against the fp32 peak.

@@ -5,8 +5,8 @@ the cells are timed round-robin: each round takes one sample of every cell, so m
 lands on all of them alike. The start of the round-robin rotates from round to round.
 
 Before every sample (and every warm-up) the benchmark waits until its own process is idle:
-runtimes keep worker threads spinning after a call returns (onnxruntime's pool for tens of
-milliseconds, TVM's, which yields in a loop, for a few hundred), and on a machine with few
+runtimes keep worker threads spinning after a call returns (onnxruntime's intra-op pool by
+default; TVM's pool yields in a loop 300,000 times before it sleeps), and on a machine with few
 cores those threads take cycles from whichever contender is timed next. The round-robin keeps
 the cells' cyclic order, so without the wait the same contender would always pay for the same
 neighbour's spinning.
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from ..numerics import random_batch
 from ..progress import progress as progress_bar
 
-# The longest wait for idle before a sample; TVM's pool spins for about 0.2 s after a call.
+# The longest wait for idle before a sample: well beyond the runtimes' spinning tails, and still
+# short beside a round.
 DEFAULT_SETTLE_S = 1.0
 IDLE_WINDOW_S = 0.01
 IDLE_BUSY_FRACTION = 0.1  # idle: this process used under a tenth of one core over a window
@@ -85,7 +86,7 @@ class Cell:
     note: str = ""
     calls: int = 1
     samples_s: list = field(default_factory=list)  # seconds per call, one per round
-    settle_s: list = field(default_factory=list)  # seconds waited for idle before each sample
+    idle_wait_s: list = field(default_factory=list)  # seconds waited for idle before each sample
     arithmetic: str = "fp32"  # what it computes in: picks the peak its "% peak" is set against
     parity: object = None  # numerics.Parity against onnxruntime fp32 on this cell's input
 
@@ -119,9 +120,9 @@ def warm_up(cell: Cell, batch_array, min_sample_s: float) -> float:
     return per_call
 
 
-def describe_settling(cells, max_s: float) -> str:
-    """One line on the idle waits before the samples (``Cell.settle_s``)."""
-    waits = [w for cell in cells for w in cell.settle_s]
+def describe_idle_waits(cells, max_s: float) -> str:
+    """One line on the waits for idle before the samples (``Cell.idle_wait_s``)."""
+    waits = [w for cell in cells for w in cell.idle_wait_s]
     if max_s <= 0 or not waits:
         return "no wait for idle before the samples (--settle_s 0)"
     line = (f"waits for idle before the samples: median {statistics.median(waits) * 1e3:.0f} ms, "
@@ -134,15 +135,15 @@ def describe_settling(cells, max_s: float) -> str:
 
 
 def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True, image_chw=None,
-               settle=wait_until_idle) -> None:
+               wait_for_idle=wait_until_idle) -> None:
     """Warm up and calibrate every cell, then take ``rounds`` interleaved samples of each, on a
-    fixed [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes). ``settle()``
-    runs before every warm-up and sample and returns the seconds it waited (see the module);
-    the waits are kept per cell (``Cell.settle_s``)."""
+    fixed [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes).
+    ``wait_for_idle()`` runs before every warm-up and sample and returns the seconds it waited
+    (see the module); the waits are kept per cell (``Cell.idle_wait_s``)."""
     inputs = {}
     for cell in cells:
         inputs.setdefault(cell.batch, random_batch((cell.batch, *(image_chw or cell.backend.input_shape[1:]))))
-        settle()
+        wait_for_idle()
         per_call = warm_up(cell, inputs[cell.batch], min_sample_s)
         log(f"warm-up {cell.label}: {per_call * 1e3:.1f} ms/call -> {cell.calls} call(s) per sample")
     order = interleaved_order(len(cells), rounds)
@@ -151,7 +152,7 @@ def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True
         for r, index in order:
             cell = cells[index]
             bar.set_description(f"round {r + 1}/{rounds} {cell.label}")
-            cell.settle_s.append(settle())
+            cell.idle_wait_s.append(wait_for_idle())
             cell.samples_s.append(time_calls(cell.backend, inputs[cell.batch], cell.calls))
             bar.update(1)
     finally:

@@ -1,6 +1,23 @@
 """Relax graph rewrites applied when building engines."""
 
 
+def _call_rewrite_pass(pattern, rewriter, name: str):
+    """A module pass applying ``rewriter`` to every call matching ``pattern`` in every Relax function."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewritten[gv] = rewrite_call(pattern, rewriter, func)
+        return rewritten
+
+    return _pass
+
+
 def convs_to_nhwc():
     """Run KxK convolutions (K > 1, groups 1) in NHWC with HWIO weights, NCHW around them.
 
@@ -11,9 +28,8 @@ def convs_to_nhwc():
     transposes in and out fuse with the bias/activation around the conv; the weight
     transpose is constant-folded. 1x1 convs already are plain GEMMs and keep NCHW.
     """
-    import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_op, wildcard
 
     data, weight = wildcard(), wildcard()
     pattern = is_op("relax.nn.conv2d")(data, weight)
@@ -34,15 +50,7 @@ def convs_to_nhwc():
             out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
         return relax.op.permute_dims(conv, [0, 3, 1, 2])
 
-    @tvm.transform.module_pass(opt_level=0, name="ConvsToNHWC")
-    def _pass(mod, _ctx):
-        rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewritten[gv] = rewrite_call(pattern, rewriter, func)
-        return rewritten
-
-    return _pass
+    return _call_rewrite_pass(pattern, rewriter, "ConvsToNHWC")
 
 
 # Output channels of NHWC convolutions are padded to a multiple of this (AVX2's fp32 lanes;
@@ -56,15 +64,13 @@ def conv_channels_to_whole_vectors(multiple: int = CHANNEL_MULTIPLE):
     channels are sliced off again.
 
     Why: the output channel is the vectorised axis of an NHWC convolution. A width like 60
-    splits into vector tiles of 15 lanes, which LLVM assembles and spills lane by lane; in
-    PP-OCRv4's neck two such convolutions (960 and 480 channels in, 60 out) ran at a tenth of
-    the speed of the other convolutions. Padding costs the extra channels' arithmetic (60 -> 64:
-    7 %); the zero weights make the extra channels exactly zero, and they never leave the
-    convolution. Convolutions a schedule can already tile with whole vectors are left alone.
+    (PP-OCRv4's neck) splits into vector tiles of 15 lanes, which LLVM assembles and spills lane
+    by lane (the README gives the measured effect). Padding costs the extra channels' arithmetic
+    (60 -> 64: 7 %); the zero weights make the extra channels exactly zero, and they never leave
+    the convolution. Convolutions a schedule can already tile with whole vectors are left alone.
     """
-    import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_op, wildcard
 
     data, weight = wildcard(), wildcard()
     pattern = is_op("relax.nn.conv2d")(data, weight)
@@ -74,8 +80,8 @@ def conv_channels_to_whole_vectors(multiple: int = CHANNEL_MULTIPLE):
         if attrs.data_layout != "NHWC" or attrs.kernel_layout != "HWIO" or int(attrs.groups) != 1:
             return call
         try:
-            kh, kw, cin, cout = (int(d) for d in matches[weight].ty.shape)
-        except (TypeError, ValueError, AttributeError):
+            cout = int(matches[weight].ty.shape[3])
+        except (TypeError, ValueError, AttributeError, IndexError):
             return call
         if cout % multiple == 0 or cout <= 2 * multiple:
             return call
@@ -88,12 +94,4 @@ def conv_channels_to_whole_vectors(multiple: int = CHANNEL_MULTIPLE):
             out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
         return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[cout])
 
-    @tvm.transform.module_pass(opt_level=0, name="ConvChannelsToWholeVectors")
-    def _pass(mod, _ctx):
-        rewritten = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewritten[gv] = rewrite_call(pattern, rewriter, func)
-        return rewritten
-
-    return _pass
+    return _call_rewrite_pass(pattern, rewriter, "ConvChannelsToWholeVectors")
