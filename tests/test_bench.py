@@ -641,6 +641,62 @@ def test_profile_cli_prints_the_kernels_and_refuses_an_onnx_model(built, tiny, t
     assert refused.returncode == 2 and "not a TVM engine" in refused.stderr
 
 
+def _matmul_model(path, batch=4, m=16, k=32, n=24):
+    weight = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, m, n])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_kernel_flops_counts_what_the_engine_computes_and_the_profile_turns_it_into_rates(tmp_path):
+    from svtr_toolkit.bench.profile import KernelTime, add_rates, format_profile
+    from svtr_toolkit.compile import build, targets
+
+    model = _matmul_model(tmp_path / "mm.onnx")
+    meta = build.build_engine(model, "x", (4, 16, 32), "fp32", targets.select_target("llvm"),
+                              str(tmp_path / "mm.so"), log=lambda *_: None, tuning_dir=None)
+    flops = build.kernel_flops(meta)
+    assert list(flops.values()) == [2.0 * 4 * 16 * 32 * 24]  # one kernel: a multiply and an add per term
+    kernel = next(iter(flops))
+    profile = {"kernels": [KernelTime(kernel, 2.0, 0.5, 0.9), KernelTime("copy", 1.0, 0.1, 0.1)],
+               "kernel_ms": 0.6, "builtin_ms": 0.0, "plain_ms": 0.6, "instrumented_ms": 0.7}
+    add_rates(profile, flops)
+    assert profile["kernels"][0].gflop_per_s == pytest.approx(flops[kernel] * 2 / 0.5e-3 / 1e9)
+    assert profile["kernels"][1].gflop_per_s is None
+    lines = format_profile(profile).splitlines()
+    assert "GFLOP/s" in lines[0] and f"{profile['kernels'][0].gflop_per_s:.1f}" in lines[2] and " - " in lines[3]
+
+
+def test_kernel_flops_refuses_a_changed_model_or_another_recipe(tmp_path):
+    from svtr_toolkit.compile import build, targets
+
+    model = _matmul_model(tmp_path / "mm.onnx")
+    meta = build.build_engine(model, "x", (4, 16, 32), "fp32", targets.select_target("llvm"),
+                              str(tmp_path / "mm.so"), log=lambda *_: None, tuning_dir=None)
+    with pytest.raises(ToolkitError, match="built by build recipe"):
+        build.kernel_flops(dict(meta, recipe_version=build.RECIPE_VERSION - 1))
+    _matmul_model(tmp_path / "mm.onnx", n=8)
+    with pytest.raises(ToolkitError, match="has changed since the engine was built"):
+        build.kernel_flops(meta)
+
+
+def test_profile_cli_flops_column(built):
+    done = run_profile_tool("--engine", built[0], "--runs", 1, "--top", 0, "--flops")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ms/run"))
+    assert lines[start].split()[-2:] == ["GFLOP/s", "kernel"]
+    rows = [line.split() for line in lines[start + 2:] if not line.startswith("kernels ")]
+    rates = [row[3] for row in rows]
+    assert rows and all(r == "-" or float(r) > 0 for r in rates)
+    assert any(r != "-" for r in rates) and "-" in rates, done.stdout  # products have a rate, copies none
+
+
 @pytest.mark.parametrize("args, message", [
     (["--settle_s", "-1"], "error: --settle_s must be zero or more"),
     (["--rounds", "0"], "error: --rounds must be at least 1"),

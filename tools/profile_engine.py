@@ -1,12 +1,15 @@
 """Where an engine's time goes, kernel by kernel.
 
-    python tools/profile_engine.py --engine work/engines/svtr_bs_32_fp16.so [--runs 5] [--top 20] [--json F]
+    python tools/profile_engine.py --engine work/engines/svtr_bs_32_fp16.so [--runs 5] [--top 20] [--json F] [--flops]
 
 Runs the engine on a fixed-seed batch of its own input shape with the Relax VM's instrument
 hook and prints, per kernel (fused TIR function), its calls per run, milliseconds per run and
 share of all kernels' time, slowest first. A kernel a repeated block calls several times is
 one row. The last line gives the kernels' total, the VM's own builtins and a run's time with
-and without the hook (the hook's overhead). Engines for this machine only (not over RPC).
+and without the hook (the hook's overhead). ``--flops`` adds each kernel's GFLOP/s: the engine's
+model (its build description names it; it must be unchanged) is lowered again to count every
+kernel's FLOPs, so a kernel that is slow for its arithmetic stands out. Engines for this machine
+only (not over RPC).
 """
 import json
 
@@ -22,9 +25,11 @@ def main(argv=None):
                         help="instrumented runs averaged (default 5)")
     parser.add_argument("--top", type=int, default=25, help="rows shown, slowest first (default 25; 0: all)")
     parser.add_argument("--json", default=None, help="also write every kernel's figures to this file")
+    parser.add_argument("--flops", action="store_true",
+                        help="also each kernel's GFLOP/s (lowers the engine's model again to count its FLOPs)")
     args = parser.parse_args(argv)
 
-    from svtr_toolkit.bench.profile import format_profile, profile_vm
+    from svtr_toolkit.bench.profile import add_rates, format_profile, profile_vm
     from svtr_toolkit.errors import ToolkitError
     from svtr_toolkit.numerics import random_batch
     from svtr_toolkit.runtime import open_backend
@@ -34,7 +39,14 @@ def main(argv=None):
     backend = open_backend(args.engine)
     if not hasattr(backend, "vm"):
         raise ToolkitError(f"{args.engine} is not a TVM engine: only the Relax VM's kernels can be profiled")
+    flops = None
+    if args.flops:
+        from svtr_toolkit.compile.build import kernel_flops
+
+        flops = kernel_flops(backend.metadata)  # before timing: a missing or changed model fails fast
     profile = profile_vm(backend.vm, backend.device, random_batch(backend.input_shape), runs=args.runs)
+    if flops is not None:
+        add_rates(profile, flops)
     print(f"{args.engine}: {backend.name}, input {backend.input_name}:{list(backend.input_shape)}, "
           f"{len(profile['kernels'])} kernels, {args.runs} runs")
     print(format_profile(profile, top=args.top or None))

@@ -23,10 +23,22 @@ class KernelTime:
     calls_per_run: float
     ms_per_run: float
     share: float  # of all kernels' time
+    gflop_per_s: float | None = None  # with kernel FLOPs (``add_rates``); None: no estimate
 
-    def row(self) -> list:
+    def row(self, rates: bool = False) -> list:
         # the name last: fused kernels' names run to a hundred characters and more
-        return [f"{self.ms_per_run:.2f}", f"{100 * self.share:.1f}", f"{self.calls_per_run:g}", self.kernel]
+        rate = [] if not rates else ["-" if self.gflop_per_s is None else f"{self.gflop_per_s:.1f}"]
+        return [f"{self.ms_per_run:.2f}", f"{100 * self.share:.1f}", f"{self.calls_per_run:g}", *rate, self.kernel]
+
+
+def add_rates(profile: dict, flops_per_call: dict) -> None:
+    """Each kernel's GFLOP/s from its FLOPs per call (``compile.build.kernel_flops``); kernels
+    with no FLOPs (copies, gathers) keep None."""
+    for row in profile["kernels"]:
+        flops = flops_per_call.get(row.kernel)
+        if flops and row.ms_per_run > 0:
+            row.gflop_per_s = flops * row.calls_per_run / (row.ms_per_run * 1e-3) / 1e9
+    profile["rates"] = True
 
 
 class _Recorder:
@@ -87,7 +99,9 @@ def profile_vm(vm, device, data, runs: int = 5, warmup: int = 2) -> dict:
 
 def format_profile(profile: dict, top: int | None = None) -> str:
     rows = profile["kernels"][:top] if top else profile["kernels"]
-    table = render_table(["ms/run", "% of kernels", "calls/run", "kernel"], [r.row() for r in rows], align="rrrl")
+    rates = bool(profile.get("rates"))
+    header = ["ms/run", "% of kernels", "calls/run"] + (["GFLOP/s"] if rates else []) + ["kernel"]
+    table = render_table(header, [r.row(rates) for r in rows], align="rrr" + ("r" if rates else "") + "l")
     left = len(profile["kernels"]) - len(rows)
     return (table + (f"\n... {left} more kernels" if left > 0 else "")
             + f"\nkernels {profile['kernel_ms']:.1f} ms per run, VM builtins {profile['builtin_ms']:.1f} ms; "

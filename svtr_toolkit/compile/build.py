@@ -154,15 +154,58 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
     return meta
 
 
+def _relax_module(model, input_name, shape, precision, spec: dict, accumulate):
+    """(the Relax module an engine is compiled from, its precision plan in words)."""
+    prepared = prepare_onnx(model, input_name, shape)
+    return to_relax(prepared, input_name, shape, precision, accumulate, fp16_mode(spec, accumulate))
+
+
+def kernel_flops(meta: dict) -> dict:
+    """{kernel name: FLOPs per call} for the engine a build description ``meta`` describes: its
+    model lowered again through its target's passes up to scheduling, which name the kernels as
+    the build did, each counted by TVM's estimate (kernels without one are left out). The model
+    file must be the one the engine was built from."""
+    import tvm
+    from tvm import tirx
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    from .targets import TARGETS
+
+    path = meta.get("model_path")
+    if not path or not os.path.isfile(path):
+        raise ToolkitError(f"the engine's model {path} is not there: FLOPs per kernel need the model it was built from")
+    if sha256_file(path) != meta.get("model_sha256"):
+        raise ToolkitError(f"{path} has changed since the engine was built: its kernels would not be the engine's")
+    if meta.get("recipe_version") != RECIPE_VERSION or meta.get("tvm_version") != tvm.__version__:
+        raise ToolkitError(f"the engine was built by build recipe {meta.get('recipe_version')} with TVM "
+                           f"{meta.get('tvm_version')}, this toolkit is recipe {RECIPE_VERSION} with TVM "
+                           f"{tvm.__version__}: its kernels may differ from a new lowering; rebuild it to count FLOPs")
+    module = TARGETS.get(meta["target"].get("kind"))
+    if module is None or not hasattr(module, "lowering_passes"):
+        raise ToolkitError(f"FLOPs per kernel are counted for llvm engines, not {meta['target'].get('kind')}")
+    mod, _ = _relax_module(load_onnx(path), meta["input_name"], tuple(meta["input_shape"]), meta["precision"],
+                           meta["target"], meta.get("fp16_accumulate"))
+    target = tvm.target.Target(meta["target"])
+    with target:
+        lowered = tvm.transform.Sequential(module.lowering_passes(target))(mod)
+    flops = {}
+    for gvar, func in lowered.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            try:
+                flops[gvar.name_hint] = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+            except Exception:  # opaque calls (e.g. extern kernels) have no estimate
+                pass
+    return flops
+
+
 def _compile(model, input_name, shape, precision, target: BuildTarget, database_folder, tuning_dir, meta, log):
     """``tvm.compile`` of the prepared model with the target's pipeline; fills the plan into ``meta``."""
     import tvm
 
     from . import tuning
 
-    prepared = prepare_onnx(model, input_name, shape)
     accumulate = meta.get("fp16_accumulate")
-    mod, plan = to_relax(prepared, input_name, shape, precision, accumulate, fp16_mode(target.spec, accumulate))
+    mod, plan = _relax_module(model, input_name, shape, precision, target.spec, accumulate)
     meta["precision_plan"] = plan
     log(f"precision plan: {plan}")
     note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision, accumulate)
