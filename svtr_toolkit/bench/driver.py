@@ -16,7 +16,8 @@ from .flops import count_model_flops, model_image_shape
 from .machine import machine_info
 from .output import ORT_NAME, add_comparisons, cell_result
 from .peak import describe_peak, measure_peak, merge_peaks
-from .timing import DEFAULT_SETTLE_S, Cell, describe_idle_waits, run_rounds, wait_until_idle
+from .timing import (DEFAULT_SETTLE_S, IDLE_BUSY_FRACTION, IDLE_WINDOW_S, Cell, describe_idle_waits, run_rounds,
+                     wait_until_idle)
 
 
 def plan_cells(ort_backend, engines: list, batches: list) -> list:
@@ -213,8 +214,9 @@ def run_benchmark(model_path, engine_specs, batches, rounds=5, min_sample_s=0.2,
         "settings": {"model_path": os.path.abspath(model_path), "image_shape": list(image_chw),
                      "batches": list(batches), "rounds": rounds, "min_sample_s": min_sample_s, "ort_threads": threads,
                      "headline_batch": HEADLINE_BATCH, "settle_s": settle_s,
-                     "interleaving": "round-robin, start rotated each round, each sample after this process is idle "
-                                     "(under a tenth of a core over 10 ms; at most settle_s)",
+                     "interleaving": f"round-robin, start rotated each round, each sample after this process is "
+                                     f"idle (under {IDLE_BUSY_FRACTION} of a core over {IDLE_WINDOW_S * 1e3:g} ms; "
+                                     f"at most settle_s)",
                      "correctness": "each cell's output vs onnxruntime fp32 on the batch it is timed on",
                      "engines": [{"name": n, "path": os.path.abspath(p)} for n, p in engine_specs],
                      "tvm_builds": tvm_builds},

@@ -167,9 +167,9 @@ def kernel_flops(meta: dict) -> dict:
     file must be the one the engine was built from."""
     import tvm
     from tvm import tirx
-    from tvm.s_tir.analysis import estimate_tir_flops
 
     from .targets import TARGETS
+    from .tuning.coverage import prim_func_flops
 
     path = meta.get("model_path")
     if not path or not os.path.isfile(path):
@@ -181,21 +181,14 @@ def kernel_flops(meta: dict) -> dict:
                            f"{meta.get('tvm_version')}, this toolkit is recipe {RECIPE_VERSION} with TVM "
                            f"{tvm.__version__}: its kernels may differ from a new lowering; rebuild it to count FLOPs")
     module = TARGETS.get(meta["target"].get("kind"))
-    if module is None or not hasattr(module, "lowering_passes"):
+    if module is None or not hasattr(module, "lower"):
         raise ToolkitError(f"FLOPs per kernel are counted for llvm engines, not {meta['target'].get('kind')}")
     mod, _ = _relax_module(load_onnx(path), meta["input_name"], tuple(meta["input_shape"]), meta["precision"],
                            meta["target"], meta.get("fp16_accumulate"))
-    target = tvm.target.Target(meta["target"])
-    with target:
-        lowered = tvm.transform.Sequential(module.lowering_passes(target))(mod)
-    flops = {}
-    for gvar, func in lowered.functions_items():
-        if isinstance(func, tirx.PrimFunc):
-            try:
-                flops[gvar.name_hint] = float(estimate_tir_flops(tvm.IRModule({"main": func})))
-            except Exception:  # opaque calls (e.g. extern kernels) have no estimate
-                pass
-    return flops
+    lowered = module.lower(mod, tvm.target.Target(meta["target"]))
+    flops = {gvar.name_hint: prim_func_flops(tvm.IRModule({"main": func}))
+             for gvar, func in lowered.functions_items() if isinstance(func, tirx.PrimFunc)}
+    return {name: value for name, value in flops.items() if value is not None}
 
 
 def _compile(model, input_name, shape, precision, target: BuildTarget, database_folder, tuning_dir, meta, log):

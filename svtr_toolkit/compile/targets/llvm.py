@@ -44,6 +44,14 @@ def lowering_passes(target) -> list:
     return [convs_to_nhwc(), conv_channels_to_whole_vectors()] + cpu.legalize_passes(target)
 
 
+def lower(mod, target):
+    """``mod`` through ``lowering_passes``: its kernels as the build names them, unscheduled."""
+    import tvm
+
+    with target:
+        return tvm.transform.Sequential(lowering_passes(target))(mod)
+
+
 def pipeline(target, database=None, report: dict | None = None):
     """TVM's default CPU pipeline with ``lowering_passes``, then the MetaSchedule ``database``
     (when given) on the kernels it has records for and the default schedule rules on the rest.

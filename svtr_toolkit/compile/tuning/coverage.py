@@ -14,14 +14,11 @@ def extract_tasks(mod, target):
     fully served by the injective default rule; MetaSchedule adds nothing there, and its
     search can spin for many minutes on long fused elementwise chains.
     """
-    import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from ..targets.llvm import lowering_passes
+    from ..targets.llvm import lower
 
-    with target:
-        lowered = tvm.transform.Sequential(lowering_passes(target))(mod)
-    return [task for task in ms.relax_integration.extract_tasks(lowered, target) if _has_reduction(task)]
+    return [task for task in ms.relax_integration.extract_tasks(lower(mod, target), target) if _has_reduction(task)]
 
 
 def _has_reduction(task) -> bool:
@@ -32,13 +29,18 @@ def _has_reduction(task) -> bool:
     return blocks is None or any(not block.is_injective() for block in blocks)
 
 
-def task_flops(task) -> float:
+def prim_func_flops(mod) -> float | None:
+    """TVM's FLOP estimate of a one-kernel IRModule; None where it has none (opaque calls)."""
     from tvm.s_tir.analysis import estimate_tir_flops
 
     try:
-        return float(estimate_tir_flops(task.dispatched[0]))
-    except Exception:  # some kernels (e.g. with opaque calls) have no estimate
-        return 0.0
+        return float(estimate_tir_flops(mod))
+    except Exception:
+        return None
+
+
+def task_flops(task) -> float:
+    return prim_func_flops(task.dispatched[0]) or 0.0
 
 
 def task_key(task) -> str:
