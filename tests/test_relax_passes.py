@@ -131,3 +131,120 @@ def test_padded_conv_is_tiled_with_whole_vectors():
     assert len(convs) == 1
     widths = {int(v) for v in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", convs[0])}
     assert widths and all(v % 8 == 0 for v in widths), widths
+
+
+AVX2 = {"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2", "+fma"], "num-cores": 2}
+AVX512 = {"kind": "llvm", "mcpu": "x86-64", "mattr": ["+avx2", "+fma", "+avx512f"], "num-cores": 2}
+
+
+def _weight_matmul_module(x_shape, weight):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, relax.const(weight)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _packed_constants(mod):
+    """The constant operands of the call_tir bindings in ``mod``'s main, as numpy arrays."""
+    import tvm
+    from tvm import relax
+
+    found = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and value.op.name == "relax.call_tir":
+                found += [arg.value.numpy() for arg in value.args[1].fields if isinstance(arg, tvm.ir.GenericConst)]
+    return found
+
+
+@pytest.mark.parametrize("target, n, nr", [(AVX2, 128, 16), (AVX2, 48, 16), (AVX2, 40, 8), (AVX512, 128, 32),
+                                           (AVX2, 32, None), (AVX2, 37, None), (AVX512, 64, None)])
+def test_matmul_weights_packed_into_register_tile_panels(target, n, nr):
+    """A constant [K, N] weight becomes [N / nr, K, nr] panels of the register tile's width (two
+    vectors, or one where two do not divide N); one tile wide already (N up to four vectors) or
+    no whole vectors: left alone."""
+    import tvm
+
+    weight = np.random.default_rng(n).normal(size=(24, n)).astype(np.float32)
+    tvm_target = tvm.target.Target(target)
+    with tvm_target:
+        packed = relax_passes.pack_matmul_weights(tvm_target)(_weight_matmul_module((2, 5, 24), weight))
+    text = packed["main"].script()
+    constants = _packed_constants(packed)
+    if nr is None:
+        assert "R.matmul" in text and not constants
+        return
+    assert "R.matmul" not in text and len(constants) == 1
+    (panels,) = constants
+    assert panels.shape == (n // nr, 24, nr)
+    for tile in range(n // nr):
+        np.testing.assert_array_equal(panels[tile], weight[:, tile * nr:(tile + 1) * nr])
+
+
+def test_matmuls_by_activations_are_not_packed():
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    a, b = relax.Var("a", relax.TensorType((2, 40, 24), "float32")), relax.Var("b", relax.TensorType((24, 64), "float32"))
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(a, b))
+        bb.emit_func_output(out)
+    target = tvm.target.Target(AVX2)
+    with target:
+        text = relax_passes.pack_matmul_weights(target)(bb.get())["main"].script()
+    assert "R.matmul" in text and "call_tir" not in text
+
+
+def _mlp_model(path, shape=(2, 5, 24)):
+    """MatMul + bias + Relu, then MatMul + bias: widths 48 and 40 (two panel widths on AVX2)."""
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), name)
+             for name, s in [("w1", (shape[-1], 48)), ("b1", (48,)), ("w2", (48, 40)), ("b2", (40,))]]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["a1"]),
+         helper.make_node("Relu", ["a1"], ["r1"]), helper.make_node("MatMul", ["r1", "w2"], ["m2"]),
+         helper.make_node("Add", ["m2", "b2"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], shape[1], 40])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-5), ("fp16", 2e-2)])
+def test_engine_with_packed_weights_matches_onnxruntime_and_the_unpacked_engine_bitwise(
+        tmp_path, monkeypatch, precision, atol):
+    """Packing changes where the weights lie, not the arithmetic: the same sums in the same
+    order, so the engine's outputs are bitwise those of an engine built without the pass."""
+    import tvm
+
+    shape = (2, 5, 24)
+    path = _mlp_model(str(tmp_path / "mlp.onnx"), shape)
+    x = np.random.default_rng(2).uniform(-1, 1, shape).astype(np.float32)
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    def build_and_run(name):
+        engine = str(tmp_path / name)
+        build.build_engine(path, "x", shape, precision, targets.select_target("llvm"), engine, log=lambda *_: None,
+                           tuning_dir=None)
+        with open(engine, "rb") as f:
+            kernels_packed = b"matmul_packed" in f.read()
+        return runtime.load_engine(engine).run(x), kernels_packed
+
+    packed, kernels_packed = build_and_run("packed.so")
+    assert kernels_packed
+    np.testing.assert_allclose(packed, expected, atol=atol, rtol=0)
+    monkeypatch.setattr(relax_passes, "pack_matmul_weights",
+                        lambda target: tvm.transform.module_pass(lambda mod, ctx: mod, opt_level=0))
+    unpacked, kernels_packed = build_and_run("unpacked.so")
+    assert not kernels_packed
+    np.testing.assert_array_equal(packed, unpacked)

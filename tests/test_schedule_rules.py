@@ -1,5 +1,7 @@
 """Default CPU schedule rules: which rule takes which kernel class, and that each computes
 what the unscheduled kernel computes (numpy as the reference)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -242,6 +244,22 @@ def test_a_long_matmul_keeps_its_batch_outside_the_panel():
                                 target=tvm.target.Target(AVX2_2_CORES))
     (rule, text), = kernels.values()
     assert rule == "contraction" and "_global" in text and "T.parallel(T.int64(16))" in text  # 4 x 64/16
+
+
+def test_weights_packed_at_build_time_are_not_packed_again():
+    """The same matmul by a constant weight: its panels are laid out at build time
+    (relax_passes.pack_matmul_weights), so the kernel reads them in place, with no copy."""
+    weight = data(1024, 64, seed=1)
+    kernels = scheduled_kernels(lambda a: relax.op.matmul(a, relax.const(weight)), (4, 50, 1024),
+                                target=tvm.target.Target(AVX2_2_CORES))
+    (rule, text), = kernels.values()
+    assert rule == "contraction"
+    # the output's register-tile buffer only; the unpacked kernel also copies its panel here
+    assert re.findall(r"(\w+) = T\.sblock_alloc_buffer", text) == ["matmul_global"]
+    assert "T.vectorized(T.int64(16))" in text  # the panel width: two AVX2 vectors
+    run, _ = compile_one(lambda a: relax.op.matmul(a, relax.const(weight)), (4, 50, 1024))
+    a = data(4, 50, 1024)
+    np.testing.assert_allclose(run(a), a @ weight, rtol=1e-4, atol=1e-4)
 
 
 def test_narrow_outputs_are_one_register_tile_wide():

@@ -19,7 +19,7 @@ from .precision import fp16_mode, to_relax
 from .targets import BuildTarget
 
 # Bump when the build recipe changes in a way that changes the engine: old engines go stale.
-RECIPE_VERSION = 6  # 2: default schedule rules, CPU features in the target; 3: vectorised row reductions, panel/tile changes, K-chunked fp16 where the CPU has fp16 arithmetic; 4: fp16 on CPUs without it is fp16 values in fp32 arithmetic; 5: each of those values rounded once; 6: NHWC conv output channels padded to whole vectors
+RECIPE_VERSION = 7  # 2: default schedule rules, CPU features in the target; 3: vectorised row reductions, panel/tile changes, K-chunked fp16 where the CPU has fp16 arithmetic; 4: fp16 on CPUs without it is fp16 values in fp32 arithmetic; 5: each of those values rounded once; 6: NHWC conv output channels padded to whole vectors; 7: matmul weights packed into register-tile panels
 
 
 def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,

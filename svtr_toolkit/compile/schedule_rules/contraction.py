@@ -94,12 +94,8 @@ class TiledContraction(CpuRule):
             return False
         s_loops, r_loops = loops[:len(spatial)], loops[len(spatial):]
 
-        nr = vector_factor(extents[len(spatial) - 1], lanes)
-        if self.broadcast_operand and extents[len(spatial) - 1] % lanes == 0 \
-                and extents[len(spatial) - 1] <= WHOLE_ROW_VECTORS * lanes:
-            # Narrow outputs (attention's value product: 32 wide) in one j-tile: split in
-            # two, every row of the broadcast operand is read and broadcast twice.
-            nr = extents[len(spatial) - 1]
+        nr = register_tile_width(extents[len(spatial) - 1], lanes) if self.broadcast_operand \
+            else vector_factor(extents[len(spatial) - 1], lanes)
         jo, ji = sch.split(s_loops[-1], [None, nr])
         if self.broadcast_operand:
             row = _row_axis(spatial, read_vars(sch.get(main.block_rv)))
@@ -113,6 +109,8 @@ class TiledContraction(CpuRule):
             panel = _reused_operand(sch, main, spatial, row)
             if panel is not None and _extent(sch, r_loops) * nr * stmt.reads[panel].source.dtype.bits // 8 < PANEL_BYTES:
                 panel = None  # small enough to stay cached where it lies
+            if panel is not None and in_panels(stmt.reads[panel].source, extents[len(spatial) - 1], nr):
+                panel = None  # laid out in panels at build time (relax_passes.pack_matmul_weights)
             keep = None if panel is None else _outside_panel(sch, outer_spatial, jo, _extent(sch, [io]) * mr,
                                                               4 * _cores(target))
             if keep is not None:
@@ -160,6 +158,23 @@ class TiledContraction(CpuRule):
         if nr > 1:
             sch.vectorize(tile_inner[-1])
         return True
+
+
+def register_tile_width(width: int, lanes: int) -> int:
+    """The register tile's width (nr) for a contraction's output rows of ``width``: up to two
+    whole vectors (``vector_factor``), or the whole row when it is at most WHOLE_ROW_VECTORS
+    vectors (attention's value product, 32 wide: split in two, every row of the broadcast
+    operand would be read and broadcast twice)."""
+    if width % lanes == 0 and width <= WHOLE_ROW_VECTORS * lanes:
+        return width
+    return vector_factor(width, lanes)
+
+
+def in_panels(buffer, width: int, nr: int) -> bool:
+    """Is ``buffer`` a reused operand already laid out as [width / nr, K, nr] panels, each
+    register tile's K x nr panel contiguous (``relax_passes.pack_matmul_weights``)?"""
+    shape = [int(d) for d in buffer.shape]
+    return len(shape) == 3 and shape[2] == nr and shape[0] * nr == width
 
 
 def _row_axis(spatial, reads) -> int:

@@ -35,13 +35,14 @@ def resolve(remote=None):
 
 def lowering_passes(target) -> list:
     """TVM's CPU pipeline up to scheduling (legalise + fuse), convolutions moved to NHWC first
-    (their output channels padded to whole vectors):
+    (their output channels padded to whole vectors) and matmul weights packed into panels:
     the module MetaSchedule extracts its tasks from and applies its database to."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from ..relax_passes import conv_channels_to_whole_vectors, convs_to_nhwc
+    from ..relax_passes import conv_channels_to_whole_vectors, convs_to_nhwc, pack_matmul_weights
 
-    return [convs_to_nhwc(), conv_channels_to_whole_vectors()] + cpu.legalize_passes(target)
+    return [convs_to_nhwc(), conv_channels_to_whole_vectors(), pack_matmul_weights(target)] \
+        + cpu.legalize_passes(target)
 
 
 def lower(mod, target):
