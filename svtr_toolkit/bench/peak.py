@@ -105,7 +105,9 @@ RULE_PROBE_MNK = (1600, 256, 1024)
 def tvm_rule_matmul_flops(m: int = RULE_PROBE_MNK[0], n: int = RULE_PROBE_MNK[1], k: int = RULE_PROBE_MNK[2],
                           repeats: int = 5) -> float:
     """Best FLOP/s of an fp32 m x n x k matmul compiled for this host by the default schedule
-    rules (the kernel an engine's MLP gets), on the threads TVM_NUM_THREADS gives it."""
+    rules (the kernel an engine's MLP gets), on the threads TVM_NUM_THREADS gives it. Its b is
+    an input, whose K x nr panels the rule packs at run time; an engine's constant weights are
+    packed at build time instead, which at this shape reads the same (a long K pays for the copy)."""
     import numpy as np
     import tvm
     from tvm import relax
