@@ -46,6 +46,23 @@ def test_fresh_engine_is_reused_and_stale_one_rebuilt(built, tiny, tmp_path):
     assert engine_file.read_engine_metadata(str(copy))["input_shape"] == [1, 3, 8, 16]
 
 
+def test_an_engine_rebuilt_at_the_same_path_runs_its_own_model(tmp_path, x):
+    """The dynamic loader hands back the library it mapped first for a path; an engine rebuilt
+    at that path in the same process must still run its own model, not the first one's."""
+    import numpy as np
+
+    from tiny_models import ort_run, tiny_recogniser
+
+    path, outputs = str(tmp_path / "engine.so"), []
+    for seed in (1, 2, 1):
+        model = tiny_recogniser(tmp_path / f"tiny{seed}.onnx", seed=seed)
+        build.build_engine(model, "x", SHAPE, "fp32", targets.select_target("llvm"), path, log=lambda *_: None)
+        result = parity.check(runtime.load_engine(path), model, x)
+        assert result.max_abs_diff <= 1e-5, (seed, result)
+        outputs.append(ort_run(model, x))
+    assert not np.allclose(outputs[0], outputs[1], atol=1e-3)  # the two models differ
+
+
 def test_stale_reasons_name_every_change(built):
     _, meta = built
     identity = {k: meta[k] for k in ("recipe_version", "model_sha256", "input_name", "input_shape", "precision", "target", "tvm_version")}

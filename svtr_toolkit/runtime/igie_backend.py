@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Backend
+from .library import image_identity, load_module
 
 
 class IgieBackend(Backend):
@@ -18,7 +19,7 @@ class IgieBackend(Backend):
         from tvm.contrib import graph_executor
 
         self.device = tvm.device(meta["target"]["kind"], 0)
-        self.module = graph_executor.GraphModule(tvm.runtime.load_module(path)["default"](self.device))
+        self.module = graph_executor.GraphModule(load_module(path, image_identity(path, meta))["default"](self.device))
         self.input_name = meta["input_name"]
         self.input_shape = tuple(meta["input_shape"])
         self.model_metadata = meta.get("model_metadata", {})

@@ -6,6 +6,7 @@ import numpy as np
 from ..errors import ToolkitError, last_line
 from ..threads import use_all_cpu_cores
 from .base import Backend
+from .library import image_identity, load_module
 
 
 def open_device(kind: str):
@@ -36,12 +37,11 @@ class TvmBackend(Backend):
 
     def _load(self, path, kind):
         """(device, Relax VM) for the engine at ``path``, here."""
-        import tvm
         from tvm import relax
 
         device = open_device(kind)
         try:
-            return device, relax.VirtualMachine(tvm.runtime.load_module(path), device)
+            return device, relax.VirtualMachine(load_module(path, image_identity(path, self.metadata)), device)
         except Exception as exc:
             raise ToolkitError(f"cannot load engine {path}: {last_line(exc)}")
 
