@@ -109,11 +109,12 @@ def pack_matmul_weights(target):
     README gives the measured effect). The product is the same sum in the same order, so the
     results are bitwise those of the unpacked engine. Weights whose rows are one register
     tile wide are already contiguous panels and are left alone, as is every other matmul.
+    (Not ``_call_rewrite_pass``: each rewrite also adds its kernel to the module.)
     """
     import numpy as np
     import tvm
     from tvm import relax, te
-    from tvm.relax.dpl import is_const, is_op, wildcard
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
     from .schedule_rules.common import CpuShape
     from .schedule_rules.contraction import register_tile_width
@@ -138,15 +139,14 @@ def pack_matmul_weights(target):
             if len(x_shape) < 2 or x_shape[-1] != k or str(x.ty.dtype) != dtype \
                     or out_dtype not in ("", "None", "void", dtype):
                 return call
-            nr = register_tile_width(n, shape.lanes(tvm.DataType(dtype).bits))
-            if nr >= n or n % nr or nr % shape.lanes(tvm.DataType(dtype).bits):
+            lanes = shape.lanes(tvm.DataType(dtype).bits)
+            nr = register_tile_width(n, lanes)
+            if nr >= n or n % nr or nr % lanes:
                 return call
             panels = np.ascontiguousarray(w.value.numpy().reshape(k, n // nr, nr).transpose(1, 0, 2))
             kernel = builder.add_func(_panel_matmul(x_shape, k, n, nr, dtype), "matmul_packed")
             return relax.call_tir(kernel, [x, relax.const(panels)],
                                   relax.TensorType([*x_shape[:-1], n], dtype))
-
-        from tvm.relax.dpl import rewrite_call
 
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
