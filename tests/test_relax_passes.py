@@ -135,6 +135,7 @@ def test_padded_conv_is_tiled_with_whole_vectors():
 
 AVX2 = {"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2", "+fma"], "num-cores": 2}
 AVX512 = {"kind": "llvm", "mcpu": "x86-64", "mattr": ["+avx2", "+fma", "+avx512f"], "num-cores": 2}
+NEON = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "neoverse-n1", "mattr": ["+neon"], "num-cores": 2}
 
 
 def _weight_matmul_module(x_shape, weight):
@@ -164,7 +165,8 @@ def _packed_constants(mod):
 
 
 @pytest.mark.parametrize("target, n, nr", [(AVX2, 128, 16), (AVX2, 48, 16), (AVX2, 40, 8), (AVX512, 128, 32),
-                                           (AVX2, 32, None), (AVX2, 37, None), (AVX512, 64, None)])
+                                           (NEON, 128, 8), (AVX2, 32, None), (AVX2, 37, None), (AVX512, 64, None),
+                                           (NEON, 16, None)])
 def test_matmul_weights_packed_into_register_tile_panels(target, n, nr):
     """A constant [K, N] weight becomes [N / nr, K, nr] panels of the register tile's width (two
     vectors, or one where two do not divide N); one tile wide already (N up to four vectors) or
