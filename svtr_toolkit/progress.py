@@ -19,9 +19,15 @@ class _Plain:
         self.total, self.unit, self.desc, self.stream = total, unit, desc, stream
         self.done, self.next_mark, self.start = initial, PLAIN_EVERY, time.perf_counter()
         self.postfix = ""
-        if self.total:
-            while self.done / self.total >= self.next_mark - 1e-9:  # resumed work: no lines for what was done
-                self.next_mark += PLAIN_EVERY
+        self._pass_marks()  # resumed work: no lines for what was done
+
+    def _pass_marks(self) -> bool:
+        """Move the next mark past ``done``; True when ``done`` reached at least one mark."""
+        if not self.total or self.done / self.total < self.next_mark - 1e-9:
+            return False
+        while self.done / self.total >= self.next_mark - 1e-9:
+            self.next_mark += PLAIN_EVERY
+        return True
 
     def set_description(self, desc: str) -> None:
         self.desc = desc
@@ -31,9 +37,7 @@ class _Plain:
 
     def update(self, n: int) -> None:
         self.done += n
-        if self.total and self.done / self.total >= self.next_mark - 1e-9:
-            while self.done / self.total >= self.next_mark - 1e-9:
-                self.next_mark += PLAIN_EVERY
+        if self._pass_marks():
             seconds = time.perf_counter() - self.start
             postfix = f", {self.postfix}" if self.postfix else ""
             print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f} %, "

@@ -18,6 +18,12 @@ def _call_rewrite_pass(pattern, rewriter, name: str):
     return _pass
 
 
+def _out_dtype(attrs) -> str | None:
+    """An op's ``out_dtype`` attribute, None where it is unset (the op's input dtype)."""
+    out_dtype = str(attrs.out_dtype)
+    return None if out_dtype in ("", "None", "void") else out_dtype
+
+
 def convs_to_nhwc():
     """Run KxK convolutions (K > 1, groups 1) in NHWC with HWIO weights, NCHW around them.
 
@@ -42,12 +48,11 @@ def convs_to_nhwc():
             return call
         if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or int(attrs.groups) != 1 or kh * kw == 1:
             return call
-        out_dtype = str(attrs.out_dtype)
         conv = relax.op.nn.conv2d(
             relax.op.permute_dims(matches[data], [0, 2, 3, 1]), relax.op.permute_dims(matches[weight], [2, 3, 1, 0]),
             strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
             data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
-            out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
+            out_dtype=_out_dtype(attrs))
         return relax.op.permute_dims(conv, [0, 3, 1, 2])
 
     return _call_rewrite_pass(pattern, rewriter, "ConvsToNHWC")
@@ -86,12 +91,11 @@ def conv_channels_to_whole_vectors(multiple: int = CHANNEL_MULTIPLE):
         if cout % multiple == 0 or cout <= 2 * multiple:
             return call
         padded = -(-cout // multiple) * multiple
-        out_dtype = str(attrs.out_dtype)
         conv = relax.op.nn.conv2d(
             matches[data], relax.op.nn.pad(matches[weight], [0, 0, 0, 0, 0, 0, 0, padded - cout]),
             strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
             data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
-            out_dtype=None if out_dtype in ("", "None", "void") else out_dtype)
+            out_dtype=_out_dtype(attrs))
         return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[cout])
 
     return _call_rewrite_pass(pattern, rewriter, "ConvChannelsToWholeVectors")
@@ -129,7 +133,6 @@ def pack_matmul_weights(target):
 
         def rewriter(call, matches):
             x, w = matches[data], matches[weight]
-            out_dtype = str(call.attrs.out_dtype)
             try:
                 x_shape = [int(d) for d in x.ty.shape]
                 k, n = (int(d) for d in w.ty.shape)
@@ -137,7 +140,7 @@ def pack_matmul_weights(target):
                 return call  # symbolic shapes, or a weight that is not a matrix
             dtype = str(w.ty.dtype)
             if len(x_shape) < 2 or x_shape[-1] != k or str(x.ty.dtype) != dtype \
-                    or out_dtype not in ("", "None", "void", dtype):
+                    or _out_dtype(call.attrs) not in (None, dtype):
                 return call
             lanes = shape.lanes(tvm.DataType(dtype).bits)
             nr = register_tile_width(n, lanes)
@@ -154,15 +157,18 @@ def pack_matmul_weights(target):
         return builder.get()
 
     def _panel_matmul(x_shape, k, n, nr, dtype):
-        a = te.placeholder([tvm.tirx.IntImm("int64", d) for d in x_shape], dtype, "A")
-        b = te.placeholder([tvm.tirx.IntImm("int64", d) for d in (n // nr, k, nr)], dtype, "B")
-        r = te.reduce_axis((tvm.tirx.IntImm("int64", 0), tvm.tirx.IntImm("int64", k)), "k")
+        def int64(values):  # indexed in int64, as the kernels Relax legalises are
+            return [tvm.tirx.IntImm("int64", v) for v in values]
+
+        a = te.placeholder(int64(x_shape), dtype, "A")
+        b = te.placeholder(int64((n // nr, k, nr)), dtype, "B")
+        r = te.reduce_axis(tuple(int64((0, k))), "k")
 
         def product(*index):
             *rows, j = index
             return te.sum(a[(*rows, r)] * b[j // nr, r, j % nr], axis=r)
 
-        out = te.compute([tvm.tirx.IntImm("int64", d) for d in (*x_shape[:-1], n)], product, name="matmul")
+        out = te.compute(int64((*x_shape[:-1], n)), product, name="matmul")
         return te.create_prim_func([a, b, out]).without_attr("global_symbol")
 
     return _pass
