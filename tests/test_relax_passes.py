@@ -205,17 +205,19 @@ def test_matmuls_by_activations_are_not_packed():
     assert "R.matmul" in text and "call_tir" not in text
 
 
-def _mlp_model(path, shape=(2, 5, 24)):
-    """MatMul + bias + Relu, then MatMul + bias: widths 48 and 40 (two panel widths on AVX2)."""
+def _mlp_model(path, shape=(2, 5, 24), lanes=8):
+    """MatMul + bias + Relu, then MatMul + bias: widths of 6 and 5 vectors of ``lanes`` fp32
+    lanes (48 and 40 on AVX2), whose register tiles are two vectors and one: both packed."""
     rng = np.random.default_rng(7)
+    n1, n2 = 6 * lanes, 5 * lanes
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), name)
-             for name, s in [("w1", (shape[-1], 48)), ("b1", (48,)), ("w2", (48, 40)), ("b2", (40,))]]
+             for name, s in [("w1", (shape[-1], n1)), ("b1", (n1,)), ("w2", (n1, n2)), ("b2", (n2,))]]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["a1"]),
          helper.make_node("Relu", ["a1"], ["r1"]), helper.make_node("MatMul", ["r1", "w2"], ["m2"]),
          helper.make_node("Add", ["m2", "b2"], ["y"])], "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], shape[1], 40])], inits)
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], shape[1], n2])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -226,18 +228,23 @@ def _mlp_model(path, shape=(2, 5, 24)):
 def test_engine_with_packed_weights_matches_onnxruntime_and_the_unpacked_engine_bitwise(
         tmp_path, monkeypatch, precision, atol):
     """Packing changes where the weights lie, not the arithmetic: the same sums in the same
-    order, so the engine's outputs are bitwise those of an engine built without the pass."""
+    order, so the engine's outputs are bitwise those of an engine built without the pass.
+    The widths follow the host's vector lanes; fp16 is pinned to fp16 values in fp32
+    arithmetic (plain matmuls) whatever the CPU, since fp16 CPUs default to the K-chunked plan."""
     import tvm
 
+    from svtr_toolkit.compile.schedule_rules.common import CpuShape
+
     shape = (2, 5, 24)
-    path = _mlp_model(str(tmp_path / "mlp.onnx"), shape)
+    lanes = CpuShape.of(targets.host_cpu_target().tvm_target()).lanes(32)
+    path = _mlp_model(str(tmp_path / "mlp.onnx"), shape, lanes)
     x = np.random.default_rng(2).uniform(-1, 1, shape).astype(np.float32)
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
     def build_and_run(name):
         engine = str(tmp_path / name)
         build.build_engine(path, "x", shape, precision, targets.select_target("llvm"), engine, log=lambda *_: None,
-                           tuning_dir=None)
+                           tuning_dir=None, accumulate={"mode": "off", "chunk": None})
         with open(engine, "rb") as f:
             kernels_packed = b"matmul_packed" in f.read()
         return runtime.load_engine(engine).run(x), kernels_packed
