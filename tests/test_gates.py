@@ -197,24 +197,6 @@ def test_empty_exception_message_is_formatted():
     assert last_line(RuntimeError("a\nb\n")) == "b"
 
 
-def dead_pid():
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def test_stale_leftovers_of_dead_processes_are_removed(tmp_path):
-    from svtr_toolkit.files import write_bytes_atomically
-
-    dead, alive = dead_pid(), os.getpid()
-    (tmp_path / f".partial-e.so.{dead}.abc_1").write_bytes(b"x")
-    (tmp_path / f".svtr-export-{dead}-q9").mkdir()
-    (tmp_path / f".svtr-export-{dead}-q9" / "SVTR.onnx").write_bytes(b"x")
-    (tmp_path / f".partial-e.so.{alive}.live").write_bytes(b"x")  # a live writer's: kept
-    write_bytes_atomically(tmp_path / "e.so", b"engine")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".partial-e.so.{alive}.live", "e.so"]
-
-
 # --------------------------------------------------------------------- 5, 6, 7: engines
 def test_engine_path_that_is_a_folder_is_refused_before_compiling(data, tmp_path):
     proc = py("build_engine.py", "--model_path", data["hotel"], "--input", "x:4,3,64,256", "--precision", "fp32",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ToolkitError, last_line
-from ..files import sha256_bytes, write_atomically
+from ..files import require_file, sha256_bytes, write_atomically
 
 CHECKPOINT_URL = "https://paddleocr.bj.bcebos.com/PP-OCRv3/chinese/rec_svtr_tiny_none_ctc_en_train.tar"
 CHECKPOINT_TAR = "rec_svtr_tiny_none_ctc_en_train.tar"
@@ -146,8 +146,7 @@ def read_checkpoint(path) -> Checkpoint:
         raise ToolkitError(f"checkpoint folder {p} has neither {PDPARAMS_NAME} nor {CHECKPOINT_TAR}")
     if not p.exists() and Path(str(p) + ".pdparams").is_file():
         p = Path(str(p) + ".pdparams")  # PaddleOCR-style prefix (…/best_accuracy)
-    if not p.is_file():
-        raise ToolkitError(f"checkpoint not found: {p}")
+    require_file(p, "checkpoint")
     if tarfile.is_tarfile(p) or p.suffix in (".tar", ".tgz") or p.name.endswith((".tar.gz", ".tar.bz2")):
         return read_checkpoint_from_tar(p)
     try:

@@ -18,17 +18,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RecConfig, load_config, require_svtr_stn_ctc
 from ..errors import ToolkitError
-from ..files import owned_prefix, remove_stale_leftovers, sha256_bytes, sha256_file, write_bytes_atomically
+from ..files import StagingFolder, check_outputs_apart, check_writable, sha256_bytes, sha256_file, write_bytes_atomically
 from ..numerics import compare, random_batch
 from ..paths import REPO_ROOT as _ROOT
 from ..presets import PRESETS
@@ -276,6 +274,14 @@ def export(config_path=DEFAULT_CONFIG, checkpoint=None, output_dir=REPO_ROOT, fo
     cfg = load_config(str(config_path))
     require_svtr_stn_ctc(cfg)
     out_dir = Path(output_dir).resolve()
+    outputs = [("--out_dir", out_dir / name) for name in (RAW_ONNX, OPT_ONNX, METADATA)]
+    if download:
+        outputs.append(("--download_dir", Path(download_dir or out_dir) / CHECKPOINT_TAR))
+    for flag, path in outputs:
+        check_writable(path, flag)
+    # a checkpoint folder is searched for one file, and may well be the output folder itself
+    check_outputs_apart(outputs, [("--config", config_path),
+                                  ("--checkpoint", checkpoint if checkpoint and os.path.isfile(checkpoint) else None)])
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if checkpoint is not None and download:
@@ -303,10 +309,10 @@ def export(config_path=DEFAULT_CONFIG, checkpoint=None, output_dir=REPO_ROOT, fo
     model = build_loaded_model(cfg, ckpt)
     probe_io = probe(model, cfg)
 
-    for name in remove_stale_leftovers(out_dir):
-        log(f"removed {name}, left by an export that was killed")
-    work = Path(tempfile.mkdtemp(prefix=owned_prefix("svtr-export"), dir=out_dir))
-    try:
+    with StagingFolder(out_dir) as staging:
+        for name in staging.removed:
+            log(f"removed {name}, left by an export that was killed")
+        work = Path(staging.path)
         t = time.perf_counter()
         if paddleocr_dir:
             prefix = save_inference_model_paddleocr(paddleocr_dir, cfg, ckpt, model, work)
@@ -348,8 +354,6 @@ def export(config_path=DEFAULT_CONFIG, checkpoint=None, output_dir=REPO_ROOT, fo
         os.replace(work / RAW_ONNX, out_dir / RAW_ONNX)
         os.replace(work / OPT_ONNX, out_dir / OPT_ONNX)
         write_bytes_atomically(out_dir / METADATA, (json.dumps(meta, indent=1) + "\n").encode())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out_dir / RAW_ONNX}, {out_dir / OPT_ONNX}, {out_dir / METADATA} "
         f"in {time.perf_counter() - t0:.1f} s")
     if ckpt is None:
