@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
+import threading
+import time
 
 from .engine_file import PRECISIONS
 from .errors import ToolkitError, pending_interrupt, record_interrupt
@@ -52,40 +55,103 @@ def choice(what: str, options):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what ``timeout`` and CI runners send), raised like Ctrl-C so every ``finally`` and
-    ``except BaseException`` cleanup runs (partial engines, export folders)."""
+    ``except BaseException`` cleanup runs (partial engines, staging folders)."""
+
+
+# How long SIGTERM's cleanup may take before the process ends without it. A Python signal
+# handler runs only between bytecodes of the main thread, never inside a long C call (a TVM
+# time evaluator, a compile), so the handler alone cannot promise that SIGTERM ends the process.
+TERM_GRACE_S = 3.0
+_FINAL_LINE: list = []  # the one line run_cli printed, so the watchdog does not print a second
+_EXITING = threading.Lock()  # the handler and the watchdog may both end the process: one says why
+
+
+def _exit_now(line: str, code: int):
+    """End the process at once (no cleanup: what a staging folder holds is removed by the next
+    run, its lock being free), saying why on stderr unless run_cli already did."""
+    if not _EXITING.acquire(blocking=False):
+        while True:  # the other one is ending the process
+            time.sleep(1)
+    if not _FINAL_LINE:
+        os.write(2, f"error: {line}\n".encode())
+    os._exit(code)
 
 
 def _on_sigterm(signum, frame):
+    if pending_interrupt() is not None:  # a second signal: no second cleanup
+        _exit_now("terminated", 143)
     raise record_interrupt(Terminated())
 
 
 def _on_sigint(signum, frame):
+    if pending_interrupt() is not None:  # a second Ctrl-C: the user does not want to wait for the cleanup
+        _exit_now("interrupted", 130)
     raise record_interrupt(KeyboardInterrupt())
 
 
-def run_cli(main, argv=None):
-    """Run ``main(argv)``; a ToolkitError becomes one line on stderr and exit status 2,
-    Ctrl-C ``error: interrupted`` (130), SIGTERM ``error: terminated`` (143)."""
+def _watch_signals(wakeup_fd: int) -> None:
+    """The watchdog thread: woken by the C-level signal handler itself (through the wakeup fd),
+    whatever the main thread is doing. SIGTERM: the process ends TERM_GRACE_S later if the handler
+    and its cleanup have not ended it; a second Ctrl-C ends it at once."""
+    interrupts = 0
+    while True:
+        try:
+            data = os.read(wakeup_fd, 64)
+        except OSError:
+            return
+        if not data:
+            return
+        for signum in data:
+            if signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                time.sleep(TERM_GRACE_S)
+                _exit_now("terminated", 143)
+            if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is _on_sigint:
+                interrupts += 1
+                if interrupts > 1:
+                    _exit_now("interrupted", 130)
+
+
+def _install_signal_handlers() -> None:
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (a test calling main in a worker)
-        pass
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    threading.Thread(target=_watch_signals, args=(read_end,), name="svtr-signals", daemon=True).start()
+
+
+def _final(line: str, code: int) -> int:
+    _FINAL_LINE.append(line)
+    print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def exit_status(main, argv=None) -> int:
+    """``main(argv)``'s exit status: a ToolkitError is one ``error:`` line on stderr and 2,
+    Ctrl-C ``error: interrupted`` (130), SIGTERM ``error: terminated`` (143). What ``run_cli``
+    exits with, and what tests call to run a command line in-process."""
     try:
         code = main(argv)
         if pending_interrupt() is not None:  # raised inside a library that swallowed it: still honoured
             raise pending_interrupt()
     except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return _final(str(exc), 2)
     except Terminated:
-        print("error: terminated", file=sys.stderr)
-        sys.exit(143)
+        return _final("terminated", 143)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
+        return _final("interrupted", 130)
+    return code or 0
+
+
+def run_cli(main, argv=None):
+    """Run a command line's ``main`` and exit with ``exit_status``. SIGTERM ends the process within
+    TERM_GRACE_S whatever it is doing; a second Ctrl-C ends it at once."""
+    _install_signal_handlers()
+    sys.exit(exit_status(main, argv))
 
 
 def _number(text) -> float:
@@ -93,6 +159,13 @@ def _number(text) -> float:
         return float(text)
     except ValueError:
         return math.nan
+
+
+def _integer(text) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def fraction(text) -> float:
@@ -105,12 +178,17 @@ def fraction(text) -> float:
 
 def positive_int(text) -> int:
     """An argparse ``type`` for a count: an integer above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = _integer(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"a positive integer is expected, got '{text}'")
+    return value
+
+
+def nonnegative_int(text) -> int:
+    """An argparse ``type`` for a count that may be 0."""
+    value = _integer(text)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"an integer of 0 or more is expected, got '{text}'")
     return value
 
 
@@ -120,6 +198,34 @@ def positive(text) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"a finite number above 0 is expected, got '{text}'")
     return value
+
+
+def port(text) -> int:
+    """An argparse ``type`` for a TCP port, 1 to 65535."""
+    value = _integer(text)
+    if value is None or not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"a TCP port (1 to 65535) is expected, got '{text}'")
+    return value
+
+
+def path(text) -> str:
+    """An argparse ``type`` for every path flag: an empty path is an error, never "no path"
+    (``--report ''`` would otherwise write no report, ``--out_dir ''`` the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path is given")
+    return text
+
+
+def text(what: str):
+    """An argparse ``type`` for a name that must not be empty (a key, an input name, a host)."""
+
+    def check(value):
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"an empty {what} is given")
+        return value
+
+    check.__name__ = what
+    return check
 
 
 def refuse_unused_gates(args, used: set, mode: str, how: dict):

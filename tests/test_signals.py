@@ -1,0 +1,111 @@
+"""Issue 24, item 5: SIGTERM ends a command whatever it is doing, a call blocked in C code
+included (a Python handler never runs there), and a second Ctrl-C ends it at once.
+
+The commands are real processes running ``cli.run_cli``; the C call is TVM's time evaluator on a
+real engine, asked for 10^8 runs (hours), which checks no signals.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cli_runs import REPO
+from svtr_toolkit.cli import TERM_GRACE_S
+
+# A command whose main prints a line, then does one of two things until a signal ends it.
+COMMAND = textwrap.dedent("""
+    import sys, time
+    from svtr_toolkit.cli import run_cli
+    from svtr_toolkit.files import StagingFolder
+
+    def main(argv):
+        if argv[0] == "c-call":  # TVM's time evaluator: one C call of hours
+            from svtr_toolkit.runtime import load_engine
+
+            backend = load_engine(argv[1])
+            print("in C", flush=True)
+            backend.time_compute(100_000_000)
+        else:  # Python work whose cleanup is slow, in a staging folder
+            with StagingFolder(argv[1]):
+                try:
+                    print("in Python", flush=True)
+                    time.sleep(600)
+                finally:
+                    time.sleep(600)
+        return 0
+
+    run_cli(main, sys.argv[1:])
+""")
+
+
+def start(*args) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", COMMAND, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    line = proc.stdout.readline()
+    assert line.startswith("in "), line + proc.stderr.read()
+    time.sleep(0.5)  # inside the call now
+    return proc
+
+
+def ended_within(proc, seconds) -> tuple[int, str, float]:
+    start_s = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"still running {seconds} s after the signal")
+    return proc.returncode, err, time.monotonic() - start_s
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from svtr_toolkit.compile import build, targets
+    from tiny_models import SHAPE, tiny_recogniser
+
+    tmp = tmp_path_factory.mktemp("signals")
+    path = str(tmp / "tiny.so")
+    build.build_engine(tiny_recogniser(tmp / "tiny.onnx"), "x", SHAPE, "fp32", targets.select_target("llvm"), path,
+                       log=lambda *_: None)
+    return path
+
+
+def test_sigterm_ends_a_process_blocked_in_c_code(engine):
+    proc = start("c-call", engine)
+    proc.send_signal(signal.SIGTERM)
+    code, err, took = ended_within(proc, TERM_GRACE_S + 20)
+    assert code == 143 and err.strip().splitlines() == ["error: terminated"], err
+    assert took >= TERM_GRACE_S - 0.5, "the handler could not run: the watchdog ended it after the grace"
+
+
+def test_sigterm_runs_the_cleanup_when_the_handler_can_run(tmp_path):
+    proc = start("python", tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1  # the staging folder
+    proc.send_signal(signal.SIGTERM)
+    code, err, _ = ended_within(proc, TERM_GRACE_S + 20)  # the slow cleanup is cut at the grace
+    assert code == 143 and err.strip().splitlines() == ["error: terminated"], err
+
+
+def test_a_second_ctrl_c_ends_the_process_at_once(tmp_path):
+    proc = start("python", tmp_path)
+    proc.send_signal(signal.SIGINT)  # the first: its cleanup starts (and would take 600 s)
+    time.sleep(1)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    code, err, took = ended_within(proc, 10)
+    assert code == 130 and err.strip().splitlines() == ["error: interrupted"], err
+    assert took < TERM_GRACE_S
+
+
+def test_a_second_ctrl_c_ends_a_call_blocked_in_c_code(engine):
+    proc = start("c-call", engine)
+    proc.send_signal(signal.SIGINT)  # the handler cannot run inside the C call
+    time.sleep(1)
+    assert proc.poll() is None, "the first Ctrl-C waits for the call"
+    proc.send_signal(signal.SIGINT)
+    code, err, took = ended_within(proc, 10)
+    assert code == 130 and err.strip().splitlines() == ["error: interrupted"], err
