@@ -7,20 +7,25 @@ this module only adds what the toolkit needs around it:
 - a server started by ``tools/rpc_server.py`` answers ``svtr_toolkit.device_info`` with its
   architecture, cpuinfo text, cores and TVM version, so a build can target the remote CPU
   (not this one) and a version mismatch is refused before anything is uploaded;
-- asking the tracker for a session is bounded in time, and every failure is one sentence
-  saying what the tracker holds (servers registered under the key, how many are busy);
+- every wait on the network before a session runs is bounded: the tracker's and the server's
+  answers within ``answer_seconds()``, a free server within ``wait_seconds()``; every failure is
+  one sentence saying what the tracker holds (servers registered under the key, how many are busy);
 - ``LocalPool`` starts a tracker and N servers on 127.0.0.1 as separate processes (a try-out,
   the tests) and stops them, process groups and all.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +36,9 @@ from .paths import in_repo
 DEVICE_INFO_FUNC = "svtr_toolkit.device_info"
 WAIT_ENV = "SVTR_RPC_WAIT_S"  # how long to wait for a free server (default DEFAULT_WAIT_S)
 DEFAULT_WAIT_S = 120.0
+# The longest a tracker or a server may take to answer a handshake or a question (less when
+# SVTR_RPC_WAIT_S is less): one that accepts connections and never answers is not waited on.
+ANSWER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,19 +93,97 @@ class TrackerState:
                 f"{self.pending} request(s) waiting")
 
 
-def tracker_state(address: TrackerAddress) -> TrackerState:
-    """The tracker's own summary for the key; one clear error when the tracker cannot be reached."""
-    from tvm import rpc
+class _Silent(Exception):
+    """A peer that did not answer within the time it was given."""
 
+
+def _tracker_unreachable(address: TrackerAddress, why: str) -> ToolkitError:
+    return ToolkitError(f"cannot reach the RPC tracker at {address.host}:{address.port} ({why}); start one "
+                        f"with `python -m tvm.exec.rpc_tracker --port {address.port}` or fix --rpc")
+
+
+def _tracker_silent(address: TrackerAddress, seconds: float) -> ToolkitError:
+    return ToolkitError(f"the RPC tracker at {address.host}:{address.port} accepted the connection but did not "
+                        f"answer within {seconds:g} s (not a TVM RPC tracker, or a hung one); fix --rpc")
+
+
+class _TrackerLink:
+    """One conversation with a tracker in which no wait is unbounded: TVM's own tracker client
+    waits for ever on a peer that accepts the connection and never answers. Speaks the same
+    protocol (``tvm.rpc.base``: a magic number, then length-prefixed JSON)."""
+
+    def __init__(self, address: TrackerAddress, answer_s: float):
+        from tvm.rpc import base
+
+        self.address = address
+        try:
+            self.sock = socket.create_connection((address.host, address.port), timeout=answer_s)
+        except OSError as exc:
+            raise _tracker_unreachable(address, last_line(exc)) from None
+        try:
+            self.sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+            magic = struct.unpack("<i", self._receive(4, time.monotonic() + answer_s))[0]
+        except _Silent:
+            self.close()
+            raise _tracker_silent(address, answer_s) from None
+        except OSError as exc:
+            self.close()
+            raise _tracker_unreachable(address, last_line(exc)) from None
+        if magic != base.RPC_TRACKER_MAGIC:
+            self.close()
+            raise ToolkitError(f"{address.host}:{address.port} is not a TVM RPC tracker (it answered, but not as one); "
+                               f"fix --rpc")
+
+    def _receive(self, nbytes: int, deadline: float) -> bytes:
+        data = b""
+        while len(data) < nbytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Silent()
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(nbytes - len(data))
+            except socket.timeout:
+                raise _Silent() from None
+            if not chunk:
+                raise ConnectionResetError("the tracker closed the connection")
+            data += chunk
+        return data
+
+    def ask(self, message: list, within_s: float):
+        """Send ``message``, return the tracker's JSON answer; ``_Silent`` when none comes in time."""
+        payload = json.dumps(message).encode("utf-8")
+        self.sock.settimeout(within_s)
+        try:
+            self.sock.sendall(struct.pack("<i", len(payload)) + payload)
+        except socket.timeout:
+            raise _Silent() from None
+        deadline = time.monotonic() + within_s
+        size = struct.unpack("<i", self._receive(4, deadline))[0]
+        return json.loads(self._receive(size, deadline).decode("utf-8"))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tracker_state(address: TrackerAddress) -> TrackerState:
+    """The tracker's own summary for the key; one clear error when the tracker cannot be reached
+    or does not answer."""
+    from tvm.rpc import base
+
+    answer_s = answer_seconds()
+    link = _TrackerLink(address, answer_s)
     try:
-        # TVM's tracker client retries a refused connection for a minute: probe once first.
-        socket.create_connection((address.host, address.port), timeout=10).close()
-        tracker = rpc.connect_tracker(address.host, address.port)
-        summary = tracker.summary()
-        tracker.close()
-    except (OSError, RuntimeError) as exc:
-        raise ToolkitError(f"cannot reach the RPC tracker at {address.host}:{address.port} ({last_line(exc)}); "
-                           f"start one with `python -m tvm.exec.rpc_tracker --port {address.port}` or fix --rpc")
+        reply = link.ask([base.TrackerCode.SUMMARY], answer_s)
+    except _Silent:
+        raise _tracker_silent(address, answer_s) from None
+    except (OSError, ValueError) as exc:
+        raise _tracker_unreachable(address, last_line(exc)) from None
+    finally:
+        link.close()
+    if not (isinstance(reply, list) and reply and reply[0] == base.TrackerCode.SUCCESS):
+        raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} refused a summary: {reply}")
+    summary = reply[1]
     keys = tuple(sorted({item["key"].split(":", 1)[-1] for item in summary.get("server_info", [])}))
     registered = sum(1 for item in summary.get("server_info", []) if item["key"].split(":", 1)[-1] == address.key)
     queue = summary.get("queue_info", {}).get(address.key, {})
@@ -134,11 +220,43 @@ class RemoteDevice:
 
 
 def wait_seconds() -> float:
+    """How long to wait for a free server: ``SVTR_RPC_WAIT_S`` (a finite number of seconds above 0)."""
     text = os.environ.get(WAIT_ENV)
+    if not text:
+        return DEFAULT_WAIT_S
     try:
-        return float(text) if text else DEFAULT_WAIT_S
+        value = float(text)
     except ValueError:
-        raise ToolkitError(f"{WAIT_ENV} must be a number of seconds, got '{text}'")
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ToolkitError(f"{WAIT_ENV} must be a finite number of seconds above 0, got '{text}'")
+    return value
+
+
+def answer_seconds() -> float:
+    return min(ANSWER_S, wait_seconds())
+
+
+@contextlib.contextmanager
+def _answer_within(seconds: float):
+    """Bound a wait inside TVM's C++ (a session's handshake, a first call over it), which has no
+    timeout of its own: SIGALRM interrupts the blocking receive, TVM runs Python's handler when
+    a receive is interrupted, and the handler's ``_Silent`` ends the call. Unbounded outside the
+    main thread, where Python cannot set signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Silent()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def request_session(address: TrackerAddress, wait_s: float | None = None, session_timeout_s: float = 0):
@@ -148,30 +266,33 @@ def request_session(address: TrackerAddress, wait_s: float | None = None, sessio
     from tvm.rpc import base
 
     wait_s = wait_seconds() if wait_s is None else wait_s
+    answer_s = min(ANSWER_S, wait_s)
     state = tracker_state(address)
     if not state.registered:
         held = ", ".join(f"'{k}'" for k in state.keys) or "none"
         raise ToolkitError(f"no RPC server is registered under key '{address.key}' at the tracker "
                            f"{address.host}:{address.port} (keys there: {held})")
-    tracker = rpc.connect_tracker(address.host, address.port)
+    link = _TrackerLink(address, answer_s)
     try:
-        # The tracker answers a request when a server is free; the socket's timeout bounds the wait,
-        # and closing the socket withdraws the request.
-        tracker._sock.settimeout(wait_s)
-        base.sendjson(tracker._sock, [base.TrackerCode.REQUEST, address.key, "", 1])
-        reply = base.recvjson(tracker._sock)
-    except socket.timeout:
-        tracker.close()
+        # The tracker answers a request when a server is free; closing the link withdraws the request.
+        reply = link.ask([base.TrackerCode.REQUEST, address.key, "", 1], wait_s)
+    except _Silent:
+        link.close()
         raise ToolkitError(f"no free RPC server under key '{address.key}' within {wait_s:g} s: "
-                           f"{tracker_state(address).busy_line(address.key)} (wait longer with {WAIT_ENV})")
-    except OSError as exc:
+                           f"{tracker_state(address).busy_line(address.key)} (wait longer with {WAIT_ENV})") from None
+    except (OSError, ValueError) as exc:
+        link.close()
         raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} dropped the request ({last_line(exc)})")
-    tracker.close()
-    if reply[0] != base.TrackerCode.SUCCESS:
+    link.close()
+    if not (isinstance(reply, list) and reply and reply[0] == base.TrackerCode.SUCCESS):
         raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} refused the request: {reply}")
     host, port, matchkey = reply[1]
     try:
-        return rpc.connect(host, port, matchkey, session_timeout=session_timeout_s)
+        with _answer_within(answer_s):
+            return rpc.connect(host, port, matchkey, session_timeout=session_timeout_s)
+    except _Silent:
+        raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' accepted the session but did not "
+                           f"answer within {answer_s:g} s (a hung server?)") from None
     except (OSError, RuntimeError) as exc:
         raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' did not take the session "
                            f"({last_line(exc)})")
@@ -189,13 +310,17 @@ def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevic
     import tvm
 
     session = request_session(address, wait_s)
+    answer_s = answer_seconds() if wait_s is None else min(ANSWER_S, wait_s)
     try:
-        describe = session.get_function(DEVICE_INFO_FUNC)
+        with _answer_within(answer_s):
+            info = json.loads(session.get_function(DEVICE_INFO_FUNC)())
+    except _Silent:
+        raise ToolkitError(f"the RPC server under key '{address.key}' did not describe itself within {answer_s:g} s "
+                           f"(a hung server?)") from None
     except Exception as exc:  # tvm_ffi: the function is not registered there
         raise ToolkitError(f"the RPC server under key '{address.key}' does not describe itself "
                            f"({last_line(exc)}): start it with `python tools/rpc_server.py --tracker HOST:PORT "
                            f"--key KEY`, whose CPU builds can target and whose TVM version can be checked")
-    info = json.loads(describe())
     if info.get("tvm_version") != tvm.__version__:
         raise ToolkitError(f"the RPC server {info.get('hostname')} under key '{address.key}' runs TVM "
                            f"{info.get('tvm_version')} and this machine TVM {tvm.__version__}: engines and tuning "
