@@ -25,6 +25,8 @@ die() { echo "error: $*" >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --bs=*|--acc_target=*|--fps_target=*|--preset=*|--target=*|--rpc=*)
+            set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;  # --flag=value: the same as --flag value
         --bs|--acc_target|--fps_target|--preset|--target|--rpc)
             [[ $# -ge 2 ]] || die "$1 needs a value"
             case "$1" in
@@ -43,26 +45,30 @@ done
 [[ -n "${DATASETS_DIR:-}" ]] || die "DATASETS_DIR is not set (export DATASETS_DIR=/path/to/data_lmdb_release/evaluation)"
 [[ -e "$DATASETS_DIR" ]] || die "DATASETS_DIR=$DATASETS_DIR does not exist"
 [[ -d "$DATASETS_DIR" ]] || die "DATASETS_DIR=$DATASETS_DIR is a file, not a folder of LMDBs"
-[[ -n "$(ls -A "$DATASETS_DIR")" ]] || die "DATASETS_DIR=$DATASETS_DIR is empty"
+[[ -n "$(ls -A -- "$DATASETS_DIR")" ]] || die "DATASETS_DIR=$DATASETS_DIR is empty"
 case "$MODE" in
     accuracy) [[ -z "$fps_target" ]] || die "--fps_target / FPS_TARGET gates the performance script, not the accuracy one (unset it, or run scripts/infer_svtr_fp16_performance.sh)" ;;
     performance) [[ -z "$acc_target" ]] || die "--acc_target / ACC_TARGET gates the accuracy script, not the performance one (unset it, or run scripts/infer_svtr_fp16_accuracy.sh)" ;;
 esac
 
 engine="${ENGINE_DIR:-$RUN_DIR/work/engines}/${preset}_bs_${batchsize}_${precision}.so"
+# Every value goes as --flag=value: a value that begins with a dash (DATASETS_DIR=-data) would
+# otherwise be read as a flag of its own.
 checks=()
-[[ -z "$acc_target" ]] || checks+=(--acc_target "$acc_target")
-[[ -z "$fps_target" ]] || checks+=(--fps_target "$fps_target")
-[[ "$MODE" != performance ]] || checks+=(--perf_only True)
+[[ -z "$acc_target" ]] || checks+=("--acc_target=$acc_target")
+[[ -z "$fps_target" ]] || checks+=("--fps_target=$fps_target")
+[[ "$MODE" != performance ]] || checks+=(--perf_only=True)
 remote=()
-[[ -z "$rpc" ]] || remote=(--rpc "$rpc")
+[[ -z "$rpc" ]] || remote=("--rpc=$rpc")
 # inference.py's command line without the engine: the scripts run it after the build.
-inference=("$PYTHON" "$RUN_DIR/inference.py" --engine "$engine" --batchsize "$batchsize" \
-    --datasets "$DATASETS_DIR" --preset "$preset" ${checks[@]+"${checks[@]}"} ${remote[@]+"${remote[@]}"} ${REPORT:+--report "$REPORT"})
+inference=("$PYTHON" "$RUN_DIR/inference.py" "--engine=$engine" "--batchsize=$batchsize" \
+    "--datasets=$DATASETS_DIR" "--preset=$preset" ${checks[@]+"${checks[@]}"} ${remote[@]+"${remote[@]}"} \
+    ${REPORT:+"--report=$REPORT"})
 "${inference[@]}" --check_args  # thresholds, --report, data: refused now, not after a build
 echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}${rpc:+, on the RPC device $rpc}"
 
 # The preset gives the model, its input and config; build_engine.py checks the preset and the model.
-"$PYTHON" "$RUN_DIR/build_engine.py" --preset "$preset" ${MODEL_PATH:+--model_path "$MODEL_PATH"} \
-    --batchsize "$batchsize" --precision "$precision" --engine_path "$engine" --target "$target" ${remote[@]+"${remote[@]}"}
+"$PYTHON" "$RUN_DIR/build_engine.py" "--preset=$preset" ${MODEL_PATH:+"--model_path=$MODEL_PATH"} \
+    "--batchsize=$batchsize" "--precision=$precision" "--engine_path=$engine" "--target=$target" \
+    ${remote[@]+"${remote[@]}"}
 

@@ -6,4 +6,4 @@
 MODE=performance
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-exec "${inference[@]}" --loop_count "${LOOP_COUNT:-20}"
+exec "${inference[@]}" "--loop_count=${LOOP_COUNT:-20}"
