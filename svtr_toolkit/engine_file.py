@@ -78,9 +78,61 @@ def image_damaged(path: str, meta: dict) -> bool:
     return recorded is not None and image_sha256(path) != recorded
 
 
+def description_digest(meta: dict) -> str:
+    """sha256 of a build description without its own digest (canonical JSON)."""
+    body = {k: v for k, v in meta.items() if k != "description_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+# What the runtime reads from a build description, and what each must be.
+_REQUIRED = {
+    "input_name": ("a name", _is_text),
+    "input_shape": ("[N, C, H, W] of positive integers",
+                    lambda v: isinstance(v, list) and len(v) == 4
+                    and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)),
+    "precision": (" or ".join(PRECISIONS), lambda v: v in PRECISIONS),
+    "target": ("a target with a 'kind'",
+               lambda v: isinstance(v, dict) and _is_text(v.get("kind"))
+               and all(isinstance(a, str) for a in v.get("mattr") or [])),
+    "tvm_version": ("a version", _is_text),
+}
+_OPTIONAL = {
+    "model_metadata": ("a mapping of text", lambda v: isinstance(v, dict)
+                       and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
+    "image_sha256": ("a sha256", lambda v: isinstance(v, str) and len(v) == 64),
+}
+
+
+def description_problem(meta) -> str | None:
+    """Why an engine's build description cannot be trusted, or None: a key the runtime reads is
+    missing or of the wrong kind, or the description no longer matches the digest the build
+    recorded (it was edited: another input shape would make TVM's VM fail deep inside).
+    Descriptions from before the digest was recorded are checked by their keys alone."""
+    if not isinstance(meta, dict):
+        return "its build description is not a mapping"
+    for key, (want, valid) in _REQUIRED.items():
+        if key not in meta:
+            return f"its build description has no '{key}'"
+        if not valid(meta[key]):
+            return f"its build description's '{key}' is {meta[key]!r}, not {want}"
+    for key, (want, valid) in _OPTIONAL.items():
+        if key in meta and not valid(meta[key]):
+            return f"its build description's '{key}' is not {want}"
+    recorded = meta.get("description_sha256")
+    if recorded is not None and recorded != description_digest(meta):
+        return "its build description was edited after the build (it does not match its recorded digest)"
+    return None
+
+
 def append_engine_metadata(path: str, meta: dict) -> None:
-    """Append ``meta`` to the image at ``path``; records the image's digest in ``meta`` first."""
+    """Append ``meta`` to the image at ``path``; records the image's digest in ``meta`` first,
+    then the description's own digest (so an edited description is refused, not run)."""
     meta["image_sha256"] = sha256_file(path)
+    meta["description_sha256"] = description_digest(meta)
     blob = json.dumps(meta, sort_keys=True).encode("utf-8")
     with open(path, "ab") as fh:
         fh.write(blob)

@@ -6,11 +6,9 @@ Runtime reads engines through ``svtr_toolkit.engine_file`` only; it never import
 """
 from __future__ import annotations
 
-import os
-
-from ..engine_file import image_damaged, read_engine_metadata
-from ..errors import ToolkitError
-from ..files import sha256_file
+from ..engine_file import description_problem, image_damaged, read_engine_metadata
+from ..errors import ToolkitError, first_line
+from ..files import require_file, sha256_file
 from ..provenance import weights_of
 from .base import Backend
 from .ort_backend import OrtBackend
@@ -18,9 +16,13 @@ from .ort_backend import OrtBackend
 def load_engine(path: str, remote=None) -> Backend:
     """Open an engine on the device it was built for (IGIE engines on IGIE's graph executor);
     with ``remote`` (an ``rpc.RemoteDevice``), on that device through its RPC session."""
+    require_file(path, "engine")
     meta = read_engine_metadata(path)
     if meta is None:
         raise ToolkitError(f"{path} is not an engine built by this toolkit (no build description); rebuild it")
+    problem = description_problem(meta)
+    if problem:
+        raise ToolkitError(f"{path} cannot be trusted: {problem}; rebuild it")
     if image_damaged(path, meta):
         raise ToolkitError(f"{path} is damaged: its image does not match the digest in its build description; "
                            f"rebuild it")
@@ -48,8 +50,7 @@ def open_backend(path: str, batch_size: int | None = None, input_name: str | Non
                  remote=None) -> Backend:
     """Open an engine file or ``.onnx``; check it against the batch size and input name asked for.
     ``remote``: run the engine on that RPC device instead of here."""
-    if not os.path.exists(path):
-        raise ToolkitError(f"engine not found: {path}")
+    require_file(path, "engine")
     if path.endswith(".onnx") and remote is not None:
         raise ToolkitError("--rpc runs TVM engines; an .onnx file runs here on onnxruntime (drop --rpc)")
     if path.endswith(".onnx"):
@@ -70,4 +71,17 @@ def open_backend(path: str, batch_size: int | None = None, input_name: str | Non
     return backend
 
 
-__all__ = ["Backend", "OrtBackend", "load_engine", "open_backend"]
+def onnx_metadata(path: str) -> dict:
+    """An ONNX model's metadata_props (where a PP-OCR model carries its dictionary), read without
+    starting a runtime."""
+    import onnx
+
+    require_file(path, "ONNX model")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own
+        raise ToolkitError(f"{path} is not an ONNX model ({first_line(exc)})")
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+__all__ = ["Backend", "OrtBackend", "load_engine", "onnx_metadata", "open_backend"]

@@ -1,11 +1,10 @@
 """onnxruntime on the CPU, fp32: the reference every engine is compared against."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..errors import ToolkitError, first_line
+from ..files import require_file
 from .base import Backend
 
 
@@ -15,8 +14,7 @@ class OrtBackend(Backend):
     def __init__(self, onnx_path: str, threads: int | None = None):
         import onnxruntime as ort
 
-        if not os.path.isfile(onnx_path):
-            raise ToolkitError(f"ONNX model not found: {onnx_path}")
+        require_file(onnx_path, "ONNX model")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ToolkitError, last_line
+from ..errors import ToolkitError, last_line, pending_interrupt
 from ..threads import use_all_cpu_cores
 from .base import Backend
 from .library import image_identity, load_module
@@ -45,16 +45,28 @@ class TvmBackend(Backend):
         except Exception as exc:
             raise ToolkitError(f"cannot load engine {path}: {last_line(exc)}")
 
+    def _in_vm(self, what: str, call):
+        """``call()``, with an error raised inside TVM's VM as one line: an engine whose build
+        description does not match its code (edited before descriptions carried a digest) fails
+        there, and so does a device that fails."""
+        try:
+            return call()
+        except Exception as exc:
+            if pending_interrupt() is not None:  # TVM turns a signal inside its C++ into its own error
+                raise pending_interrupt() from None
+            raise ToolkitError(f"the engine failed during {what} ({last_line(exc)}); if its build description was "
+                               f"edited (input {self.input_name}:{list(self.input_shape)}), rebuild it") from None
+
     def run(self, batch):
         import tvm
 
         self.check_batch(batch)
         data = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
-        return self.vm["main"](data).numpy()
+        return self._in_vm("a batch", lambda: self.vm["main"](data).numpy())
 
     def time_compute(self, repeat, number=1):
         import tvm
 
         data = tvm.runtime.tensor(self.timing_input(), self.device)
         timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat)
-        return list(timer(data).results)
+        return self._in_vm("timing", lambda: list(timer(data).results))
