@@ -9,11 +9,14 @@ An up-to-date engine is reused; a stale one (other model, shape, precision, targ
 is rebuilt. Every build ends with a parity line against onnxruntime fp32 (with --rpc, the
 engine runs on the remote device and onnxruntime here).
 """
+import math
 import os
+import tempfile
 
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
-from svtr_toolkit.files import check_writable
+from svtr_toolkit.files import check_outputs_apart, check_writable, require_file, require_folder, require_space
+from svtr_toolkit.memory import require_memory
 from svtr_toolkit.paths import in_repo
 
 DEFAULT_ENGINE_DIR = in_repo("work", "engines")
@@ -24,15 +27,18 @@ def parse_args(argv):
 
     parser = cli.Parser(__doc__)
     cli.add_preset(parser)
-    parser.add_argument("--model_path", help="ONNX model (dynamic or static batch); default: the preset's")
+    parser.add_argument("--model_path", type=cli.path,
+                        help="ONNX model (dynamic or static batch); default: the preset's")
     parser.add_argument("--input", help="input name and shape, name:N,C,H,W; default: the preset's at --batchsize")
-    parser.add_argument("--batchsize", type=int, default=32, help="with --preset and no --input: the batch (default 32)")
+    parser.add_argument("--batchsize", type=cli.positive_int, default=32,
+                        help="with --preset and no --input: the batch (default 32)")
     cli.add_precision(parser, required=True, help="fp16 or fp32")
-    parser.add_argument("--engine_path", help="where to write the engine (.so); with --preset default "
-                                              "work/engines/<preset>_bs_<N>_<precision>.so")
+    parser.add_argument("--engine_path", type=cli.path,
+                        help="where to write the engine (.so); with --preset default "
+                             "work/engines/<preset>_bs_<N>_<precision>.so")
     parser.add_argument("--target", default="auto", type=cli.choice("target", TARGET_CHOICES),
                         metavar="{" + ",".join(TARGET_CHOICES) + "}", help="where the engine runs (default auto)")
-    parser.add_argument("--tuning_db", default="auto",
+    parser.add_argument("--tuning_db", default="auto", type=cli.path,
                         help="CPU only: 'auto' (tuning/<cpu class> if present), 'none', or a database folder")
     parser.add_argument("--force", action="store_true", help="rebuild even if the engine is up to date")
     parser.add_argument("--skip_parity", action="store_true", help="do not compare with onnxruntime after the build")
@@ -42,8 +48,6 @@ def parse_args(argv):
         preset = cli.get_preset(args.preset)
         args.model_path = preset.require_model(args.model_path)
         if args.input is None:
-            if args.batchsize < 1:
-                raise cli.ToolkitError(f"--batchsize must be at least 1, got {args.batchsize}")
             args.input = f"{preset.input_name}:{','.join(map(str, preset.input_shape(args.batchsize)))}"
         if args.engine_path is None:
             batch = cli.parse_input_spec(args.input)[1][0]
@@ -52,7 +56,25 @@ def parse_args(argv):
                                         ("--engine_path", args.engine_path)) if value is None]
     if missing:
         raise cli.ToolkitError(f"{', '.join(missing)} required (or give --preset)")
-    check_writable(args.engine_path, "--engine_path")  # before a compile of minutes, not after
+    shape = cli.parse_input_spec(args.input)[1]
+    if os.path.lexists(args.model_path):  # a missing one is the build's "ONNX model not found"
+        require_file(args.model_path, "ONNX model")
+    if args.tuning_db not in ("auto", "none"):
+        require_folder(args.tuning_db, "tuning database folder")
+    # before a compile of minutes, not after
+    check_writable(args.engine_path, "--engine_path")
+    if os.path.isfile(args.model_path):
+        # an engine is about its model's size, and the compiler's objects in the temporary folder too
+        needed = os.path.getsize(args.model_path)
+        require_space(os.path.dirname(os.path.abspath(args.engine_path)), needed, "the engine")
+        require_space(tempfile.gettempdir(), needed, "the compiler's objects (in the temporary folder, TMPDIR)")
+    check_outputs_apart([("--engine_path", args.engine_path)],
+                        [("--model_path", args.model_path),
+                         ("--tuning_db", args.tuning_db if args.tuning_db not in ("auto", "none") else None)])
+    if not args.skip_parity and not args.rpc:
+        # the parity check runs one float32 batch here through two runtimes: three copies at the least
+        require_memory(3 * 4 * math.prod(shape), f"the parity check of an engine for input {args.input}",
+                       "use a smaller batch, or --skip_parity to build it without running it here")
     return args
 
 
@@ -66,8 +88,6 @@ def main(argv=None):
 
     input_name, shape = cli.parse_input_spec(args.input)
     tuning_dir = None if args.tuning_db == "none" else args.tuning_db
-    if tuning_dir not in (None, "auto") and not os.path.isdir(tuning_dir):
-        raise cli.ToolkitError(f"tuning database folder not found: {tuning_dir}")
     remote = None
     if args.rpc:
         # Asked once for what the device is; the server goes back to the pool while this machine compiles.

@@ -14,7 +14,6 @@ import os
 
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
-from svtr_toolkit.errors import ToolkitError
 
 
 def flag(value):
@@ -30,20 +29,26 @@ def flag(value):
 def parse_args(argv):
     p = cli.Parser(__doc__)
     cli.add_preset(p)
-    p.add_argument("--engine", required=True, help="TVM engine, or an .onnx run on onnxruntime (the reference)")
-    p.add_argument("--batchsize", type=int, required=True)
-    p.add_argument("--input_name", default=None, help="the engine's input name (checked), e.g. x")
-    p.add_argument("--datasets", required=True, help="folder holding one or more LMDBs (searched recursively)")
-    p.add_argument("--config", default=None, help="PaddleOCR rec yml (default: the preset's, svtr's without one)")
+    p.add_argument("--engine", required=True, type=cli.path,
+                   help="TVM engine, or an .onnx run on onnxruntime (the reference)")
+    p.add_argument("--batchsize", type=cli.positive_int, required=True)
+    p.add_argument("--input_name", default=None, type=cli.text("input name"),
+                   help="the engine's input name (checked), e.g. x")
+    p.add_argument("--datasets", required=True, type=cli.path,
+                   help="folder holding one or more LMDBs (searched recursively)")
+    p.add_argument("--config", default=None, type=cli.path,
+                   help="PaddleOCR rec yml (default: the preset's, svtr's without one)")
     p.add_argument("--perf_only", nargs="?", const=True, default=False, type=flag, help="time instead of evaluating")
     p.add_argument("--acc_target", type=cli.fraction, default=None,
                    help="accuracy runs: minimum pooled accuracy, a fraction in [0, 1] (0.88)")
     p.add_argument("--fps_target", type=cli.positive, default=None,
                    help="--perf_only runs: minimum compute-only images/s (above 0)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--loop_count", type=int, default=20, help="timed batches (perf mode)")
-    p.add_argument("--report", default=None, help="write every figure and the run's configuration as JSON")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="preprocessing threads")
+    p.add_argument("--warmup", type=cli.nonnegative_int, default=3)
+    p.add_argument("--loop_count", type=cli.positive_int, default=20, help="timed batches (perf mode)")
+    p.add_argument("--report", default=None, type=cli.path,
+                   help="write every figure and the run's configuration as JSON")
+    p.add_argument("--workers", type=cli.positive_int, default=min(4, os.cpu_count() or 1),
+                   help="preprocessing threads")
     p.add_argument("--no_progress", action="store_true",
                    help="no progress output (without it: a bar on a terminal, a line per 25 %% in a log)")
     cli.add_rpc(p, "run the engine")
@@ -52,13 +57,9 @@ def parse_args(argv):
                         "the scripts run this before building an engine")
     args = p.parse_args(argv)
     args.config = args.config or cli.get_preset(args.preset or cli.DEFAULT_PRESET).config_path
-    if args.batchsize < 1:
-        raise ToolkitError(f"--batchsize must be at least 1, got {args.batchsize}")
     cli.refuse_unused_gates(args, {"fps_target"} if args.perf_only else {"acc_target"},
                             "a --perf_only run" if args.perf_only else "an accuracy run",
                             {"acc_target": "accuracy runs check it", "fps_target": "--perf_only runs check it"})
-    if args.warmup < 0 or args.loop_count < 1 or args.workers < 1:
-        raise ToolkitError("--warmup must be >= 0, --loop_count and --workers >= 1")
     return args
 
 
@@ -66,13 +67,21 @@ def preflight(args):
     """Everything about the command line that can be checked without the engine or the data,
     so a bad --report or --datasets is found before an evaluation of minutes, not after."""
     from svtr_toolkit.config import load_config
-    from svtr_toolkit.evaluate.data import check_dataset_root
-    from svtr_toolkit.files import check_writable
+    from svtr_toolkit.evaluate.data import batch_memory_bytes, find_lmdbs
+    from svtr_toolkit.files import check_outputs_apart, check_writable
+    from svtr_toolkit.memory import require_memory
 
     cfg = load_config(args.config)
-    check_dataset_root(args.datasets)
+    subsets = find_lmdbs(args.datasets)
     if args.report:
         check_writable(args.report, "--report")
+        # the engine may not exist yet (the scripts check before they build it): paths still compare
+        check_outputs_apart([("--report", args.report)],
+                            [("--config", args.config), ("--engine", args.engine),
+                             ("--config's character dictionary", cfg.dictionary_file),
+                             *(("--datasets", folder) for _, folder in subsets)])
+    require_memory(batch_memory_bytes(args.batchsize, cfg.image_shape, args.workers),
+                   f"--batchsize {args.batchsize} (its input batches, {args.workers} worker(s) preparing them ahead)")
     return cfg
 
 
@@ -84,7 +93,7 @@ def main(argv=None):
     from svtr_toolkit.evaluate import report
     from svtr_toolkit.evaluate.data import Dataset, LabelRules, Preprocessor
     from svtr_toolkit.evaluate.runner import benchmark, evaluate
-    from svtr_toolkit.files import write_json
+    from svtr_toolkit.files import sha256_bytes, write_json
     from svtr_toolkit.provenance import untrained_warning
     from svtr_toolkit.runtime import open_backend
 
@@ -109,7 +118,8 @@ def main(argv=None):
         "workers": args.workers,
         "config": {"path": cfg.path, "sha256": cfg.digest, "image_shape": list(cfg.image_shape),
                    "resize": cfg.resize, "max_text_length": cfg.max_text_length, "lowercase": cfg.lowercase,
-                   "ignore_space": cfg.ignore_space, "is_filter": cfg.is_filter, "characters": len(characters)},
+                   "ignore_space": cfg.ignore_space, "is_filter": cfg.is_filter, "characters": len(characters),
+                   "dictionary_sha256": sha256_bytes("\n".join(characters).encode("utf-8"))},
     }
     checks = []
     with Dataset(args.datasets, LabelRules.from_config(cfg, characters)) as dataset:

@@ -13,7 +13,7 @@ from functools import cached_property
 import yaml
 
 from .errors import ToolkitError
-from .files import sha256_file
+from .files import require_file, sha256_file
 
 # CTCLabelDecode's character set when Global.character_dict_path is empty; it also turns
 # on lower-casing of labels (CTCLabelEncode) so the metric is case-insensitive.
@@ -43,6 +43,16 @@ class RecConfig:
         """PaddleOCR lower-cases labels exactly when it uses the built-in character set."""
         return self.character_dict_path is None
 
+    @property
+    def dictionary_in_model(self) -> bool:
+        """The dictionary travels in the model's ONNX metadata (PP-OCR models from RapidOCR)."""
+        return self.character_dict_path == ONNX_METADATA_DICT
+
+    @property
+    def dictionary_file(self) -> str | None:
+        """The character dictionary file this config reads, if it reads one."""
+        return None if self.character_dict_path in (None, ONNX_METADATA_DICT) else self.character_dict_path
+
     @cached_property
     def digest(self) -> str:
         """sha256 of the yml, read once per loaded config."""
@@ -56,11 +66,12 @@ class RecConfig:
         """
         if self.character_dict_path is None:
             chars = list(DEFAULT_CHARACTERS)
-        elif self.character_dict_path == ONNX_METADATA_DICT:
+        elif self.dictionary_in_model:
             if not model_metadata or "character" not in model_metadata:
                 raise ToolkitError(f"{self.path} takes its dictionary from the model, but the model has no 'character' metadata")
             chars = model_metadata["character"].splitlines()
         else:
+            require_file(self.character_dict_path, "character dictionary")
             try:
                 with open(self.character_dict_path, "rb") as fh:
                     lines = fh.readlines()
@@ -105,8 +116,7 @@ def _eval_resize(raw, path):
 
 def load_config(path: str) -> RecConfig:
     """Read and check a recognition yml; every problem is one ToolkitError line."""
-    if not os.path.isfile(path):
-        raise ToolkitError(f"config not found: {path}")
+    require_file(path, "config")
     try:
         with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)

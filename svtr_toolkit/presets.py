@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import ToolkitError
+from .files import require_file
 from .paths import REPO_ROOT
 
 DEFAULT_PRESET = "svtr"
@@ -47,9 +48,9 @@ class Preset:
     def require_model(self, model_path: str | None = None) -> str:
         """The model file to use (``model_path`` or the preset's), which must exist."""
         model = model_path or self.model_path
-        if not os.path.isfile(model):
+        if not os.path.lexists(model):
             raise ToolkitError(f"{model} not found: run '{self.prepare}' first")
-        return model
+        return require_file(model, "ONNX model")
 
 
 PRESETS = {

@@ -18,9 +18,9 @@ from svtr_toolkit.compile.onnx_passes import EMULATED_ROUNDINGS
 
 def main(argv=None):
     parser = cli.Parser(__doc__)
-    parser.add_argument("--model_path", required=True, help="the ONNX model the fp16 engine is built from")
+    parser.add_argument("--model_path", required=True, type=cli.path, help="the ONNX model the fp16 engine is built from")
     parser.add_argument("--input", required=True, help="name:N,C,H,W, as given to build_engine.py")
-    parser.add_argument("--out", required=True, help="where the emulating ONNX model goes")
+    parser.add_argument("--out", required=True, type=cli.path, help="where the emulating ONNX model goes")
     parser.add_argument("--round", default="all", type=cli.choice("rounding", EMULATED_ROUNDINGS),
                         metavar="{" + ",".join(EMULATED_ROUNDINGS) + "}",
                         help="round weights and activations of the fp16 part (the engine), or only one of them")
@@ -30,9 +30,12 @@ def main(argv=None):
 
     from svtr_toolkit.compile.onnx_passes import load_onnx
     from svtr_toolkit.compile.precision import emulate_fp16_plan
-    from svtr_toolkit.files import write_atomically
+    from svtr_toolkit.files import check_outputs_apart, check_writable, require_file, write_atomically
 
     name, shape = cli.parse_input_spec(args.input)
+    require_file(args.model_path, "ONNX model")
+    check_writable(args.out, "--out")
+    check_outputs_apart([("--out", args.out)], [("--model_path", args.model_path)])
     model, plan = emulate_fp16_plan(load_onnx(args.model_path), name, shape, args.round)
     write_atomically(args.out, lambda tmp: onnx.save(model, tmp))
     rounded = "weights and activations" if args.round == "all" else args.round

@@ -21,14 +21,16 @@ from svtr_toolkit.prepare.checkpoint import find_checkpoint
 
 def parse_args(argv):
     parser = cli.Parser(__doc__)
-    parser.add_argument("--config", default=str(export.DEFAULT_CONFIG), help="PaddleOCR recognition yml (default: %(default)s)")
-    parser.add_argument("--checkpoint", help="best_accuracy.pdparams, rec_svtr_tiny_none_ctc_en_train.tar, a folder with "
+    parser.add_argument("--config", default=str(export.DEFAULT_CONFIG), type=cli.path,
+                        help="PaddleOCR recognition yml (default: %(default)s)")
+    parser.add_argument("--checkpoint", type=cli.path, help="best_accuracy.pdparams, rec_svtr_tiny_none_ctc_en_train.tar, a folder with "
                                              "either, or 'auto': the one in the repository root if there is one")
     parser.add_argument("--download", action="store_true", help=f"download {export.CHECKPOINT_TAR} into --download_dir first")
-    parser.add_argument("--download_dir", help="where --download puts the archive (default: --out_dir)")
-    parser.add_argument("--url", default=export.CHECKPOINT_URL, help="checkpoint URL for --download (default: %(default)s)")
-    parser.add_argument("--out_dir", default=str(export.REPO_ROOT), help="where SVTR.onnx / SVTR_opt.onnx go (default: repo root)")
-    cli.add_deprecated(parser, "--output_dir", "--out_dir")
+    parser.add_argument("--download_dir", type=cli.path, help="where --download puts the archive (default: --out_dir)")
+    parser.add_argument("--url", default=export.CHECKPOINT_URL, type=cli.text("URL"), help="checkpoint URL for --download (default: %(default)s)")
+    parser.add_argument("--out_dir", default=str(export.REPO_ROOT), type=cli.path,
+                        help="where SVTR.onnx / SVTR_opt.onnx go (default: repo root)")
+    cli.add_deprecated(parser, "--output_dir", "--out_dir", type=cli.path)
     parser.add_argument("--force", action="store_true", help="rebuild even if the outputs are up to date, and "
                                                              "replace a trained export with an untrained one")
     return parser.parse_args(argv)

@@ -15,9 +15,17 @@ def main(argv=None):
     from svtr_toolkit.presets import PRESETS
 
     parser = cli.Parser(__doc__)
-    parser.add_argument("--out", default=PRESETS["ppocrv4"].model_path, help="where the ONNX file goes (default: the preset's)")
-    parser.add_argument("--wheel", default=None, help="a downloaded rapidocr-onnxruntime 1.4.4 wheel (offline)")
+    parser.add_argument("--out", default=PRESETS["ppocrv4"].model_path, type=cli.path,
+                        help="where the ONNX file goes (default: the preset's)")
+    parser.add_argument("--wheel", default=None, type=cli.path,
+                        help="a downloaded rapidocr-onnxruntime 1.4.4 wheel (offline)")
     args = parser.parse_args(argv)
+    from svtr_toolkit.files import check_outputs_apart, check_writable, require_file
+
+    check_writable(args.out, "--out")
+    if args.wheel:
+        require_file(args.wheel, "--wheel")
+        check_outputs_apart([("--out", args.out)], [("--wheel", args.wheel)])
     fetch_ppocrv4(args.out, wheel=args.wheel)
     return 0
 

@@ -7,6 +7,8 @@ Inputs default to a fixed-seed batch in the preprocessed range [-1, 1]; --inputs
 with an ``x`` array (any number of rows: the last batch is padded). With --min_agreement the
 exit status says whether the argmax agreement per time step reached it.
 """
+import os
+
 import _repo  # noqa: F401  (the checkout on sys.path)
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
@@ -14,10 +16,11 @@ from svtr_toolkit.cli import run_cli
 
 def main(argv=None):
     parser = cli.Parser(__doc__)
-    parser.add_argument("--engine", required=True)
+    parser.add_argument("--engine", required=True, type=cli.path)
     cli.add_preset(parser)
-    parser.add_argument("--model_path", help="the ONNX model the engine was built from (default: the preset's)")
-    parser.add_argument("--inputs", default=None, help=".npz with an 'x' array")
+    parser.add_argument("--model_path", type=cli.path,
+                        help="the ONNX model the engine was built from (default: the preset's)")
+    parser.add_argument("--inputs", default=None, type=cli.path, help=".npz with an 'x' array")
     parser.add_argument("--min_agreement", type=cli.fraction, default=None,
                         help="fail below this argmax agreement, a fraction in [0, 1] (0.995)")
     args = parser.parse_args(argv)
@@ -36,6 +39,10 @@ def main(argv=None):
     backend = open_backend(args.engine)
     inputs = None
     if args.inputs:
+        from svtr_toolkit.files import require_file
+
+        if os.path.lexists(args.inputs):  # a missing one is numpy's "cannot read" below
+            require_file(args.inputs, "--inputs")
         try:
             inputs = np.load(args.inputs)["x"].astype(np.float32)
         except (OSError, KeyError, ValueError) as exc:

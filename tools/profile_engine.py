@@ -11,8 +11,6 @@ model (its build description names it; it must be unchanged) is lowered again to
 kernel's FLOPs, so a kernel that is slow for its arithmetic stands out. Engines for this machine
 only (not over RPC).
 """
-import json
-
 import _repo  # noqa: F401  (the checkout on sys.path)
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
@@ -20,22 +18,25 @@ from svtr_toolkit.cli import run_cli
 
 def main(argv=None):
     parser = cli.Parser(__doc__)
-    parser.add_argument("--engine", required=True, help="a TVM engine built by build_engine.py")
+    parser.add_argument("--engine", required=True, type=cli.path, help="a TVM engine built by build_engine.py")
     parser.add_argument("--runs", type=cli.positive_int, default=5,
                         help="instrumented runs averaged (default 5)")
-    parser.add_argument("--top", type=int, default=25, help="rows shown, slowest first (default 25; 0: all)")
-    parser.add_argument("--json", default=None, help="also write every kernel's figures to this file")
+    parser.add_argument("--top", type=cli.nonnegative_int, default=25,
+                        help="rows shown, slowest first (default 25; 0: all)")
+    parser.add_argument("--json", default=None, type=cli.path, help="also write every kernel's figures to this file")
     parser.add_argument("--flops", action="store_true",
                         help="also each kernel's GFLOP/s (lowers the engine's model again to count its FLOPs)")
     args = parser.parse_args(argv)
 
     from svtr_toolkit.bench.profile import add_rates, format_profile, profile_vm
     from svtr_toolkit.errors import ToolkitError
+    from svtr_toolkit.files import check_outputs_apart, check_writable, write_json
     from svtr_toolkit.numerics import random_batch
     from svtr_toolkit.runtime import open_backend
 
-    if args.top < 0:
-        raise ToolkitError(f"--top must be at least 0, got {args.top}")
+    if args.json:  # before the profile, not after it
+        check_writable(args.json, "--json")
+        check_outputs_apart([("--json", args.json)], [("--engine", args.engine)])
     backend = open_backend(args.engine)
     if not hasattr(backend, "vm"):
         raise ToolkitError(f"{args.engine} is not a TVM engine: only the Relax VM's kernels can be profiled")
@@ -51,8 +52,7 @@ def main(argv=None):
           f"{len(profile['kernels'])} kernels, {args.runs} runs")
     print(format_profile(profile, top=args.top or None))
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({**profile, "kernels": [k.__dict__ for k in profile["kernels"]]}, out, indent=1)
+        write_json(args.json, {**profile, "kernels": [k.__dict__ for k in profile["kernels"]]}, indent=1)
         print(f"wrote {args.json}")
     return 0
 

@@ -17,15 +17,19 @@ from svtr_toolkit.cli import run_cli
 
 def main(argv=None):
     parser = cli.Parser(__doc__)
-    parser.add_argument("--servers", type=int, default=2, help="how many servers (default 2)")
-    parser.add_argument("--key", default="svtr-local", help="the servers' key (default svtr-local)")
-    parser.add_argument("--port", type=int, default=None, help="the tracker's port (default: a free one)")
-    parser.add_argument("--threads", type=int, default=1, help="TVM threads per server (default 1)")
-    parser.add_argument("--log_dir", default=None, help="where the tracker and servers log (default: a temporary folder)")
+    parser.add_argument("--servers", type=cli.positive_int, default=2, help="how many servers (default 2)")
+    parser.add_argument("--key", default="svtr-local", type=cli.text("key"),
+                        help="the servers' key (default svtr-local)")
+    parser.add_argument("--port", type=cli.port, default=None, help="the tracker's port (default: a free one)")
+    parser.add_argument("--threads", type=cli.positive_int, default=1, help="TVM threads per server (default 1)")
+    parser.add_argument("--log_dir", default=None, type=cli.path,
+                        help="where the tracker and servers log (default: a temporary folder)")
     args = parser.parse_args(argv)
-    if args.servers < 1 or args.threads < 1:
-        raise cli.ToolkitError("--servers and --threads must be at least 1")
+    from svtr_toolkit.files import check_output_folder
     from svtr_toolkit.rpc import LocalPool
+
+    if args.log_dir:
+        check_output_folder(args.log_dir, "--log_dir")
 
     with LocalPool(args.servers, args.key, args.threads, args.log_dir, args.port) as pool:
         print(f"tracker and {args.servers} server(s) ready: --rpc {pool.address}  (logs: {pool.log_dir}; "

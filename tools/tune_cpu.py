@@ -20,15 +20,16 @@ from svtr_toolkit.cli import run_cli
 def main(argv=None):
     parser = cli.Parser(__doc__)
     cli.add_preset(parser, default="svtr")
-    parser.add_argument("--model_path", default=None, help="ONNX model (default: the preset's)")
+    parser.add_argument("--model_path", default=None, type=cli.path, help="ONNX model (default: the preset's)")
     parser.add_argument("--input", default=None, help="name:N,C,H,W; engines match the database per shape "
                                                       "(default: the preset's at --batchsize)")
-    parser.add_argument("--batchsize", type=int, default=32, help="without --input: the batch (default 32)")
+    parser.add_argument("--batchsize", type=cli.positive_int, default=32, help="without --input: the batch (default 32)")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16 or both (fp32,fp16)")
-    parser.add_argument("--budget_min", type=float, default=30.0, help="wall-clock budget in minutes (default 30)")
-    parser.add_argument("--trials_per_task", type=int, default=64, help="trials for each heavy kernel (default 64)")
-    parser.add_argument("--light_trials", type=int, default=8, help="trials for kernels under 1%% of the FLOPs")
-    parser.add_argument("--database", default=None, help="database folder (default tuning/<arch>-<isa>-<cores>c for "
+    parser.add_argument("--budget_min", type=cli.positive, default=30.0, help="wall-clock budget in minutes (default 30)")
+    parser.add_argument("--trials_per_task", type=cli.positive_int, default=64,
+                        help="trials for each heavy kernel (default 64)")
+    parser.add_argument("--light_trials", type=cli.positive_int, default=8, help="trials for kernels under 1%% of the FLOPs")
+    parser.add_argument("--database", default=None, type=cli.path, help="database folder (default tuning/<arch>-<isa>-<cores>c for "
                                                          "the CPU tuned on)")
     cli.add_rpc(parser, "time the candidates (built here)")
     args = parser.parse_args(argv)
@@ -40,15 +41,15 @@ def main(argv=None):
     from svtr_toolkit import rpc
     from svtr_toolkit.compile.targets import host_cpu_target, resolve
     from svtr_toolkit.compile.tuning.selection import workload_key
-    from svtr_toolkit.errors import ToolkitError
+    from svtr_toolkit.files import check_output_folder
 
     preset = cli.get_preset(args.preset)
-    model_path = args.model_path or preset.require_model()
+    model_path = preset.require_model(args.model_path)
     input_name, shape = cli.parse_input_spec(args.input or f"{preset.input_name}:"
                                              + ",".join(map(str, preset.input_shape(args.batchsize))))
     precisions = cli.parse_precisions(args.precision)
-    if args.budget_min <= 0 or args.trials_per_task < 1 or args.light_trials < 1:
-        raise ToolkitError("--budget_min, --trials_per_task and --light_trials must be positive")
+    if args.database:  # read, resumed and written: a folder (or a new path) that can be written
+        check_output_folder(args.database, "--database")
     if args.rpc:
         pool = rpc.tracker_state(args.rpc).busy_line(args.rpc.key)
         remote = rpc.connect(args.rpc)  # what the device is, and its TVM version; the server goes back at once

@@ -22,11 +22,17 @@ import lmdb
 import numpy as np
 
 from ..errors import ToolkitError, first_line
+from ..files import require_folder
+from .metrics import normalize_text
 
 REJECT_EMPTY = "empty label"
 REJECT_TOO_LONG = "label longer than max_text_length"
 REJECT_NO_CHARS = "no dictionary character in label"
 REJECT_NOT_UTF8 = "label is not UTF-8"
+# Not one of PaddleOCR's rejections: a label whose characters the metric removes entirely (spaces
+# with ignore_space, punctuation with is_filter) would be scored correct against an empty
+# prediction, so it is rejected and counted like an empty label.
+REJECT_NOTHING_TO_SCORE = "nothing left to score (only spaces or characters the metric filters out)"
 # What the evaluator (an unreadable image counts as wrong) and lmdb_tool check both call image faults.
 IMAGE_MISSING = "image key missing"
 IMAGE_UNDECODABLE = "image does not decode"
@@ -50,10 +56,12 @@ class LabelRules:
     max_text_length: int
     lowercase: bool
     characters: frozenset
+    ignore_space: bool = True  # the metric's view of a label (RecMetric), for REJECT_NOTHING_TO_SCORE
+    is_filter: bool = False
 
     @classmethod
     def from_config(cls, cfg, characters) -> "LabelRules":
-        return cls(cfg.max_text_length, cfg.lowercase, frozenset(characters))
+        return cls(cfg.max_text_length, cfg.lowercase, frozenset(characters), cfg.ignore_space, cfg.is_filter)
 
     def cased(self, raw: str) -> str:
         return raw.lower() if self.lowercase else raw
@@ -74,6 +82,8 @@ class LabelRules:
         text = "".join(ch for ch in self.cased(raw) if ch in self.characters)
         if not text:
             return None, REJECT_NO_CHARS
+        if not normalize_text(text, self.ignore_space, self.is_filter):
+            return None, REJECT_NOTHING_TO_SCORE
         return text, None
 
 
@@ -102,34 +112,46 @@ class Sample:
 
 def check_dataset_root(root: str) -> None:
     """A dataset root must be a folder: a data.mdb (or any file) given instead is named as such."""
-    if os.path.isdir(root):
-        return
-    if not os.path.exists(root):
-        raise ToolkitError(f"dataset directory not found: {root}")
-    hint = f"; give the folder holding it, {os.path.dirname(os.path.abspath(root))}" \
-        if os.path.basename(root) in ("data.mdb", "lock.mdb") else ""
-    raise ToolkitError(f"dataset path {root} is a file, not a folder of LMDBs{hint}")
+    if root and os.path.isfile(root):
+        hint = f"; give the folder holding it, {os.path.dirname(os.path.abspath(root))}" \
+            if os.path.basename(root) in ("data.mdb", "lock.mdb") else ""
+        raise ToolkitError(f"dataset path {root} is a file, not a folder of LMDBs{hint}")
+    require_folder(root, "dataset directory")
 
 
 def find_lmdbs(root: str) -> list[tuple[str, str]]:
-    """(subset name, folder) for every folder with a data.mdb under ``root``, sorted walk order."""
+    """(subset name, folder) for every folder with a data.mdb under ``root``, sorted walk order.
+
+    A subset's name is its folder relative to ``root``, or, when ``root`` is itself an LMDB,
+    relative to the folder above it (``toy`` and ``toy/toy``): names are unique, since reports
+    and comparisons key samples by them. A folder that cannot be read, or a symlink to nothing,
+    is refused: a subset there would be left out without a word."""
     check_dataset_root(root)
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    folders, seen, unreadable = [], set(), []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop
             dirnames[:] = []
             continue
         seen.add(real)
         dirnames.sort()
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                raise ToolkitError(f"{path} under the dataset folder {root} is a symlink to {os.readlink(path)}, "
+                                   f"which does not exist: a subset there would be left out; fix or remove the link")
         if "data.mdb" in filenames:
-            name = os.path.relpath(dirpath, root)
-            if name == ".":
-                name = os.path.basename(os.path.abspath(root))
-            found.append((name.replace(os.sep, "/"), dirpath))
-    if not found:
+            folders.append(dirpath)
+    if unreadable:
+        exc = unreadable[0]
+        raise ToolkitError(f"cannot read {exc.filename} under the dataset folder {root} ({exc.strerror}): a subset "
+                           f"there would be left out; make it readable or move it out of the folder")
+    if not folders:
         raise ToolkitError(f"no LMDB (a folder with data.mdb) under {root}")
-    return found
+    top = os.path.abspath(root)
+    if os.path.abspath(folders[0]) == top:
+        top = os.path.dirname(top)
+    return [(os.path.relpath(os.path.abspath(path), top).replace(os.sep, "/"), path) for path in folders]
 
 
 def _open_env(path: str):
@@ -265,10 +287,14 @@ class Preprocessor:
 
 
 def decode_image(buf) -> np.ndarray | None:
-    """``cv2.imdecode(buf, 1)``: BGR HWC uint8, or None when the bytes are not an image."""
+    """``cv2.imdecode(buf, 1)``: BGR HWC uint8, or None when the bytes are not an image, or
+    one OpenCV refuses to decode (a header claiming more than CV_IO_MAX_IMAGE_PIXELS pixels)."""
     if not buf:
         return None
-    return cv2.imdecode(np.frombuffer(buf, np.uint8), 1)
+    try:
+        return cv2.imdecode(np.frombuffer(buf, np.uint8), 1)
+    except cv2.error:
+        return None
 
 
 @dataclass
@@ -295,6 +321,18 @@ def _load_batch(dataset, preprocess, samples, batch_size) -> Batch:
     return Batch(images, list(samples), failed)
 
 
+def _batches_ahead(workers: int) -> int:
+    return 2 * max(1, int(workers))
+
+
+def batch_memory_bytes(batch_size: int, image_shape, workers: int) -> int:
+    """Bytes of the float32 input batches an evaluation or timing run holds at once: those
+    ``iter_batches`` prepares ahead, one more being submitted, the one the consumer holds and
+    the runtime's copy of it."""
+    per_batch = 4 * int(batch_size) * math.prod(int(d) for d in image_shape)
+    return (_batches_ahead(workers) + 3) * per_batch
+
+
 def iter_batches(dataset: Dataset, preprocess: Preprocessor, batch_size: int, workers: int = 2, samples=None):
     """Yield every sample in order in ``Batch``es of exactly ``batch_size`` rows.
 
@@ -306,7 +344,7 @@ def iter_batches(dataset: Dataset, preprocess: Preprocessor, batch_size: int, wo
     workers = max(1, int(workers))
     with ThreadPoolExecutor(workers, thread_name_prefix="svtr-load") as pool:
         pending = collections.deque()
-        ahead = 2 * workers
+        ahead = _batches_ahead(workers)
         try:
             for chunk in chunks:
                 pending.append(pool.submit(_load_batch, dataset, preprocess, chunk, batch_size))

@@ -7,22 +7,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+import stat
 from dataclasses import dataclass, field
 
 import lmdb
 
-from ..errors import ToolkitError
+from ..errors import ToolkitError, first_line
+from ..files import (StagingFolder, check_output_folder, check_outputs_apart, kind_of, no_space_error, require_file,
+                     require_folder, require_space)
 from ..table import render_table
-from .data import (IMAGE_MISSING, IMAGE_UNDECODABLE, NUM_SAMPLES_KEY, REJECT_EMPTY, REJECT_NOT_UTF8, REJECT_TOO_LONG,
-                   Dataset, LabelRules, decode_image, find_lmdbs, image_key, label_key)
+from .data import (IMAGE_MISSING, IMAGE_UNDECODABLE, NUM_SAMPLES_KEY, REJECT_EMPTY, REJECT_NOT_UTF8,
+                   REJECT_NOTHING_TO_SCORE, REJECT_TOO_LONG, Dataset, LabelRules, decode_image, find_lmdbs, image_key,
+                   label_key)
 
 
 def read_label_file(path: str) -> list[tuple[str, str]]:
     """[(relative image path, label), ...] in file order."""
-    if not os.path.isfile(path):
+    if path and not os.path.lexists(path):
         raise ToolkitError(f"label file not found: {path}")
+    require_file(path, "--labels")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -46,52 +49,84 @@ def read_label_file(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def create_lmdb(images_dir: str, label_file: str, out_dir: str) -> int:
-    """Write every (image, label) pair; refuse, naming them, images that are missing or do not decode."""
+def _listed(items: list, limit: int = 10) -> str:
+    return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
+
+
+def _lmdb_bytes(blobs) -> int:
+    """What the records take at the least (their bytes, no page overhead): a disk with less free
+    space cannot hold the LMDB."""
+    return sum(len(data) + len(label.encode("utf-8")) for data, label in blobs)
+
+
+def create_lmdb(images_dir: str, label_file: str, out_dir: str, allow_outside: bool = False) -> int:
+    """Write every (image, label) pair; refuse, naming them, images that are missing, do not decode,
+    or (unless ``allow_outside``) resolve outside ``images_dir``: an LMDB is shared, and must not
+    carry files from elsewhere that a label path like ``../../x`` or ``/etc/x`` reached."""
+    require_folder(images_dir, "--images")
     pairs = read_label_file(label_file)
     if not pairs:
         raise ToolkitError(f"{label_file}: no labels")
-    if os.path.exists(os.path.join(out_dir, "data.mdb")):
+    if os.path.exists(os.path.join(out_dir, "data.mdb")) and not os.path.islink(out_dir):
         raise ToolkitError(f"{out_dir} already holds an LMDB; choose a new folder")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    if os.path.isfile(out_dir) and not os.path.islink(out_dir):
         raise ToolkitError(f"--out_dir {out_dir} is a file; choose a new folder")
+    check_output_folder(out_dir, "--out_dir")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise ToolkitError(f"--out_dir {out_dir} is not empty; choose a new (or empty) folder")
-    blobs, bad = [], []
+    check_outputs_apart([("--out_dir", out_dir)], [("--labels", label_file)])
+    top = os.path.realpath(images_dir)
+    blobs, bad, outside = [], [], []
     for name, label in pairs:
         path = os.path.join(images_dir, name)
+        real = os.path.realpath(path)
+        if not allow_outside and os.path.commonpath([real, top]) != top:
+            outside.append(f"{name} ({real})")
+            continue
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            mode = os.stat(path).st_mode
         except OSError:
             bad.append(f"{name} (missing)")
             continue
+        if not stat.S_ISREG(mode):
+            bad.append(f"{name} ({kind_of(mode)}, not a regular file)")
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
         if decode_image(data) is None:
             bad.append(f"{name} (does not decode)")
         blobs.append((data, label))
+    if outside:
+        raise ToolkitError(f"{len(outside)} image path(s) resolve outside --images {images_dir}: {_listed(outside)}; "
+                           f"pass --allow_outside_images if the LMDB is meant to carry them")
     if bad:
-        raise ToolkitError(f"{len(bad)} image(s) unusable: " + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
+        raise ToolkitError(f"{len(bad)} image(s) unusable: {_listed(bad)}")
     parent = os.path.dirname(os.path.abspath(out_dir))
+    needed = _lmdb_bytes(blobs)
+    require_space(parent, needed, "the LMDB")
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".partial-lmdb-", dir=parent)
-    try:
-        size = sum(len(d) + len(l.encode()) for d, l in blobs) * 2 + (1 << 20)
-        env = lmdb.open(staging, map_size=size)
-        with env.begin(write=True) as txn:
-            for index, (data, label) in enumerate(blobs, 1):
-                txn.put(image_key(index).encode(), data)
-                txn.put(label_key(index).encode(), label.encode("utf-8"))
-            txn.put(NUM_SAMPLES_KEY, str(len(blobs)).encode("ascii"))
-        env.close()
-        os.chmod(staging, 0o755)  # mkdtemp makes 0700; outputs are meant to be shared (files 0644)
-        for name in os.listdir(staging):
-            os.chmod(os.path.join(staging, name), 0o644)
+    with StagingFolder(parent) as staging:
+        db = os.path.join(staging.path, "lmdb")
+        try:
+            env = lmdb.open(db, map_size=needed * 2 + (1 << 20))
+            try:
+                with env.begin(write=True) as txn:
+                    for index, (data, label) in enumerate(blobs, 1):
+                        txn.put(image_key(index).encode(), data)
+                        txn.put(label_key(index).encode(), label.encode("utf-8"))
+                    txn.put(NUM_SAMPLES_KEY, str(len(blobs)).encode("ascii"))
+                env.sync(True)
+            finally:
+                env.close()
+        except (OSError, lmdb.Error) as exc:  # asked while the unfinished LMDB still fills the disk
+            raise no_space_error(exc, parent) or ToolkitError(
+                f"cannot write the LMDB in {parent}: {getattr(exc, 'strerror', None) or first_line(exc)}") from None
+        os.chmod(db, 0o755)  # outputs are meant to be shared (files 0644)
+        for name in os.listdir(db):
+            os.chmod(os.path.join(db, name), 0o644)
         if os.path.isdir(out_dir) and not os.listdir(out_dir):
             os.rmdir(out_dir)
-        os.replace(staging, out_dir)  # a half-written LMDB never sits at out_dir
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        os.replace(db, out_dir)  # a half-written LMDB never sits at out_dir
     return len(blobs)
 
 
@@ -105,13 +140,14 @@ class Audit:
     not_utf8: list = field(default_factory=list)  # label keys
     too_long: list = field(default_factory=list)  # label keys
     empty: list = field(default_factory=list)
+    nothing_to_score: list = field(default_factory=list)  # label keys the metric would reduce to nothing
     outside_dictionary: list = field(default_factory=list)  # (label key, characters not in the dictionary)
     beyond_count: int = 0  # image/label records above num-samples, which no evaluation reads
 
     @property
     def problems(self) -> int:
         return (len(self.undecodable) + len(self.too_long) + len(self.empty) + len(self.outside_dictionary)
-                + len(self.not_utf8) + self.beyond_count)
+                + len(self.not_utf8) + len(self.nothing_to_score) + self.beyond_count)
 
 
 def audit(root: str, rules: LabelRules) -> list[Audit]:
@@ -132,6 +168,8 @@ def audit(root: str, rules: LabelRules) -> list[Audit]:
                     report.empty.append(key)
                 elif reason == REJECT_TOO_LONG:
                     report.too_long.append(key)
+                elif reason == REJECT_NOTHING_TO_SCORE:
+                    report.nothing_to_score.append(key)
                 outside = rules.outside_dictionary(raw)
                 if outside:
                     report.outside_dictionary.append((key, outside))
@@ -153,6 +191,7 @@ def format_audit(audits: list[Audit], show: int = 5) -> str:
         for label, items in ((IMAGE_MISSING, [k for k in a.undecodable if a.image_faults.get(k) == IMAGE_MISSING]),
                              (IMAGE_UNDECODABLE, [k for k in a.undecodable if a.image_faults.get(k) != IMAGE_MISSING]),
                              (REJECT_TOO_LONG, a.too_long), (REJECT_EMPTY, a.empty), (REJECT_NOT_UTF8, a.not_utf8),
+                             (REJECT_NOTHING_TO_SCORE, a.nothing_to_score),
                              ("outside the dictionary", [f"{k} ({chars!r})" for k, chars in a.outside_dictionary])):
             if items:
                 more = f" ... (+{len(items) - show})" if len(items) > show else ""
