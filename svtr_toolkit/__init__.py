@@ -8,3 +8,5 @@ Split by pipeline stage; imports only go one way (``tests/test_layout.py`` check
 - ``runtime`` (run an engine) imports only the base; ``evaluate`` imports runtime;
 - ``bench`` may import all of them.
 """
+
+__version__ = "0.9.0"  # CHANGELOG.md; part of every engine's build recipe (compile.build.recipe_digest)

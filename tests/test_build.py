@@ -65,13 +65,36 @@ def test_an_engine_rebuilt_at_the_same_path_runs_its_own_model(tmp_path, x):
 
 def test_stale_reasons_name_every_change(built):
     _, meta = built
-    identity = {k: meta[k] for k in ("recipe_version", "model_sha256", "input_name", "input_shape", "precision", "target", "tvm_version")}
+    identity = {k: meta[k] for k in ("recipe", "model_sha256", "input_name", "input_shape", "precision", "target", "tvm_version")}
     assert build.stale_reasons(meta, identity) == []
     changed = dict(identity, model_sha256="0" * 64, precision="fp16", tvm_version="9.9", target={"kind": "cuda"})
     reasons = " | ".join(build.stale_reasons(meta, changed))
     for word in ("source model", "precision", "tvm version", "target"):
         assert word in reasons
     assert build.stale_reasons(None, identity)
+
+
+def test_the_build_recipe_is_the_compile_code_and_the_toolkit_version(built, monkeypatch, tmp_path):
+    """An engine goes stale when the code that compiles engines changes (a digest of
+    svtr_toolkit/compile and the version), not when someone remembers to bump a number."""
+    import shutil
+
+    import svtr_toolkit
+
+    _, meta = built
+    assert meta["recipe"] == build.recipe_digest()
+    identity = {k: meta[k] for k in ("recipe", "model_sha256", "input_name", "input_shape", "precision", "target",
+                                     "tvm_version")}
+    monkeypatch.setattr(svtr_toolkit, "__version__", svtr_toolkit.__version__ + "+1")
+    assert build.recipe_digest() != meta["recipe"]
+    assert any(r.startswith("build recipe changed") for r in build.stale_reasons(meta, dict(identity, recipe=build.recipe_digest())))
+    monkeypatch.undo()
+    # a copy of the compile stage with one line added digests differently
+    copy = tmp_path / "svtr_toolkit"
+    shutil.copytree(Path(svtr_toolkit.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "compile" / "schedule_rules" / "rule.py").open("a").write("# changed\n")
+    monkeypatch.setattr(build, "__file__", str(copy / "compile" / "build.py"))
+    assert build.recipe_digest() != meta["recipe"]
 
 
 def test_engine_without_description_is_rejected(tmp_path):

@@ -40,10 +40,10 @@ class CpuClass:
 CLASSES = {
     "zen3-avx2": CpuClass("amd_epyc_avx2.txt", "x86_64-linux-gnu", "znver3", "avx2", 8, 16, False, 16),
     "zen4-avx512-bf16": CpuClass("amd_epyc_zen4_avx512.txt", "x86_64-linux-gnu", "znver4", "avx512", 16, 32,
-                                 False, 32),
+                                 False, 48),
     "xeon-avx512-fp16": CpuClass("xeon_avx512_fp16.txt", "x86_64-linux-gnu", "sapphirerapids", "avx512fp16", 16,
-                                 32, True, 32),
-    "arm-neoverse-n1": CpuClass("neoverse_n1_arm.txt", "aarch64-linux-gnu", "neoverse-n1", "neon", 4, 32, True, 8),
+                                 32, True, 48),
+    "arm-neoverse-n1": CpuClass("neoverse_n1_arm.txt", "aarch64-linux-gnu", "neoverse-n1", "neon", 4, 32, True, 16),
 }
 
 
@@ -53,11 +53,11 @@ def cls(request):
 
 
 def test_features_and_register_file(cls):
-    from svtr_toolkit.compile.schedule_rules.common import CpuShape
+    from svtr_toolkit.compile.schedule_rules.common import CpuModel
 
     cpu = cls.cpu()
     assert cpu.isa_level == cls.isa_level and cpu.has_fp16_arithmetic == cls.fp16_arithmetic
-    shape = CpuShape.of(tvm.target.Target(cls.spec()))
+    shape = CpuModel.of(tvm.target.Target(cls.spec()))
     assert (shape.lanes(32), shape.vector_registers) == (cls.fp32_lanes, cls.vector_registers)
     assert shape.lanes(16) == 2 * cls.fp32_lanes
 
@@ -92,7 +92,7 @@ def test_matmul_weight_panels_follow_the_vector_width(cls):
         bb.emit_func_output(out)
     target = tvm.target.Target(cls.spec())
     with target:
-        mod = relax_passes.pack_matmul_weights(target)(bb.get())
+        mod = relax_passes.pack_weights(target)(bb.get())
     kernels = [func for gv, func in mod.functions_items() if gv.name_hint.startswith("matmul_packed")]
     if cls.panel_width_96 is None:
         assert not kernels

@@ -43,11 +43,11 @@ def test_llvm_attributes_switch_missing_features_off():
 
 def test_a_tvm_target_built_from_the_flags_has_the_flags_vector_width():
     tvm = pytest.importorskip("tvm")
-    from svtr_toolkit.compile.schedule_rules.common import CpuShape
+    from svtr_toolkit.compile.schedule_rules.common import CpuModel
 
     for cpu, bits in ((AVX2, 256), (AVX512, 512)):
         target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "mattr": cpu.llvm_mattr()})
-        assert CpuShape.of(target).vector_bits == bits
+        assert CpuModel.of(target).vector_bits == bits
 
 
 def make_db(root, name, cpu: CpuFeatures, tvm=TVM, workloads=("x:32,3,64,256 fp32",), cores=None):

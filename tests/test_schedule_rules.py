@@ -9,7 +9,7 @@ tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
 
 from svtr_toolkit.compile.schedule_rules import default_rules  # noqa: E402
-from svtr_toolkit.compile.schedule_rules.common import CpuShape, divisor_near, vector_factor  # noqa: E402
+from svtr_toolkit.compile.schedule_rules.common import CpuModel, divisor_near, vector_factor  # noqa: E402
 from svtr_toolkit.compile.targets import host_cpu_target  # noqa: E402
 
 
@@ -70,7 +70,7 @@ CASES = {
         lambda x, w: conv_nchw(x, w, 0), "contraction"),
     "depthwise 5x5 convolution NCHW, zero padding": (
         lambda x, w: relax.op.nn.conv2d(x, w, padding=2, groups=16), [(2, 16, 6, 40), (16, 1, 5, 5)],
-        lambda x, w: conv_nchw(x, w, 2, groups=16), "contraction"),
+        lambda x, w: conv_nchw(x, w, 2, groups=16), "depthwise"),
     "3x3 convolution NHWC/HWIO": (
         lambda x, w: relax.op.nn.conv2d(x, w, padding=1, data_layout="NHWC", kernel_layout="HWIO"),
         [(2, 6, 25, 16), (3, 3, 16, 32)],
@@ -109,7 +109,7 @@ def test_tile_sizes_divide_their_loops_and_fill_vectors():
 def test_register_shape_follows_the_targets_features_not_its_name():
     wide = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "mattr": ["+avx2", "+avx512f"]})
     avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "mattr": ["+avx2", "-avx512f"]})
-    assert CpuShape.of(wide) == CpuShape(512, 32) and CpuShape.of(avx2) == CpuShape(256, 16)
+    assert CpuModel.of(wide) == CpuModel(512, 32) and CpuModel.of(avx2) == CpuModel(256, 16)
 
 
 def test_rules_are_tried_in_order_contraction_first():
@@ -248,7 +248,7 @@ def test_a_long_matmul_keeps_its_batch_outside_the_panel():
 
 def test_weights_packed_at_build_time_are_not_packed_again():
     """The same matmul by a constant weight: its panels are laid out at build time
-    (relax_passes.pack_matmul_weights), so the kernel reads them in place, with no copy."""
+    (relax_passes.pack_weights), so the kernel reads them in place, with no copy."""
     weight = data(1024, 64, seed=1)
     kernels = scheduled_kernels(lambda a: relax.op.matmul(a, relax.const(weight)), (4, 50, 1024),
                                 target=tvm.target.Target(AVX2_2_CORES))
@@ -272,3 +272,18 @@ def test_narrow_outputs_are_one_register_tile_wide():
     run, _ = compile_one(lambda a, b: relax.op.matmul(a, b), *shapes)
     a, b = data(*shapes[0]), data(*shapes[1], seed=1)
     np.testing.assert_allclose(run(a, b), a @ b, rtol=1e-4, atol=1e-4)
+
+
+AVX512_2_CORES = {"kind": "llvm", "mcpu": "x86-64", "mattr": ["+avx2", "+fma", "+avx512f"], "num-cores": 2}
+
+
+def test_a_tile_of_three_vectors_is_three_unrolled_machine_vectors():
+    """AVX-512, N = 96: the register tile is 3 vectors (48 lanes) wide; LLVM would widen a
+    48-lane vector to 64 and scalarise its loads, so the tile's j is 3 unrolled 16-lane
+    vectors (also in the zeroing and the epilogue)."""
+    weight = data(64, 96, seed=1)
+    (rule, text), = scheduled_kernels(lambda a: relax.op.matmul(a, relax.const(weight)), (4, 24, 64),
+                                      target=tvm.target.Target(AVX512_2_CORES)).values()
+    assert rule == "contraction"
+    assert len(re.findall(r"T\.unroll\(T\.int64\(3\)\):\s+for \w+ in T\.vectorized\(T\.int64\(16\)\)", text)) == 3
+    assert "T.vectorized(T.int64(48))" not in text

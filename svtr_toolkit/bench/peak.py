@@ -64,7 +64,7 @@ def tvm_matmul_flops(dtype: str = "float16", m: int = 1024, n: int = 256, k: int
     import tvm
     from tvm import te
 
-    from ..compile.schedule_rules.common import CpuShape
+    from ..compile.schedule_rules.common import CpuModel
     from ..compile.targets import host_cpu_target
     from ..threads import use_all_cpu_cores
 
@@ -77,7 +77,7 @@ def tvm_matmul_flops(dtype: str = "float16", m: int = 1024, n: int = 256, k: int
     sch = tvm.s_tir.Schedule(te.create_prim_func([a, b, c]))
     block = sch.get_sblock("C")
     i, j, kk = sch.get_loops(block)
-    lanes = CpuShape.of(target).lanes(tvm.DataType(dtype).bits)
+    lanes = CpuModel.of(target).lanes(tvm.DataType(dtype).bits)
     io, ii = sch.split(i, [None, 8])
     jo, ji = sch.split(j, [None, 2 * lanes])
     sch.reorder(jo, io, kk, ii, ji)

@@ -18,8 +18,20 @@ from .onnx_passes import load_onnx, prepare_onnx
 from .precision import fp16_mode, to_relax
 from .targets import BuildTarget
 
-# Bump when the build recipe changes in a way that changes the engine: old engines go stale.
-RECIPE_VERSION = 7  # 2: default schedule rules, CPU features in the target; 3: vectorised row reductions, panel/tile changes, K-chunked fp16 where the CPU has fp16 arithmetic; 4: fp16 on CPUs without it is fp16 values in fp32 arithmetic; 5: each of those values rounded once; 6: NHWC conv output channels padded to whole vectors; 7: matmul weights packed into register-tile panels
+def recipe_digest() -> str:
+    """The build recipe an engine was made by: a digest of the toolkit's version and of every
+    source file of the compile stage (``svtr_toolkit/compile``). Any change to how engines are
+    compiled makes existing engines stale, without a number to remember to bump."""
+    import hashlib
+    from pathlib import Path
+
+    from .. import __version__
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: str, target: BuildTarget,
@@ -29,7 +41,7 @@ def build_identity(model_sha256: str, input_name: str, shape: tuple, precision: 
     import tvm
 
     return {
-        "recipe_version": RECIPE_VERSION,
+        "recipe": recipe_digest(),
         "model_sha256": model_sha256,
         "input_name": input_name,
         "input_shape": list(shape),
@@ -45,7 +57,8 @@ def stale_reasons(meta: dict | None, identity: dict) -> list:
     """Why an existing engine cannot be reused; empty when it can."""
     if meta is None:
         return ["no build description (not built by this toolkit, or an older format)"]
-    labels = {"model_sha256": "source model", "input_shape": "input shape", "input_name": "input name",
+    labels = {"recipe": "build recipe", "model_sha256": "source model", "input_shape": "input shape",
+              "input_name": "input name",
               "tuning_db": "tuning database"}
     reasons = []
     for key, want in identity.items():
@@ -176,9 +189,9 @@ def kernel_flops(meta: dict) -> dict:
         raise ToolkitError(f"the engine's model {path} is not there: FLOPs per kernel need the model it was built from")
     if sha256_file(path) != meta.get("model_sha256"):
         raise ToolkitError(f"{path} has changed since the engine was built: its kernels would not be the engine's")
-    if meta.get("recipe_version") != RECIPE_VERSION or meta.get("tvm_version") != tvm.__version__:
-        raise ToolkitError(f"the engine was built by build recipe {meta.get('recipe_version')} with TVM "
-                           f"{meta.get('tvm_version')}, this toolkit is recipe {RECIPE_VERSION} with TVM "
+    if meta.get("recipe") != recipe_digest() or meta.get("tvm_version") != tvm.__version__:
+        raise ToolkitError(f"the engine was built by build recipe {meta.get('recipe')} with TVM "
+                           f"{meta.get('tvm_version')}, this toolkit is recipe {recipe_digest()} with TVM "
                            f"{tvm.__version__}: its kernels may differ from a new lowering; rebuild it to count FLOPs")
     module = TARGETS.get(meta["target"].get("kind"))
     if module is None or not hasattr(module, "lower"):

@@ -24,16 +24,98 @@ def _out_dtype(attrs) -> str | None:
     return None if out_dtype in ("", "None", "void") else out_dtype
 
 
-def convs_to_nhwc():
-    """Run KxK convolutions (K > 1, groups 1) in NHWC with HWIO weights, NCHW around them.
+def _scalar_const(expr):
+    """``expr`` as a rank-0 constant when it is a constant of one element, else None."""
+    import numpy as np
+    from tvm import ir, relax
 
-    Why: with NCHW/OIHW the innermost loops of a 3x3 window walk strided memory, and
-    MetaSchedule finds no fast conv2d schedule for SVTR's small-map, wide convolutions;
-    in NHWC/HWIO the output channels are contiguous in both the output and the weights
-    and vectorise (the README gives the measured effect). The
-    transposes in and out fuse with the bias/activation around the conv; the weight
-    transpose is constant-folded. 1x1 convs already are plain GEMMs and keep NCHW.
+    if not isinstance(expr, ir.expr.Constant):
+        return None
+    value = expr.value.numpy()
+    return relax.const(value.reshape(()), str(value.dtype)) if value.size == 1 else None
+
+
+_ELEMENTWISE_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.less",
+                       "relax.greater", "relax.maximum", "relax.minimum", "relax.power")
+
+
+def canonical_elementwise():
+    """Elementwise ops in the forms layout conversion can move through: constants of one
+    element (ONNX's [1]-shaped scales and shifts) become scalars, and ``where(x < c, c, x)``
+    / ``where(x > c, c, x)`` with a scalar c (the ONNX clamps ``onnx_passes.decompose_clamps``
+    writes as selects) become ``maximum(x, c)`` / ``minimum(x, c)``: the same values.
+
+    Why: ``ConvertLayout`` infers a layout for a binary op only when the other operand is a
+    scalar or of the same rank, and has no rule for ``where``; at either it would send the
+    activations back to NCHW, two transposes around every convolution.
     """
+    import tvm
+    from tvm import ir, relax
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            if not isinstance(call.op, ir.Op):
+                return call
+            name = call.op.name
+            if name in _ELEMENTWISE_BINARY:
+                args = [a if _scalar_const(a) is None else _scalar_const(a) for a in call.args]
+                if any(not new.same_as(old) for new, old in zip(args, call.args)):
+                    return relax.Call(call.op, args, call.attrs)
+            elif name == "relax.where":
+                clamp = self._clamp(call)
+                return call if clamp is None else clamp
+            return call
+
+        def _clamp(self, call):
+            test, chosen, other = call.args
+            test = self.lookup_binding(test) if isinstance(test, relax.Var) else test
+            if not (isinstance(test, relax.Call) and isinstance(test.op, ir.Op)
+                    and test.op.name in ("relax.less", "relax.greater")):
+                return None
+            x, bound = test.args
+            bound, chosen = _scalar_const(bound), _scalar_const(chosen)
+            if bound is None or chosen is None or not other.same_as(x) \
+                    or float(bound.value.numpy()) != float(chosen.value.numpy()):
+                return None
+            clamp = relax.op.maximum if test.op.name == "relax.less" else relax.op.minimum
+            return clamp(x, bound)
+
+    @tvm.transform.module_pass(opt_level=0, name="CanonicalElementwise")
+    def _pass(mod, _ctx):
+        rewriter = Rewriter(mod)
+        updated = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                updated[gv] = rewriter.visit_expr(func)
+        return relax.transform.DeadCodeElimination()(updated)
+
+    return _pass
+
+
+def network_to_nhwc():
+    """Every 2-D convolution in NHWC with HWIO weights, and the layout carried through the
+    ops between them (``ConvertLayout``), so the network runs channels-last from its first
+    convolution to where its shape changes: one transpose in, one out, instead of two per
+    convolution.
+
+    Why: channels-last is the layout in which all three kinds of convolution are contiguous
+    in the axis a schedule vectorises: a pointwise convolution is a matrix product over the
+    channels ([N*H*W, Ci] x [Ci, Co]), a KxK one a sum of such products, a depthwise one an
+    elementwise multiply-add along the channels; in NCHW the vectors run along an image row
+    (80 or 160 wide in PP-OCRv4), the weights are read as scalars, and the depthwise windows
+    walk strided memory. Run ``canonical_elementwise`` first.
+    """
+    from tvm import relax
+
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+
+
+def pointwise_convs_as_matmuls():
+    """NHWC/HWIO convolutions with a 1x1 window, stride 1, no padding and one group become
+    ``matmul(x, w[Ci, Co])``: the same sum over the input channels, which
+    ``pack_weights`` then lays out in register-tile panels like any weight matmul."""
     from tvm import relax
     from tvm.relax.dpl import is_op, wildcard
 
@@ -43,91 +125,50 @@ def convs_to_nhwc():
     def rewriter(call, matches):
         attrs = call.attrs
         try:
-            _, _, kh, kw = (int(d) for d in matches[weight].ty.shape)
+            kh, kw, cin, cout = (int(d) for d in matches[weight].ty.shape)
         except (TypeError, ValueError, AttributeError):
             return call
-        if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or int(attrs.groups) != 1 or kh * kw == 1:
+        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
+                or int(attrs.groups) != 1 or (kh, kw) != (1, 1) \
+                or any(int(s) != 1 for s in attrs.strides) or any(int(p) != 0 for p in attrs.padding):
             return call
-        conv = relax.op.nn.conv2d(
-            relax.op.permute_dims(matches[data], [0, 2, 3, 1]), relax.op.permute_dims(matches[weight], [2, 3, 1, 0]),
-            strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
-            data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
-            out_dtype=_out_dtype(attrs))
-        return relax.op.permute_dims(conv, [0, 3, 1, 2])
+        return relax.op.matmul(matches[data], relax.op.reshape(matches[weight], [cin, cout]),
+                               out_dtype=_out_dtype(attrs))
 
-    return _call_rewrite_pass(pattern, rewriter, "ConvsToNHWC")
+    return _call_rewrite_pass(pattern, rewriter, "PointwiseConvsAsMatmuls")
 
 
-# Output channels of NHWC convolutions are padded to a multiple of this (AVX2's fp32 lanes;
-# AVX-512's 16 lanes take 8-wide rows as half vectors, still without shuffles).
-CHANNEL_MULTIPLE = 8
-
-
-def conv_channels_to_whole_vectors(multiple: int = CHANNEL_MULTIPLE):
-    """NHWC/HWIO convolutions whose output channels are not a whole number of vectors (and
-    more than two vectors' worth) get zero weights up to the next multiple, and the extra
-    channels are sliced off again.
-
-    Why: the output channel is the vectorised axis of an NHWC convolution. A width like 60
-    (PP-OCRv4's neck) splits into vector tiles of 15 lanes, which LLVM assembles and spills lane
-    by lane (the README gives the measured effect). Padding costs the extra channels' arithmetic
-    (60 -> 64: 7 %); the zero weights make the extra channels exactly zero, and they never leave
-    the convolution. Convolutions a schedule can already tile with whole vectors are left alone.
-    """
-    from tvm import relax
-    from tvm.relax.dpl import is_op, wildcard
-
-    data, weight = wildcard(), wildcard()
-    pattern = is_op("relax.nn.conv2d")(data, weight)
-
-    def rewriter(call, matches):
-        attrs = call.attrs
-        if attrs.data_layout != "NHWC" or attrs.kernel_layout != "HWIO" or int(attrs.groups) != 1:
-            return call
-        try:
-            cout = int(matches[weight].ty.shape[3])
-        except (TypeError, ValueError, AttributeError, IndexError):
-            return call
-        if cout % multiple == 0 or cout <= 2 * multiple:
-            return call
-        padded = -(-cout // multiple) * multiple
-        conv = relax.op.nn.conv2d(
-            matches[data], relax.op.nn.pad(matches[weight], [0, 0, 0, 0, 0, 0, 0, padded - cout]),
-            strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
-            data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
-            out_dtype=_out_dtype(attrs))
-        return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[cout])
-
-    return _call_rewrite_pass(pattern, rewriter, "ConvChannelsToWholeVectors")
-
-
-def pack_matmul_weights(target):
-    """Matmuls by a constant weight [K, N] read it as [N / nr, K, nr] panels, packed at build
-    time: nr is the register tile's width (``contraction.register_tile_width``), so every K x nr
-    panel a tile reuses over the whole reduction is contiguous.
+def pack_weights(target):
+    """Matmuls by a constant weight [K, N] and NHWC convolutions (one group, a KxK window) by a
+    constant HWIO weight read it as panels packed at build time, [ceil(N / nr), K, nr] and
+    [ceil(Co / nr), KH, KW, Ci, nr]: nr is the register tile's width
+    (``contraction.register_tile_width``), so every panel a tile reuses over the whole
+    reduction is contiguous. A width that is not a whole number of tiles (PP-OCRv4's 6,625
+    classes, its 60- and 120-channel convolutions) gets a last panel padded with zero columns;
+    the kernel computes the padded width and keeps N.
 
     Why: read in place, a panel's rows lie N elements apart, and for SVTR's widths (128-1024)
     they fall into a few L1 sets and evict each other while the tile's rows stream past; the
-    contraction rule packs large panels at run time, once per tile column and task, and small
-    ones not at all. Packed once here, every panel is contiguous at no run-time cost (the
-    README gives the measured effect). The product is the same sum in the same order, so the
-    results are bitwise those of the unpacked engine. Weights whose rows are one register
-    tile wide are already contiguous panels and are left alone, as is every other matmul.
+    contraction rule would copy panels at run time, once per tile column and task (for a
+    convolution over a small map, once for a handful of output rows); an odd width is a
+    fraction of a vector wide in its last tile. Packed once here, every panel is contiguous at
+    no run-time cost (docs give the measured effect). The products are the same sums in the
+    same order, so the results are bitwise those of the unpacked engine. Weights one register
+    tile wide are already contiguous panels and are left alone, as is every other operation.
     (Not ``_call_rewrite_pass``: each rewrite also adds its kernel to the module.)
     """
-    import numpy as np
     import tvm
-    from tvm import relax, te
+    from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-    from .schedule_rules.common import CpuShape
-    from .schedule_rules.contraction import register_tile_width
+    from .schedule_rules.common import CpuModel
 
     data, weight = wildcard(), is_const()
-    pattern = is_op("relax.matmul")(data, weight)
-    shape = CpuShape.of(target)
+    matmul = is_op("relax.matmul")(data, weight)
+    conv = is_op("relax.nn.conv2d")(data, weight)
+    model = CpuModel.of(target)
 
-    @tvm.transform.module_pass(opt_level=0, name="PackMatmulWeights")
+    @tvm.transform.module_pass(opt_level=0, name="PackWeights")
     def _pass(mod, _ctx):
         builder = relax.BlockBuilder(mod)
 
@@ -135,40 +176,155 @@ def pack_matmul_weights(target):
             x, w = matches[data], matches[weight]
             try:
                 x_shape = [int(d) for d in x.ty.shape]
-                k, n = (int(d) for d in w.ty.shape)
+                w_shape = [int(d) for d in w.ty.shape]
             except (TypeError, ValueError, AttributeError):
-                return call  # symbolic shapes, or a weight that is not a matrix
+                return call  # symbolic shapes
             dtype = str(w.ty.dtype)
-            if len(x_shape) < 2 or x_shape[-1] != k or str(x.ty.dtype) != dtype \
-                    or _out_dtype(call.attrs) not in (None, dtype):
+            if str(x.ty.dtype) != dtype or _out_dtype(call.attrs) not in (None, dtype):
                 return call
-            lanes = shape.lanes(tvm.DataType(dtype).bits)
-            nr = register_tile_width(n, lanes)
-            if nr >= n or n % nr or nr % lanes:
-                return call
-            panels = np.ascontiguousarray(w.value.numpy().reshape(k, n // nr, nr).transpose(1, 0, 2))
-            kernel = builder.add_func(_panel_matmul(x_shape, k, n, nr, dtype), "matmul_packed")
-            return relax.call_tir(kernel, [x, relax.const(panels)],
-                                  relax.TensorType([*x_shape[:-1], n], dtype))
+            if call.op.name == "relax.matmul":
+                if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0]:
+                    return call
+                layout = _weight_panels(w.value.numpy(), model)
+                if layout is None:
+                    return call
+                panels, padded, nr = layout
+                kernel = _panel_matmul(x_shape, *w_shape, padded, nr, dtype)
+                name, out_shape = "matmul_packed", [*x_shape[:-1], w_shape[1]]
+            else:
+                attrs = call.attrs
+                if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
+                        or int(attrs.groups) != 1 or len(w_shape) != 4 or w_shape[0] * w_shape[1] == 1:
+                    return call
+                layout = _weight_panels(w.value.numpy(), model)
+                if layout is None:
+                    return call
+                panels, padded, nr = layout
+                window = _Window([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                                 [int(v) for v in attrs.dilation])
+                kernel = _panel_conv(x_shape, w_shape, padded, nr, window, dtype)
+                name, out_shape = "conv2d_packed", window.out_shape(x_shape, w_shape)
+            handle = builder.add_func(kernel, name)
+            return relax.call_tir(handle, [x, relax.const(panels)], relax.TensorType(out_shape, dtype))
 
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                builder.update_func(gv, rewrite_call(pattern, rewriter, func))
+                func = rewrite_call(matmul, rewriter, func)
+                builder.update_func(gv, rewrite_call(conv, rewriter, func))
         return builder.get()
 
-    def _panel_matmul(x_shape, k, n, nr, dtype):
-        def int64(values):  # indexed in int64, as the kernels Relax legalises are
-            return [tvm.tirx.IntImm("int64", v) for v in values]
-
-        a = te.placeholder(int64(x_shape), dtype, "A")
-        b = te.placeholder(int64((n // nr, k, nr)), dtype, "B")
-        r = te.reduce_axis(tuple(int64((0, k))), "k")
-
-        def product(*index):
-            *rows, j = index
-            return te.sum(a[(*rows, r)] * b[j // nr, r, j % nr], axis=r)
-
-        out = te.compute(int64((*x_shape[:-1], n)), product, name="matmul")
-        return te.create_prim_func([a, b, out]).without_attr("global_symbol")
-
     return _pass
+
+
+def _weight_panels(weights, model):
+    """(panels, padded width, nr) for a weight whose last axis is the output (N, Co):
+    [padded / nr, *leading axes, nr], zero beyond the width; None when one tile is the whole
+    width or the width's tile is not whole vectors."""
+    import numpy as np
+
+    from .schedule_rules.contraction import register_tile_width
+
+    bits = weights.dtype.itemsize * 8
+    width = weights.shape[-1]
+    padded = panel_width(width, model, bits)
+    nr = register_tile_width(padded, model, bits)
+    if nr >= padded or padded % nr or nr % model.lanes(bits):
+        return None
+    full = np.zeros((*weights.shape[:-1], padded), weights.dtype)
+    full[..., :width] = weights
+    panels = full.reshape(*weights.shape[:-1], padded // nr, nr)
+    return np.ascontiguousarray(np.moveaxis(panels, -2, 0)), padded, nr
+
+
+def _int64(values):
+    """Shapes and bounds in int64, as the kernels Relax legalises are indexed."""
+    import tvm
+
+    return [tvm.tirx.IntImm("int64", v) for v in values]
+
+
+def _without_padded_columns(out, width: int, padded: int):
+    """``out`` with its last axis cut back to ``width``: the padded panel's zero columns are
+    dropped on the way out, per tile (the epilogue copies only the real ones)."""
+    from tvm import te
+
+    if padded == width:
+        return out
+    return te.compute(_int64((*[int(d) for d in out.shape[:-1]], width)), lambda *index: out[index],
+                      name="packed_columns")
+
+
+def _panel_matmul(x_shape, k, n, padded, nr, dtype):
+    from tvm import te
+
+    a = te.placeholder(_int64(x_shape), dtype, "A")
+    b = te.placeholder(_int64((padded // nr, k, nr)), dtype, "B")
+    r = te.reduce_axis(tuple(_int64((0, k))), "k")
+
+    def product(*index):
+        *rows, j = index
+        return te.sum(a[(*rows, r)] * b[j // nr, r, j % nr], axis=r)
+
+    out = te.compute(_int64((*x_shape[:-1], padded)), product, name="matmul")
+    return te.create_prim_func([a, b, _without_padded_columns(out, n, padded)]).without_attr("global_symbol")
+
+
+class _Window:
+    """A 2-D convolution's strides, padding [top, left, bottom, right] and dilation."""
+
+    def __init__(self, strides, padding, dilation):
+        self.strides, self.padding, self.dilation = strides, padding, dilation
+
+    def out_shape(self, x_shape, w_shape):
+        (n, h, w, _), (kh, kw, _, co) = x_shape, w_shape
+        (sh, sw), (top, left, bottom, right), (dh, dw) = self.strides, self.padding, self.dilation
+        return [n, (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1, co]
+
+
+def _panel_conv(x_shape, w_shape, padded, nr, window: _Window, dtype):
+    """NHWC convolution by HWIO weights in [padded / nr, KH, KW, Ci, nr] panels; the zero
+    padding a stage of its own (the schedule inlines it into the window reads)."""
+    from tvm import te, tirx
+
+    (n, h, w, ci), (kh, kw, _, co) = x_shape, w_shape
+    (sh, sw), (top, left, bottom, right), (dh, dw) = window.strides, window.padding, window.dilation
+    a = te.placeholder(_int64(x_shape), dtype, "A")
+    b = te.placeholder(_int64((padded // nr, kh, kw, ci, nr)), dtype, "B")
+    if top or left or bottom or right:
+        def pad(i, y, x, c):
+            inside = tirx.all(y >= top, y < h + top, x >= left, x < w + left)
+            return tirx.if_then_else(inside, a[i, y - top, x - left, c], tirx.const(0, dtype))
+
+        source = te.compute(_int64((n, h + top + bottom, w + left + right, ci)), pad, name="pad")
+    else:
+        source = a
+    ry, rx, rc = (te.reduce_axis(tuple(_int64((0, extent))), name) for extent, name in ((kh, "ry"), (kw, "rx"), (ci, "rc")))
+    _, ho, wo, _ = window.out_shape(x_shape, w_shape)
+
+    def product(i, y, x, j):
+        return te.sum(source[i, y * sh + ry * dh, x * sw + rx * dw, rc] * b[j // nr, ry, rx, rc, j % nr],
+                      axis=[ry, rx, rc])
+
+    out = te.compute(_int64((n, ho, wo, padded)), product, name="conv2d")
+    return te.create_prim_func([a, b, _without_padded_columns(out, co, padded)]).without_attr("global_symbol")
+
+
+# A wider register tile is worth up to this share of extra (zero) columns.
+PANEL_PADDING_SHARE = 1 / 16
+
+
+def panel_width(width: int, model, dtype_bits: int) -> int:
+    """The width a weight's panels cover: ``width`` rounded up to whole vectors, and further to
+    a multiple of a wider register tile where that adds at most PANEL_PADDING_SHARE of zero
+    columns (AVX-512: 6,625 -> 6,656, 416 vectors, 4-vector tiles, rather than 6,640, whose
+    415 vectors only 1-vector tiles divide)."""
+    from .schedule_rules.common import MAX_TILE_VECTORS
+
+    lanes = model.lanes(dtype_bits)
+    padded = -(-width // lanes) * lanes
+    best = model.tile_vectors(padded, dtype_bits)
+    for vectors in range(MAX_TILE_VECTORS, best, -1):
+        wider = -(-width // (vectors * lanes)) * vectors * lanes
+        if model.tile_vectors(wider, dtype_bits) == vectors and wider - width <= width * PANEL_PADDING_SHARE:
+            return wider
+    return padded

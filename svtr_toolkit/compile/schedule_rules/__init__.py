@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .chunked_contraction import ChunkedContraction
 from .contraction import TiledContraction
+from .depthwise import DepthwiseConv
 from .injective import Injective, ParallelFallback
 from .reduction import RowReduction
 from .rule import CpuRule
@@ -19,9 +20,10 @@ __all__ = ["CpuRule", "default_rules", "first_rule", "ApplyRules"]
 def default_rules() -> list:
     # Contractions before row reductions: a matmul with an elementwise epilogue also
     # matches dlight's Reduction pattern (reduction then injective), and would lose its
-    # register tiling there. The K-chunked fp16 matmul is recognised by its block names only.
-    return [ChunkedContraction(), TiledContraction(), RowReduction(), TiledContraction(broadcast_operand=False),
-            Injective(), ParallelFallback()]
+    # register tiling there; so would a channels-last pooling its vectors along the channels.
+    # The K-chunked fp16 matmul is recognised by its block names only.
+    return [ChunkedContraction(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
+            RowReduction(), Injective(), ParallelFallback()]
 
 
 def first_rule(func, target, rules=None):

@@ -11,7 +11,7 @@ So the fp32 work is one convert and one add per output vector per chunk, not per
 from __future__ import annotations
 
 from ..fp16_accumulate import PARTIAL_BLOCK, SUM_BLOCK
-from .common import CpuShape, divisor_near, int_extent, vector_factor, vectorise_nest
+from .common import CpuModel, divisor_near, int_extent, vector_factor, vectorise_nest
 from .rule import CpuRule
 
 
@@ -48,7 +48,7 @@ class ChunkedContraction(CpuRule):
             *outer, i_loop, j_loop, c_loop = loops
         else:
             (*outer, i_loop, j_loop), c_loop = loops, None
-        shape = CpuShape.of(target)
+        shape = CpuModel.of(target)
         lanes = shape.lanes(16)  # the fp16 accumulators decide the tile
         nr = vector_factor(extents[len(outer) + 1], lanes)
         vectors = -(-nr // lanes)

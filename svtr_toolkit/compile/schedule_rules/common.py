@@ -4,32 +4,80 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
-class CpuShape:
-    """The register file a schedule is shaped for.
+# The register tile of a contraction: accumulators take this share of the vector registers;
+# the rest hold the reused operand's vectors, the broadcast scalar and loop addresses.
+ACCUMULATOR_SHARE = 3 / 4
+# Vectors per tile row: wider tiles load each broadcast scalar fewer times per multiply-add.
+MAX_TILE_VECTORS = 4
+# Rows per tile: each vector of the reused operand is loaded once per this many multiply-adds.
+MIN_TILE_ROWS = 6
+MAX_TILE_ROWS = 12
 
-    ``vector_bits``: SIMD width (128 NEON/SSE, 256 AVX2, 512 AVX-512);
-    ``vector_registers``: architectural vector registers (16 on AVX2, 32 on AVX-512 and NEON),
-    which bound how many accumulators a GEMM tile can keep in registers.
+
+@dataclass(frozen=True)
+class CpuModel:
+    """What the CPU schedules are shaped for: the register file and the cores.
+
+    ``vector_bits``: SIMD width (128 NEON/SSE, 256 AVX2, 512 AVX-512); ``vector_registers``:
+    architectural vector registers (16 on AVX2, 32 on AVX-512 and NEON), which bound how many
+    partial sums a register tile keeps; ``cores``: the parallel tasks a kernel needs at least.
     """
 
     vector_bits: int = 256
     vector_registers: int = 16
+    cores: int = 1
 
     def lanes(self, dtype_bits: int) -> int:
         return max(self.vector_bits // dtype_bits, 1)
 
+    @property
+    def accumulators(self) -> int:
+        return int(self.vector_registers * ACCUMULATOR_SHARE)
+
+    def tile_vectors(self, width: int, dtype_bits: int) -> int:
+        """Whole vectors per register tile row for output rows of ``width`` that are a whole
+        number of vectors: the most (up to MAX_TILE_VECTORS) that divide the row and still
+        leave MIN_TILE_ROWS rows of accumulators; 0 for other widths."""
+        lanes = self.lanes(dtype_bits)
+        if width % lanes:
+            return 0
+        for vectors in range(MAX_TILE_VECTORS, 0, -1):
+            if (width // lanes) % vectors == 0 and self.accumulators // vectors >= MIN_TILE_ROWS:
+                return vectors
+        return 1
+
+    def tile_rows(self, vectors: int) -> int:
+        """Rows of a register tile ``vectors`` vectors wide: as many as the accumulators allow."""
+        return max(1, min(MAX_TILE_ROWS, self.accumulators // max(vectors, 1)))
+
     @classmethod
-    def of(cls, target) -> "CpuShape":
+    def of(cls, target) -> "CpuModel":
         """From the LLVM target's feature list (``mattr``), not from its CPU name."""
         attrs = {str(a).lstrip("+") for a in (target.attrs.get("mattr") or []) if not str(a).startswith("-")}
+        cores = int(target.attrs.get("num-cores") or 1)
         if "avx512f" in attrs:
-            return cls(512, 32)
+            return cls(512, 32, cores)
         if "avx2" in attrs or "avx" in attrs:
-            return cls(256, 16)
+            return cls(256, 16, cores)
         if "neon" in attrs or str(target.attrs.get("mtriple", "")).startswith("aarch64"):
-            return cls(128, 32)
-        return cls(128, 16)
+            return cls(128, 32, cores)
+        return cls(128, 16, cores)
+
+
+def vectorise_whole(sch, loop, lanes: int) -> None:
+    """Vectorise ``loop``; one of an odd number of whole vectors (48 lanes: 3) is split into
+    unrolled machine vectors first: LLVM widens such a vector type to the next power of two and
+    then scalarises its loads. A power-of-two number of vectors stays one wide vector, which
+    LLVM splits itself: unrolled in TIR, every value the vectors share (a convolution's
+    zero-padded input, behind a bounds test) would be computed once per vector."""
+    extent = int_extent(sch, loop) or 1
+    count = extent // lanes
+    if extent > lanes and extent % lanes == 0 and count & (count - 1):
+        count, vector = sch.split(loop, [None, lanes])
+        sch.unroll(count)
+        sch.vectorize(vector)
+    elif extent > 1:
+        sch.vectorize(loop)
 
 
 def int_extent(sch, loop) -> int | None:
@@ -93,7 +141,7 @@ def vectorise_nest(sch, block, target, under=None) -> bool:
     extents = [int_extent(sch, loop) for loop in loops]
     if not loops or None in extents:
         return False
-    lanes = CpuShape.of(target).lanes(sch.get(block).writes[0].source.dtype.bits)
+    lanes = CpuModel.of(target).lanes(sch.get(block).writes[0].source.dtype.bits)
     if len(loops) > 1 and extents[-1] % lanes == 0:
         loops = [sch.fuse(*loops)]
         extents = [int_extent(sch, loops[0])]

@@ -6,14 +6,20 @@ axes after (S...SR...R), and injective blocks at most come before it (padding) a
 it (i) is unrolled into a small block of rows, and the reduction runs between the tile loops
 and the register tile, so every partial sum of an mr x nr tile lives in vector registers for
 the whole reduction. Everything outside the tile is fused into one parallel loop.
+
+The steps, in order: ``match`` (the kernel's shape), ``pad`` (odd row widths to whole
+vectors), ``producers`` (padding inlined or computed per tile), ``tile`` (the register tile
+and the loop order), ``pack`` (the reused operand copied into panels at run time, where it
+was not laid out in panels at build time), ``epilogue`` (bias and activation per tile).
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-from .common import CpuShape, divisor_near, int_extent, read_vars, vector_factor, vectorise_nest
+from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor, vectorise_nest, vectorise_whole
 from .rule import CpuRule
 
 
@@ -24,157 +30,239 @@ PANEL_BYTES = 48 * 1024
 PANEL_ROWS = 48
 # Output widths up to this many vectors are one register tile wide.
 WHOLE_ROW_VECTORS = 4
+# Rows of the broadcast operand one task keeps while every j-tile passes over them: the block
+# stays in the L2 cache instead of being streamed from memory once per j-tile.
+ROW_BLOCK_BYTES = 256 * 1024
+
+
+@dataclass
+class _Kernel:
+    """The blocks of a matched kernel: the reduction ``main``, its spatial and reduction
+    iterators, and the blocks ``pad`` added (padded copies)."""
+
+    blocks: list
+    main: object
+    spatial: list
+    reduce: list
+    copies: set = field(default_factory=set)
+
+    @property
+    def before(self):
+        return self.blocks[:self.blocks.index(self.main)]
+
+    @property
+    def after(self):
+        return self.blocks[self.blocks.index(self.main) + 1:]
+
+
+@dataclass
+class _Tile:
+    anchor: object  # the loop the epilogue and the padding windows are computed under
+    inner: list  # the register tile's loops: [rows, j] (or [j] for plain reductions)
+    nr: int
+    lanes: int
 
 
 class TiledContraction(CpuRule):
     """``broadcast_operand``: only kernels that read an operand independent of j (GEMM's A,
-    a convolution's input across output channels), i.e. real contractions; without it any
-    S..SR..R reduction qualifies (pooling), and no row block is kept (nothing is reused)."""
+    a convolution's input across output channels), i.e. real contractions; without it an
+    S..SR..R reduction whose reads all move with j in their innermost index qualifies (pooling;
+    channels-last means over the spatial axes, vectors along the channels) - not a reduction
+    along the rows (layer-norm statistics) - and no row block is kept (nothing is reused)."""
 
     def __init__(self, broadcast_operand: bool = True):
         self.broadcast_operand = broadcast_operand
         self.name = "contraction" if broadcast_operand else "tiled-reduction"
 
     def schedule(self, sch, blocks, target):
+        kernel = self.match(sch, blocks)
+        if kernel is None:
+            return False
+        kernel = self.pad(sch, kernel, target)
+        if kernel is None:
+            return False
+        windows = self.producers(sch, kernel, target)
+        tile = self.tile(sch, kernel, target)
+        if tile is None:
+            return False
+        self.epilogue(sch, kernel, tile, windows)
+        return True
+
+    # steps
+
+    def match(self, sch, blocks) -> _Kernel | None:
+        """One reduction block, S..SR..R, injective blocks around it; with
+        ``broadcast_operand``, a read that does not move with j."""
         reductions = [b for b in blocks if not b.is_injective()]
         if len(reductions) != 1:
-            return False
+            return None
         main = reductions[0]
         kinds = main.dom_kind()
         if not re.fullmatch(r"S+R+", kinds) or kinds.count("S") < (2 if self.broadcast_operand else 1):
-            return False
+            return None
+        kernel = _Kernel(blocks, main, [it for it in main.iters if it.kind == "S"],
+                         [it for it in main.iters if it.kind == "R"])
         stmt = sch.get(main.block_rv)
-        spatial = [it for it in main.iters if it.kind == "S"]
-        reduce = [it for it in main.iters if it.kind == "R"]
-        if self.broadcast_operand and all(spatial[-1].var.name in used for used in read_vars(stmt)):
-            return False
-        shape = CpuShape.of(target)
-        lanes = shape.lanes(stmt.writes[0].source.dtype.bits)
-        width = int_extent(sch, spatial[-1].loop_rv)
-        copies = set()
+        j = kernel.spatial[-1].var.name
+        if self.broadcast_operand and all(j in used for used in read_vars(stmt)):
+            return None
+        if not self.broadcast_operand and not all(_innermost_index_moves_with(region, j) for region in stmt.reads):
+            return None  # j would not be contiguous in the reads: a row reduction, not this
+        return kernel
+
+    def pad(self, sch, kernel: _Kernel, target) -> _Kernel | None:
+        """Odd row widths (attention over 100 or 50 tokens) as odd vector widths run at a
+        fraction of the speed of whole vectors: j is padded to whole vectors instead (zeros
+        in, padded columns dropped on the way out). Only pure einsums can be padded."""
+        lanes = CpuModel.of(target).lanes(sch.get(kernel.main.block_rv).writes[0].source.dtype.bits)
+        width = int_extent(sch, kernel.spatial[-1].loop_rv)
         step = 2 * lanes if width is not None and width > 2 * lanes else lanes
         if self.broadcast_operand and width is not None and width > lanes and width % step:
-            # Odd row widths (attention over 100 or 50 tokens) as odd vector widths run at a
-            # fraction of the speed of whole vectors: pad j to whole vectors instead (zeros in,
-            # padded columns dropped on the way out). Only pure einsums can be padded.
+            factors = [1] * (len(kernel.spatial) - 1) + [step] + [1] * len(kernel.reduce)
             try:
-                sch.pad_einsum(main.block_rv, [1] * (len(spatial) - 1) + [step] + [1] * len(reduce))
-            except Exception:
-                pass
+                sch.pad_einsum(kernel.main.block_rv, factors)
+            except _schedule_errors():
+                pass  # not a pure einsum: left at its odd width
             else:
-                known = {b.name for b in blocks}
+                known = {b.name for b in kernel.blocks}
                 blocks = normalize_prim_func(sch)
                 if blocks is None:
-                    return False
+                    return None
                 main = next(b for b in blocks if not b.is_injective())
-                spatial = [it for it in main.iters if it.kind == "S"]
-                reduce = [it for it in main.iters if it.kind == "R"]
-                copies = {b.name for b in blocks} - known
-        index = blocks.index(main)
-        before, after = blocks[:index], blocks[index + 1:]
-        if not all(b.is_injective() for b in before + after):
-            return False
+                kernel = _Kernel(blocks, main, [it for it in main.iters if it.kind == "S"],
+                                 [it for it in main.iters if it.kind == "R"], {b.name for b in blocks} - known)
+        if not all(b.is_injective() for b in kernel.before + kernel.after):
+            return None
+        return kernel
+
+    @staticmethod
+    def producers(sch, kernel: _Kernel, target) -> list:
+        """Blocks before the reduction: padded copies get their own vectorised pass; zero
+        padding read along j is computed per tile (returned, placed by ``tile``): inlined,
+        its bounds test would sit in every vector lane and stop vectorisation; the rest is
+        inlined. The epilogue's blocks are inlined into its last one."""
         windows = []
-        for block in before:
-            if block.name in copies:  # a padded copy: its own pass before the product
+        for block in kernel.before:
+            if block.name in kernel.copies:
                 vectorise_nest(sch, block.block_rv, target)
-            elif _is_conditional(sch, block.block_rv) and _feeds_vectors(sch, block, main, spatial):
-                # Zero padding read along j: inlined, its bounds test would sit in every
-                # vector lane and stop vectorisation; computed per tile it fills a small
-                # window the vector loads then read unconditionally.
+            elif _is_conditional(sch, block.block_rv) and _feeds_vectors(sch, block, kernel.main, kernel.spatial):
                 windows.append(block.block_rv)
             else:
                 sch.compute_inline(block.block_rv)
-        for block in after[:-1]:
+        for block in kernel.after[:-1]:
             sch.compute_inline(block.block_rv)
+        return windows
 
+    def tile(self, sch, kernel: _Kernel, target) -> _Tile | None:
+        """The register tile (``CpuModel.tile_vectors`` / ``tile_rows``) and the loops around
+        it, fused into one parallel loop: j-tiles inside row blocks of ROW_BLOCK_BYTES, so the
+        broadcast operand is read from memory once; with a reused operand to ``pack`` at run
+        time, j-tiles outside the rows instead."""
+        main, spatial = kernel.main, kernel.spatial
+        stmt = sch.get(main.block_rv)
+        model = CpuModel.of(target)
+        bits = stmt.writes[0].source.dtype.bits
+        lanes = model.lanes(bits)
         loops = [it.loop_rv for it in main.iters]
         extents = [int_extent(sch, loop) for loop in loops]
         if None in extents:
-            return False
+            return None
         s_loops, r_loops = loops[:len(spatial)], loops[len(spatial):]
-
-        nr = register_tile_width(extents[len(spatial) - 1], lanes) if self.broadcast_operand \
-            else vector_factor(extents[len(spatial) - 1], lanes)
-        jo, ji = sch.split(s_loops[-1], [None, nr])
-        if self.broadcast_operand:
-            row = _row_axis(spatial, read_vars(sch.get(main.block_rv)))
-            vectors = -(-nr // lanes)
-            # accumulators + one operand load per vector + the broadcast scalar
-            rows = max(1, min(8, (shape.vector_registers - vectors - 1) // vectors))
-            mr = divisor_near(extents[row], rows)
-            io, ii = sch.split(s_loops[row], [None, mr])
-            outer_spatial = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
-            tile_inner = [ii, ji]
-            panel = _reused_operand(sch, main, spatial, row)
-            if panel is not None and _extent(sch, r_loops) * nr * stmt.reads[panel].source.dtype.bits // 8 < PANEL_BYTES:
-                panel = None  # small enough to stay cached where it lies
-            if panel is not None and in_panels(stmt.reads[panel].source, extents[len(spatial) - 1], nr):
-                panel = None  # laid out in panels at build time (relax_passes.pack_matmul_weights)
-            keep = None if panel is None else _outside_panel(sch, outer_spatial, jo, _extent(sch, [io]) * mr,
-                                                              4 * _cores(target))
-            if keep is not None:
-                # j-tiles outside i-tiles, the reused operand's K x nr panel copied once per
-                # j-tile into contiguous memory: read in place, its rows lie a whole row
-                # length apart and collide in a few L1 sets; packed, the panel stays in L1
-                # while every row block streams past it. Outer axes go inside the j-tile
-                # until a panel serves PANEL_ROWS rows (a convolution over a 2x4 map
-                # would otherwise pack its whole panel for a single row tile).
-                sch.reorder(*outer_spatial[:keep], jo, *outer_spatial[keep:], io, *r_loops, ii, ji)
-                tile = sch.fuse(*outer_spatial[:keep], jo)
-                sch.parallel(tile)
-                packed = sch.cache_read(main.block_rv, panel, "global")
-                sch.compute_at(packed, tile, preserve_unit_loops=True)
-                inner = sch.get_loops(packed)[-1]
-                if (int_extent(sch, inner) or 1) > 1:
-                    sch.vectorize(inner)
-                anchor = io
-            else:
-                sch.reorder(*outer_spatial, jo, io, *r_loops, ii, ji)
-                tile = anchor = sch.fuse(*outer_spatial, jo, io)
-                sch.parallel(tile)
-        else:
-            outer_spatial = s_loops[:-1]
-            sch.reorder(*outer_spatial, jo, *r_loops, ji)
-            tile_inner = [ji]
-            tile = anchor = sch.fuse(*outer_spatial, jo)
+        width = extents[len(spatial) - 1]
+        if not self.broadcast_operand:
+            nr = vector_factor(width, lanes)
+            jo, ji = sch.split(s_loops[-1], [None, nr])
+            sch.reorder(*s_loops[:-1], jo, *r_loops, ji)
+            tile = sch.fuse(*s_loops[:-1], jo)
             sch.parallel(tile)
-        for window in windows:
-            sch.compute_at(window, anchor, preserve_unit_loops=True)
+            return _Tile(tile, [ji], nr, lanes)
 
-        if after:
-            sch.reverse_compute_at(after[-1].block_rv, anchor, preserve_unit_loops=True)
-            epilogue = after[-1].block_rv
+        nr = register_tile_width(width, model, bits)
+        row = _row_axis(spatial, read_vars(stmt))
+        mr = divisor_near(extents[row], model.tile_rows(-(-nr // lanes)))
+        jo, ji = sch.split(s_loops[-1], [None, nr])
+        io, ii = sch.split(s_loops[row], [None, mr])
+        outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
+        panel = _reused_operand(sch, main, spatial, row)
+        reduction_bytes = _extent(sch, r_loops) * bits // 8
+        if panel is not None and reduction_bytes * nr < PANEL_BYTES:
+            panel = None  # small enough to stay cached where it lies
+        if panel is not None and in_panels(stmt.reads[panel].source, width, nr):
+            panel = None  # laid out in panels at build time (relax_passes.pack_weights)
+        keep = None if panel is None else _outside_panel(sch, outer, jo, _extent(sch, [io]) * mr, 4 * model.cores)
+        if keep is not None:
+            sch.reorder(*outer[:keep], jo, *outer[keep:], io, *r_loops, ii, ji)
+            task = sch.fuse(*outer[:keep], jo)
+            sch.parallel(task)
+            self.pack(sch, main, panel, task)
+            anchor = io
         else:
-            epilogue = sch.cache_write(main.block_rv, 0, "global")
-            sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
-        init = sch.decompose_reduction(main.block_rv, r_loops[0])
+            row_tiles = _row_tiles_per_block(_extent(sch, [io]), mr * reduction_bytes, _extent(sch, [jo]))
+            if row_tiles is not None:
+                ib, io = sch.split(io, [None, row_tiles])
+                sch.reorder(*outer, ib, jo, io, *r_loops, ii, ji)
+                anchor = sch.fuse(*outer, ib, jo, io)
+            else:
+                sch.reorder(*outer, jo, io, *r_loops, ii, ji)
+                anchor = sch.fuse(*outer, jo, io)
+            sch.parallel(anchor)
+        return _Tile(anchor, [ii, ji], nr, lanes)
+
+    @staticmethod
+    def pack(sch, main, panel: int, task) -> None:
+        """The reused operand's K x nr panel copied once per j-tile into contiguous memory:
+        read in place, its rows lie a whole row length apart and collide in a few L1 sets;
+        packed, the panel stays in L1 while every row block streams past it."""
+        packed = sch.cache_read(main.block_rv, panel, "global")
+        sch.compute_at(packed, task, preserve_unit_loops=True)
+        inner = sch.get_loops(packed)[-1]
+        if (int_extent(sch, inner) or 1) > 1:
+            sch.vectorize(inner)
+
+    @staticmethod
+    def epilogue(sch, kernel: _Kernel, tile: _Tile, windows: list) -> None:
+        """Padding windows and the epilogue computed per tile; the partial sums zeroed before
+        the reduction; the tile's rows unrolled and its j in whole machine vectors."""
+        for window in windows:
+            sch.compute_at(window, tile.anchor, preserve_unit_loops=True)
+        if kernel.after:
+            epilogue = kernel.after[-1].block_rv
+        else:
+            epilogue = sch.cache_write(kernel.main.block_rv, 0, "global")
+        sch.reverse_compute_at(epilogue, tile.anchor, preserve_unit_loops=True)
+        first_reduction = sch.get_loops(kernel.main.block_rv)[-(len(kernel.reduce) + len(tile.inner))]
+        init = sch.decompose_reduction(kernel.main.block_rv, first_reduction)
         for block in (init, epilogue):
-            inner = sch.get_loops(block)[-1]
-            if (int_extent(sch, inner) or 1) > 1:
-                sch.vectorize(inner)
-        if len(tile_inner) == 2 and (int_extent(sch, tile_inner[0]) or 1) > 1:
-            sch.unroll(tile_inner[0])
-        if nr > 1:
-            sch.vectorize(tile_inner[-1])
-        return True
+            vectorise_whole(sch, sch.get_loops(block)[-1], tile.lanes)
+        if len(tile.inner) == 2 and (int_extent(sch, tile.inner[0]) or 1) > 1:
+            sch.unroll(tile.inner[0])
+        if tile.nr > 1:
+            vectorise_whole(sch, tile.inner[-1], tile.lanes)
 
 
-def register_tile_width(width: int, lanes: int) -> int:
-    """The register tile's width (nr) for a contraction's output rows of ``width``: up to two
-    whole vectors (``vector_factor``), or the whole row when it is at most WHOLE_ROW_VECTORS
-    vectors (attention's value product, 32 wide: split in two, every row of the broadcast
-    operand would be read and broadcast twice)."""
+def register_tile_width(width: int, model: CpuModel, dtype_bits: int) -> int:
+    """The register tile's width (nr) for a contraction's output rows of ``width``: the whole
+    row when it is at most WHOLE_ROW_VECTORS vectors (attention's value product, 32 wide:
+    split, every row of the broadcast operand would be read and broadcast twice), else
+    ``CpuModel.tile_vectors`` whole vectors, else the divisor that fills vectors best."""
+    lanes = model.lanes(dtype_bits)
     if width % lanes == 0 and width <= WHOLE_ROW_VECTORS * lanes:
         return width
-    return vector_factor(width, lanes)
+    vectors = model.tile_vectors(width, dtype_bits)
+    return vectors * lanes if vectors else vector_factor(width, lanes)
 
 
 def in_panels(buffer, width: int, nr: int) -> bool:
-    """Is ``buffer`` a reused operand already laid out as [width / nr, K, nr] panels, each
-    register tile's K x nr panel contiguous (``relax_passes.pack_matmul_weights``)?"""
+    """Is ``buffer`` a reused operand already laid out as [width / nr, ..., nr] panels, each
+    register tile's panel contiguous (``relax_passes.pack_weights``)?"""
     shape = [int(d) for d in buffer.shape]
-    return len(shape) == 3 and shape[2] == nr and shape[0] * nr == width
+    return len(shape) >= 3 and shape[-1] == nr and shape[0] * nr == width
+
+
+def _schedule_errors():
+    from tvm.s_tir import ScheduleError
+
+    return ScheduleError
 
 
 def _row_axis(spatial, reads) -> int:
@@ -188,6 +276,23 @@ def _row_axis(spatial, reads) -> int:
         if all(spatial[index].var.name not in used for used in vector_reads):
             return index
     return len(spatial) - 2
+
+
+def _innermost_index_moves_with(region, var_name: str) -> bool:
+    """Does the last index of a buffer region move with ``var_name``?"""
+    from tvm.tirx.analysis import undefined_vars
+
+    return var_name in {v.name for v in undefined_vars(region.region[-1].min)}
+
+
+def _row_tiles_per_block(row_tiles: int, tile_bytes: int, j_tiles: int) -> int | None:
+    """Row tiles per block of at most ROW_BLOCK_BYTES of the broadcast operand (a divisor of
+    ``row_tiles``, so no tile is partial), or None when the rows fit in one block or there is
+    one j-tile (nothing is read twice)."""
+    if j_tiles == 1 or row_tiles * tile_bytes <= ROW_BLOCK_BYTES:
+        return None
+    block = divisor_near(row_tiles, max(1, ROW_BLOCK_BYTES // tile_bytes))
+    return block if 1 < block < row_tiles else None
 
 
 def _is_conditional(sch, block) -> bool:
@@ -238,8 +343,3 @@ def _extent(sch, loops) -> int:
     for loop in loops:
         total *= int_extent(sch, loop) or 1
     return total
-
-
-def _cores(target) -> int:
-    cores = target.attrs.get("num-cores")
-    return int(cores) if cores else 1

@@ -6,8 +6,10 @@ class CpuRule:
     """A default schedule for one class of CPU kernel.
 
     ``schedule(sch, blocks, target)`` gets a fresh schedule of the kernel and its normalised
-    blocks (dlight's ``normalize_prim_func``); it returns False, or raises, when the kernel is
-    not of its class, and True after scheduling it in place.
+    blocks (dlight's ``normalize_prim_func``); it returns False when the kernel is not of its
+    class, and True after scheduling it in place. A schedule primitive that refuses the kernel
+    (TVM's ``ScheduleError``) also means "not of this class"; any other exception is a bug in
+    the rule and is raised, not passed to the next rule.
     """
 
     name = "rule"
@@ -18,6 +20,7 @@ class CpuRule:
     def apply(self, func, target):
         """A scheduled copy of ``func``, or None when this rule does not apply."""
         from tvm import s_tir
+        from tvm.s_tir import ScheduleError
         from tvm.s_tir.dlight.analysis import normalize_prim_func
 
         # Without the dataflow check: vectorising the spatial loop under a reduction (the
@@ -29,5 +32,5 @@ class CpuRule:
             return None
         try:
             return sch if self.schedule(sch, blocks, target) else None
-        except Exception:  # a schedule primitive refused this kernel: it is not of this class
+        except ScheduleError:  # a schedule primitive refused this kernel: it is not of this class
             return None

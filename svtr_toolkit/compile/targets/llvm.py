@@ -34,15 +34,17 @@ def resolve(remote=None):
 
 
 def lowering_passes(target) -> list:
-    """TVM's CPU pipeline up to scheduling (legalise + fuse), convolutions moved to NHWC first
-    (their output channels padded to whole vectors) and matmul weights packed into panels:
-    the module MetaSchedule extracts its tasks from and applies its database to."""
+    """TVM's CPU pipeline up to scheduling (legalise + fuse), after the toolkit's rewrites: the
+    network channels-last, pointwise convolutions as matmuls, and the weights of matmuls and
+    convolutions in register-tile panels (``relax_passes``): the module MetaSchedule extracts
+    its tasks from and applies its database to."""
+    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from ..relax_passes import conv_channels_to_whole_vectors, convs_to_nhwc, pack_matmul_weights
+    from ..relax_passes import canonical_elementwise, network_to_nhwc, pack_weights, pointwise_convs_as_matmuls
 
-    return [convs_to_nhwc(), conv_channels_to_whole_vectors(), pack_matmul_weights(target)] \
-        + cpu.legalize_passes(target)
+    return [canonical_elementwise(), network_to_nhwc(), relax.transform.FoldConstant(), pointwise_convs_as_matmuls(),
+            relax.transform.FoldConstant(), pack_weights(target)] + cpu.legalize_passes(target)
 
 
 def lower(mod, target):

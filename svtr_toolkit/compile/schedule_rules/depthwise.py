@@ -1,0 +1,117 @@
+"""Channels-last depthwise convolutions: vectors along the channels, a block of output
+columns in registers.
+
+A depthwise convolution has no operand shared across its output channels, so the
+contraction rule's broadcast operand does not exist: every read moves with the channel (j).
+In NHWC the channel is the contiguous axis of the input, the weights and the output, so a
+vector of channels is one load from each, whatever the window's stride; the weight vector of
+a window tap is reused by a block of output columns (the row axis), whose partial sums stay in
+registers for the whole window.
+"""
+from __future__ import annotations
+
+import re
+
+from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor
+from .rule import CpuRule
+
+# Accumulator vectors of the register tile: leaves room for the weight vector and the input
+# loads in a 32-register file (16 on AVX2: the tile is halved there).
+TILE_VECTORS = 16
+
+
+class DepthwiseConv(CpuRule):
+    name = "depthwise"
+
+    def schedule(self, sch, blocks, target):
+        main = self._match(sch, blocks)
+        if main is None:
+            return False
+        spatial = [it for it in main.iters if it.kind == "S"]
+        reduce = [it for it in main.iters if it.kind == "R"]
+        self._inline_producers_and_epilogue(sch, blocks, main)
+        loops = [it.loop_rv for it in main.iters]
+        extents = [int_extent(sch, loop) for loop in loops]
+        if None in extents:
+            return False
+        anchor, tile_rows, tile_vector = self._tile(sch, target, main, spatial, reduce, extents)
+        self._epilogue(sch, blocks, main, anchor, reduce)
+        if (int_extent(sch, tile_rows) or 1) > 1:
+            sch.unroll(tile_rows)
+        sch.vectorize(tile_vector)
+        return True
+
+    # steps
+
+    @staticmethod
+    def _match(sch, blocks):
+        """One reduction block, S..SR..R, at least (row, channel) spatial axes, every read
+        moving with the channel (j), and one read (the weights) not moving with the row axis."""
+        reductions = [b for b in blocks if not b.is_injective()]
+        if len(reductions) != 1:
+            return None
+        main = reductions[0]
+        kinds = main.dom_kind()
+        if not re.fullmatch(r"S+R+", kinds) or kinds.count("S") < 2:
+            return None
+        spatial = [it for it in main.iters if it.kind == "S"]
+        used = read_vars(sch.get(main.block_rv))
+        j, row = spatial[-1].var.name, spatial[-2].var.name
+        if not all(j in names for names in used):
+            return None
+        if not any(row not in names for names in used):
+            return None
+        index = blocks.index(main)
+        if not all(b.is_injective() for b in blocks[:index] + blocks[index + 1:]):
+            return None
+        return main
+
+    @staticmethod
+    def _inline_producers_and_epilogue(sch, blocks, main):
+        """The zero padding inlined into the window reads: its bounds test depends on the
+        window position, not on the channel, so it is one scalar test per vector load and the
+        vectors stay whole. The epilogue's blocks inlined into its last one."""
+        index = blocks.index(main)
+        for block in blocks[:index]:
+            sch.compute_inline(block.block_rv)
+        for block in blocks[index + 1:-1]:
+            sch.compute_inline(block.block_rv)
+
+    @staticmethod
+    def _tile(sch, target, main, spatial, reduce, extents):
+        """mr output columns x nr channels per register tile, the window's taps between the
+        tile loops and the tile, one parallel loop over channel blocks, images, rows and
+        column blocks (channel blocks outermost: consecutive tiles then share input rows)."""
+        shape = CpuModel.of(target)
+        lanes = shape.lanes(sch.get(main.block_rv).writes[0].source.dtype.bits)
+        n_spatial = len(spatial)
+        loops = [it.loop_rv for it in main.iters]
+        s_loops, r_loops = loops[:n_spatial], loops[n_spatial:]
+        nr = vector_factor(extents[n_spatial - 1], lanes)
+        vectors = -(-nr // lanes)
+        budget = TILE_VECTORS * shape.vector_registers // 32
+        mr = divisor_near(extents[n_spatial - 2], max(1, budget // vectors))
+        jo, ji = sch.split(s_loops[-1], [None, nr])
+        io, ii = sch.split(s_loops[-2], [None, mr])
+        sch.reorder(jo, *s_loops[:-2], io, *r_loops, ii, ji)
+        tile = sch.fuse(jo, *s_loops[:-2], io)
+        sch.parallel(tile)
+        return tile, ii, ji
+
+    @staticmethod
+    def _epilogue(sch, blocks, main, anchor, reduce):
+        """The bias and activation per tile, from the registers' sums; the sums' zeroing
+        vectorised."""
+        after = blocks[blocks.index(main) + 1:]
+        if after:
+            epilogue = after[-1].block_rv
+            sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
+        else:
+            epilogue = sch.cache_write(main.block_rv, 0, "global")
+            sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
+        r_first = sch.get_loops(main.block_rv)[-(len(reduce) + 2)]
+        init = sch.decompose_reduction(main.block_rv, r_first)
+        for block in (init, epilogue):
+            inner = sch.get_loops(block)[-1]
+            if (int_extent(sch, inner) or 1) > 1:
+                sch.vectorize(inner)
