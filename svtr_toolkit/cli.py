@@ -121,7 +121,17 @@ def _install_signal_handlers() -> None:
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    os.register_at_fork(after_in_child=_forget_wakeup_fd)
     threading.Thread(target=_watch_signals, args=(read_end,), name="svtr-signals", daemon=True).start()
+
+
+def _forget_wakeup_fd() -> None:
+    """In a forked child (MetaSchedule's candidate builders): its signals would be written into the
+    parent's pipe, and one Ctrl-C to the process group would read there as a second."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:  # forked from a thread other than the main one: not Python's main thread
+        pass
 
 
 def _final(line: str, code: int) -> int:

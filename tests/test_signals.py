@@ -18,7 +18,7 @@ from svtr_toolkit.cli import TERM_GRACE_S
 
 # A command whose main prints a line, then does one of two things until a signal ends it.
 COMMAND = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from svtr_toolkit.cli import run_cli
     from svtr_toolkit.files import StagingFolder
 
@@ -30,6 +30,11 @@ COMMAND = textwrap.dedent("""
             print("in C", flush=True)
             backend.time_compute(100_000_000)
         else:  # Python work whose cleanup is slow, in a staging folder
+            if argv[0] == "forked" and os.fork() == 0:  # a child that stays (as MetaSchedule's builders)
+                try:
+                    time.sleep(600)
+                finally:
+                    os._exit(0)
             with StagingFolder(argv[1]):
                 try:
                     print("in Python", flush=True)
@@ -44,7 +49,8 @@ COMMAND = textwrap.dedent("""
 
 def start(*args) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", COMMAND, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            start_new_session=True)
     line = proc.stdout.readline()
     assert line.startswith("in "), line + proc.stderr.read()
     time.sleep(0.5)  # inside the call now
@@ -109,3 +115,21 @@ def test_a_second_ctrl_c_ends_a_call_blocked_in_c_code(engine):
     proc.send_signal(signal.SIGINT)
     code, err, took = ended_within(proc, 10)
     assert code == 130 and err.strip().splitlines() == ["error: interrupted"], err
+
+
+def test_one_ctrl_c_to_a_process_group_with_a_forked_child_is_one(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group; a forked child's signal must not
+    count as the parent's second Ctrl-C."""
+    proc = start("forked", tmp_path)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1.5)
+        assert proc.poll() is None, "one Ctrl-C: the cleanup runs"
+        proc.send_signal(signal.SIGINT)
+        code, err, _ = ended_within(proc, 10)
+        assert code == 130 and err.strip().splitlines() == ["error: interrupted"], err
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
