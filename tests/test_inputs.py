@@ -120,6 +120,14 @@ def test_a_fifo_or_device_given_as_an_input_is_refused_without_blocking(case, tm
         assert ran.code == 2 and f"{what} {fifo} is a FIFO, not a" in ran.error, (entry, ran.err)
 
 
+def test_an_lmdb_whose_data_file_is_a_fifo_is_refused(case, tmp_path):
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    os.mkfifo(tmp_path / "data" / "toy" / "data.mdb")
+    for ran in (infer(case["model"], tmp_path / "data"), run_main("lmdb_tool", "check", "--datasets", tmp_path / "data")):
+        assert ran.code == 2 and ran.error == f"error: LMDB data file {tmp_path / 'data' / 'toy' / 'data.mdb'} is a " \
+                                              f"FIFO, not a regular file"
+
+
 def test_an_image_listed_in_the_labels_that_is_a_fifo_is_named(tmp_path):
     labels = write_images(tmp_path / "imgs", ["hotel"])
     os.mkfifo(tmp_path / "imgs" / "pipe.png")

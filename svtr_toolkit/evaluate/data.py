@@ -22,7 +22,7 @@ import lmdb
 import numpy as np
 
 from ..errors import ToolkitError, first_line
-from ..files import require_folder
+from ..files import require_file, require_folder
 from .metrics import normalize_text
 
 REJECT_EMPTY = "empty label"
@@ -141,6 +141,7 @@ def find_lmdbs(root: str) -> list[tuple[str, str]]:
                 raise ToolkitError(f"{path} under the dataset folder {root} is a symlink to {os.readlink(path)}, "
                                    f"which does not exist: a subset there would be left out; fix or remove the link")
         if "data.mdb" in filenames:
+            require_file(os.path.join(dirpath, "data.mdb"), "LMDB data file")  # LMDB would block on a FIFO
             folders.append(dirpath)
     if unreadable:
         exc = unreadable[0]
