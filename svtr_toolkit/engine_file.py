@@ -91,8 +91,8 @@ def _is_text(value) -> bool:
 # What the runtime reads from a build description, and what each must be.
 _REQUIRED = {
     "input_name": ("a name", _is_text),
-    "input_shape": ("[N, C, H, W] of positive integers",
-                    lambda v: isinstance(v, list) and len(v) == 4
+    "input_shape": ("a list of positive integers",
+                    lambda v: isinstance(v, list) and bool(v)
                     and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)),
     "precision": (" or ".join(PRECISIONS), lambda v: v in PRECISIONS),
     "target": ("a target with a 'kind'",

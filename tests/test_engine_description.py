@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from cli_runs import run_main
-from svtr_toolkit.engine_file import _FOOTER, _FOOTER_MAGIC, _description_span, description_digest, read_engine_metadata
+from svtr_toolkit.engine_file import (PRECISIONS, _FOOTER, _FOOTER_MAGIC, _description_span, description_digest,
+                                      read_engine_metadata)
 
 
 def rewrite_description(src, dst, edit, redigest=False):
@@ -46,9 +47,9 @@ def test_another_input_shape_written_into_the_description_is_refused(built, tmp_
     (lambda m: m.pop("target"), "its build description has no 'target'"),
     (lambda m: m.update(target={"mcpu": "x"}),
      "its build description's 'target' is {'mcpu': 'x'}, not a target with a 'kind'"),
-    (lambda m: m.update(input_shape=[2, 3, 8]),
-     "its build description's 'input_shape' is [2, 3, 8], not [N, C, H, W] of positive integers"),
-    (lambda m: m.update(precision="int8"), "its build description's 'precision' is 'int8', not fp16 or fp32"),
+    (lambda m: m.update(input_shape=[2, 0, 8, 16]),
+     "its build description's 'input_shape' is [2, 0, 8, 16], not a list of positive integers"),
+    (lambda m: m.update(precision="int8"), f"its build description's 'precision' is 'int8', not {' or '.join(PRECISIONS)}"),
     (lambda m: m.pop("input_name"), "its build description has no 'input_name'"),
 ])
 def test_a_description_missing_what_the_runtime_reads_is_refused(built, tmp_path, edit, problem):
