@@ -17,7 +17,7 @@ import struct
 
 from .files import sha256_file
 
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "bf16", "fp32")
 _FOOTER_MAGIC = b"SVTRMETA"
 _FOOTER = struct.Struct("<Q8s")  # length of the JSON, magic
 

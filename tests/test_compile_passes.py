@@ -54,6 +54,13 @@ def test_split_ctc_head_wants_a_classifier_at_the_end(tiny):
     assert onnx_passes.split_ctc_head(head_only) is None
 
 
+def test_bf16_rounding_is_round_to_nearest_even():
+    values = np.array([1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, -np.pi, 3.4e38, np.inf, -0.0, 1e-40], np.float32)
+    expected = np.array([1.0, 1.0 + 2 ** -6, -3.140625, np.inf, np.inf, -0.0, 9.18355e-41], np.float32)
+    np.testing.assert_array_equal(onnx_passes.round_to(values, "bf16"), expected)
+    assert np.isnan(onnx_passes.round_to(np.array([np.nan], np.float32), "bf16")).all()
+
+
 def test_fp16_plan_keeps_rectifier_and_head_fp32(tiny):
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
     mod, plan = precision.to_relax(prepared, "x", SHAPE, "fp16")
@@ -65,7 +72,7 @@ def test_fp16_plan_keeps_rectifier_and_head_fp32(tiny):
 
 
 def test_fp16_emulation_rounds_the_fp16_part_like_the_engine(tiny, tmp_path, x):
-    emulated, plan = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE)
+    emulated, plan = precision.emulate_plan(onnx.load(tiny), "x", SHAPE)
     assert plan == "rectifier fp32, recogniser fp16, head fp32"
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
     rectifier, recogniser = onnx_passes.split_at_grid_sample(prepared)
@@ -103,21 +110,23 @@ def test_fp16_storage_mode_computes_the_rounded_values_in_fp32(tiny):
     fp16_ops = {line.split("= R.")[1].split("(")[0] for line in script.splitlines()
                 if "= R." in line and '"float16"' in line}
     assert fp16_ops == {"astype"}, fp16_ops
-    assert precision.fp16_mode({"kind": "llvm"}, None) == "storage"
-    assert precision.fp16_mode({"kind": "llvm"}, {"chunk": 64}) == "mixed"
-    assert precision.fp16_mode({"kind": "cuda"}, None) == "mixed"
+    assert precision.reduced_mode("fp16", {"kind": "llvm"}, None) == "storage"
+    assert precision.reduced_mode("fp16", {"kind": "llvm"}, {"chunk": 64}) == "mixed"
+    assert precision.reduced_mode("fp16", {"kind": "cuda"}, None) == "mixed"
+    assert precision.reduced_mode("bf16", {"kind": "llvm"}, None) == "storage"
 
 
-def test_fp16_storage_engine_is_onnxruntime_on_the_same_rounding(tiny, tmp_path, x):
-    """Differential: the engine that keeps fp16 values in fp32 arithmetic against onnxruntime
-    running the same rounding (``emulate_fp16_plan``): equal up to fp32 reordering, which only
-    a value at an fp16 rounding boundary turns into one fp16 step."""
-    emulated, _ = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE)
+@pytest.mark.parametrize("reduced", ["fp16", "bf16"])
+def test_storage_engine_is_onnxruntime_on_the_same_rounding(tiny, tmp_path, x, reduced):
+    """Differential: the engine that keeps fp16 (bf16) values in fp32 arithmetic against
+    onnxruntime running the same rounding (``emulate_plan``): equal up to fp32 reordering,
+    which only a value at a rounding boundary turns into one step of the reduced precision."""
+    emulated, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE, reduced)
     reference, fp32 = ort_run(emulated, x), ort_run(onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE), x)
-    path = str(tmp_path / "tiny_fp16_storage.so")
-    meta = build.build_engine(tiny, "x", SHAPE, "fp16", targets.select_target("llvm"), path, log=lambda *_: None,
+    path = str(tmp_path / f"tiny_{reduced}_storage.so")
+    meta = build.build_engine(tiny, "x", SHAPE, reduced, targets.select_target("llvm"), path, log=lambda *_: None,
                               accumulate={"mode": "off", "chunk": None})
-    assert "fp16 values in fp32 arithmetic" in meta["precision_plan"]
+    assert f"{reduced} values in fp32 arithmetic" in meta["precision_plan"]
     out = np.asarray(runtime.load_engine(path).run(x))
     rounding = np.abs(reference - fp32)
     assert np.array_equal(out.argmax(-1), reference.argmax(-1))
@@ -127,9 +136,9 @@ def test_fp16_storage_engine_is_onnxruntime_on_the_same_rounding(tiny, tmp_path,
 
 def test_fp16_emulation_can_round_weights_or_activations_alone(tiny, x):
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
-    full, _ = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE)
-    weights, _ = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE, "weights")
-    activations, _ = precision.emulate_fp16_plan(onnx.load(tiny), "x", SHAPE, "activations")
+    full, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE)
+    weights, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE, rounding="weights")
+    activations, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE, rounding="activations")
     casts = lambda m: sum(n.op_type == "Cast" for n in m.graph.node)  # noqa: E731
     rounded = lambda m: {i.name for i in m.graph.initializer if i.name.endswith("__as_fp16")}  # noqa: E731
 
@@ -150,4 +159,6 @@ def test_fp16_emulation_can_round_weights_or_activations_alone(tiny, x):
             init.CopyFrom(onnx.numpy_helper.from_array(values[init.name], init.name))
     np.testing.assert_array_equal(ort_run(weights, x), ort_run(by_hand, x))
     with pytest.raises(ToolkitError, match="rounding must be one of"):
-        onnx_passes.emulate_fp16_storage(prepared, set(), "bf16")
+        onnx_passes.emulate_storage(prepared, set(), "sometimes")
+    with pytest.raises(ToolkitError, match="reduced storage must be one of"):
+        onnx_passes.emulate_storage(prepared, set(), "all", "fp8")

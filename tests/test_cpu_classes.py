@@ -64,14 +64,14 @@ def test_features_and_register_file(cls):
 
 def test_fp16_plan_follows_fp16_arithmetic(cls, monkeypatch):
     from svtr_toolkit.compile import fp16_accumulate
-    from svtr_toolkit.compile.precision import fp16_mode
+    from svtr_toolkit.compile.precision import reduced_mode
     from svtr_toolkit.compile.targets import llvm
 
     monkeypatch.delenv(fp16_accumulate.ENV_MODE, raising=False)
     monkeypatch.delenv(fp16_accumulate.ENV_CHUNK, raising=False)
     accumulate = fp16_accumulate.setting("fp16", cls.spec())
     assert (accumulate is not None) == cls.fp16_arithmetic
-    assert fp16_mode(cls.spec(), accumulate) == ("mixed" if cls.fp16_arithmetic else "storage")
+    assert reduced_mode("fp16", cls.spec(), accumulate) == ("mixed" if cls.fp16_arithmetic else "storage")
     note = llvm.precision_note(cls.spec(), "fp16", accumulate)
     assert (note is None) == cls.fp16_arithmetic  # said wherever fp16 is not fp16 arithmetic
     assert fp16_accumulate.setting("fp32", cls.spec()) is None

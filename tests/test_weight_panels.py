@@ -49,12 +49,13 @@ def pack(spec, mod):
 @pytest.mark.parametrize("target, n, nr, padded", [
     (AVX2, 128, 16, 128), (AVX2, 48, 16, 48), (AVX2, 40, 8, 40), (AVX512, 128, 64, 128), (AVX512, 96, 48, 96),
     (NEON, 128, 16, 128), (AVX2, 37, 8, 40), (AVX512, 6625, 64, 6656), (AVX512, 120, 64, 128),
-    (AVX2, 32, None, None), (AVX512, 64, None, None), (AVX512, 60, None, None), (NEON, 16, None, None)])
+    (AVX512, 60, 64, 64), (AVX2, 32, None, None), (AVX512, 64, None, None), (NEON, 16, None, None)])
 def test_matmul_weights_packed_into_register_tile_panels(target, n, nr, padded):
     """A constant [K, N] weight becomes [padded / nr, K, nr] panels of the register tile's width
     (the most vectors, up to four, that divide N and leave six rows of accumulators); a width of
     no whole vectors gets zero columns up to whole vectors (up to a wider tile where that costs at
-    most 1/16 more work); one tile wide already (N up to four vectors): left alone."""
+    most 1/16 more work, and to one whole tile); one tile wide already (N a whole number of
+    vectors, up to four): left alone."""
     weight = np.random.default_rng(n).normal(size=(24, n)).astype(np.float32)
     packed = pack(target, single_op_module((2, 5, 24), lambda x: relax.op.matmul(x, relax.const(weight))))
     text = packed["main"].script()
@@ -70,7 +71,7 @@ def test_matmul_weights_packed_into_register_tile_panels(target, n, nr, padded):
         np.testing.assert_array_equal(panels[tile], full[:, tile * nr:(tile + 1) * nr])
 
 
-@pytest.mark.parametrize("out_channels, nr, padded", [(128, 64, 128), (60, None, None), (120, 64, 128)])
+@pytest.mark.parametrize("out_channels, nr, padded", [(128, 64, 128), (60, 64, 64), (120, 64, 128), (64, None, None)])
 def test_conv_weights_packed_into_panels_over_the_whole_window(out_channels, nr, padded):
     """An NHWC/HWIO KxK convolution's weight [KH, KW, Ci, Co] becomes [padded / nr, KH, KW, Ci, nr]
     (AVX-512); pointwise and depthwise convolutions are not this rewrite's."""
@@ -87,7 +88,7 @@ def test_conv_weights_packed_into_panels_over_the_whole_window(out_channels, nr,
     (panels,) = constants
     assert panels.shape == (padded // nr, 3, 3, 16, nr)
     full = np.concatenate([weight, np.zeros((3, 3, 16, padded - out_channels), np.float32)], axis=-1)
-    np.testing.assert_array_equal(panels[1], full[..., nr:2 * nr])
+    np.testing.assert_array_equal(panels[-1], full[..., padded - nr:])
 
 
 def test_matmuls_by_activations_are_not_packed():

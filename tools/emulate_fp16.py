@@ -29,14 +29,14 @@ def main(argv=None):
     import onnx
 
     from svtr_toolkit.compile.onnx_passes import load_onnx
-    from svtr_toolkit.compile.precision import emulate_fp16_plan
+    from svtr_toolkit.compile.precision import emulate_plan
     from svtr_toolkit.files import check_outputs_apart, check_writable, require_file, write_atomically
 
     name, shape = cli.parse_input_spec(args.input)
     require_file(args.model_path, "ONNX model")
     check_writable(args.out, "--out")
     check_outputs_apart([("--out", args.out)], [("--model_path", args.model_path)])
-    model, plan = emulate_fp16_plan(load_onnx(args.model_path), name, shape, args.round)
+    model, plan = emulate_plan(load_onnx(args.model_path), name, shape, "fp16", args.round)
     write_atomically(args.out, lambda tmp: onnx.save(model, tmp))
     rounded = "weights and activations" if args.round == "all" else args.round
     print(f"wrote {args.out}: {plan} (fp16 parts' {rounded} rounded, run by onnxruntime in fp32)")

@@ -15,7 +15,7 @@ from ..files import sha256_file, write_atomically
 from ..provenance import weights_of
 from . import fp16_accumulate
 from .onnx_passes import load_onnx, prepare_onnx
-from .precision import fp16_mode, to_relax
+from .precision import reduced_mode, to_relax
 from .targets import BuildTarget
 
 def recipe_digest() -> str:
@@ -170,7 +170,7 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
 def _relax_module(model, input_name, shape, precision, spec: dict, accumulate):
     """(the Relax module an engine is compiled from, its precision plan in words)."""
     prepared = prepare_onnx(model, input_name, shape)
-    return to_relax(prepared, input_name, shape, precision, accumulate, fp16_mode(spec, accumulate))
+    return to_relax(prepared, input_name, shape, precision, accumulate, reduced_mode(precision, spec, accumulate))
 
 
 def kernel_flops(meta: dict) -> dict:

@@ -19,7 +19,7 @@ their fp32 accumulation; convolutions keep theirs too (see ``rewrite_matmuls``).
 The plan is a setting (``setting``): on where the target CPU has fp16 arithmetic, off
 elsewhere, forced either way with ``SVTR_FP16_ACCUMULATE``; the chunk is
 ``SVTR_FP16_CHUNK``. The schedule is ``schedule_rules.chunked_contraction``. Where it is
-off, a CPU engine keeps fp16 values in fp32 arithmetic (``precision.fp16_mode``).
+off, a CPU engine keeps fp16 values in fp32 arithmetic (``precision.reduced_mode``).
 """
 from __future__ import annotations
 

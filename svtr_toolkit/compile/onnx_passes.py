@@ -205,14 +205,29 @@ _MOVE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice"
 EMULATED_ROUNDINGS = ("all", "weights", "activations")
 
 
-def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "all") -> onnx.ModelProto:
-    """Round what the nodes producing ``region`` (output names) read and write to fp16, in fp32.
+REDUCED_STORAGE = ("fp16", "bf16")  # the reduced precisions a region's values can be rounded to
 
-    An onnxruntime reference for a mixed-precision engine: weights and activations of the
-    region carry fp16 values, arithmetic inside each op stays fp32 (as ToMixedPrecision's
+
+def round_to(values, precision: str):
+    """``values`` (float32) rounded to fp16 or bf16 (round to nearest even), back in float32."""
+    if precision == "fp16":
+        return values.astype(np.float16).astype(np.float32)
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32)
+    # NaN stays NaN (its payload may round into the exponent otherwise)
+    return np.where(np.isnan(values), values, rounded.view(np.float32)).astype(np.float32)
+
+
+def emulate_storage(model: onnx.ModelProto, region: set, rounding: str = "all",
+                    precision: str = "fp16") -> onnx.ModelProto:
+    """Round what the nodes producing ``region`` (output names) read and write to ``precision``
+    (fp16 or bf16), in fp32.
+
+    An onnxruntime reference for a reduced-precision engine: weights and activations of the
+    region carry fp16 (bf16) values, arithmetic inside each op stays fp32 (as ToMixedPrecision's
     fp32 accumulation). It approximates the engine (TVM keeps some elementwise results fp32
-    where this rounds every one) well enough to tell fp16 rounding apart from compiler error:
-    if onnxruntime with this rounding gains and loses the same share of samples, fp16 is
+    where this rounds every one) well enough to tell the rounding apart from compiler error:
+    if onnxruntime with this rounding gains and loses the same share of samples, the rounding is
     the cause. ``rounding`` "weights" or "activations" rounds only the constants or only the
     computed tensors: which of the two moves the accuracy.
     """
@@ -220,7 +235,10 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "a
 
     if rounding not in EMULATED_ROUNDINGS:
         raise ToolkitError(f"rounding must be one of {', '.join(EMULATED_ROUNDINGS)}, got '{rounding}'")
+    if precision not in REDUCED_STORAGE:
+        raise ToolkitError(f"reduced storage must be one of {', '.join(REDUCED_STORAGE)}, got '{precision}'")
     weights, activations = rounding in ("all", "weights"), rounding in ("all", "activations")
+    reduced = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.BFLOAT16
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -233,8 +251,8 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "a
     made_in_region = {o for n in out.graph.node if n.op_type != "Constant" and set(n.output) & region for o in n.output}
 
     def round_trip(name, new_name):
-        return [helper.make_node("Cast", [name], [new_name + "__fp16"], to=TensorProto.FLOAT16),
-                helper.make_node("Cast", [new_name + "__fp16"], [new_name], to=TensorProto.FLOAT)]
+        return [helper.make_node("Cast", [name], [f"{new_name}__{precision}"], to=reduced),
+                helper.make_node("Cast", [f"{new_name}__{precision}"], [new_name], to=TensorProto.FLOAT)]
 
     renamed, nodes = {}, []
     for node in out.graph.node:
@@ -247,13 +265,13 @@ def emulate_fp16_storage(model: onnx.ModelProto, region: set, rounding: str = "a
                 if not weights:
                     continue
                 if name not in renamed:
-                    renamed[name] = name + "__as_fp16"
-                    rounded = values[name].astype(np.float16).astype(np.float32)
-                    out.graph.initializer.append(numpy_helper.from_array(rounded, renamed[name]))
+                    renamed[name] = f"{name}__as_{precision}"
+                    out.graph.initializer.append(numpy_helper.from_array(round_to(values[name], precision),
+                                                                         renamed[name]))
                 node.input[k] = renamed[name]
             elif activations and outside and name and types.get(name) == TensorProto.FLOAT:
                 if name not in renamed:  # an fp32 tensor entering the region: cast once
-                    renamed[name] = name + "__as_fp16"
+                    renamed[name] = f"{name}__as_{precision}"
                     nodes += round_trip(name, renamed[name])
                 node.input[k] = renamed[name]
         nodes.append(node)

@@ -1,25 +1,32 @@
-"""The precision plan: which parts of the graph an fp16 engine converts, and the Relax module.
+"""The precision plan: which parts of the graph a reduced-precision engine converts, and the
+Relax module.
 
-fp16 keeps two parts fp32: the STN/TPS rectifier, since converting the whole graph loses
-the argmax, and the CTC head, whose fp16 logits swap near-tied characters. The recogniser
-between them holds fp16 values, computed one of two ways (``fp16_mode``):
+fp16 and bf16 keep two parts fp32: the STN/TPS rectifier, since converting the whole graph
+loses the argmax, and the CTC head, whose reduced logits swap near-tied characters. The
+recogniser between them holds fp16 (bf16) values, computed one of two ways (``reduced_mode``):
 
-- ``mixed``: Relax's ToMixedPrecision (fp16 arithmetic, fp32 accumulation in matmuls and
-  convolutions), for devices with fp16 arithmetic (GPUs); on CPUs with it the recogniser's
-  matmuls then accumulate in fp16 with an fp32 sum every K-chunk (``fp16_accumulate``).
-- ``storage``: for CPUs without fp16 arithmetic (or with the K-chunked plan off). Every
-  weight and every activation the recogniser produces is rounded to fp16, as the mixed
-  engine holds them, and the arithmetic is fp32: without fp16 arithmetic LLVM would widen
-  and narrow around every fp16 operation of the mixed module (matmul operands, GELU's
-  polynomial), which makes it slower than the fp32 engine; this one computes what the fp32
-  engine computes, plus the rounding casts, which fuse into the kernels' epilogues.
+- ``mixed`` (fp16): Relax's ToMixedPrecision (fp16 arithmetic, fp32 accumulation in matmuls
+  and convolutions), for devices with fp16 arithmetic (GPUs); on CPUs with it the
+  recogniser's matmuls then accumulate in fp16 with an fp32 sum every K-chunk
+  (``fp16_accumulate``).
+- ``storage``: every weight and every activation the recogniser produces is rounded to fp16
+  (bf16), as a mixed engine holds them, and the arithmetic is fp32: without fp16 arithmetic
+  LLVM would widen and narrow around every fp16 operation of the mixed module (matmul
+  operands, GELU's polynomial), which makes it slower than the fp32 engine; this one computes
+  what the fp32 engine computes, plus the rounding casts, which fuse into the kernels'
+  epilogues. bf16 engines always take this form: their matrix products get bf16 arithmetic in
+  the kernels where the CPU has it (``relax_passes.bf16_matmuls``), everything else stays fp32
+  on bf16 values.
 """
 from __future__ import annotations
 
 import warnings
 
 from ..errors import ToolkitError, last_line, pending_interrupt
-from .onnx_passes import emulate_fp16_storage, prepare_onnx, split_at_grid_sample, split_ctc_head
+from .onnx_passes import emulate_storage, prepare_onnx, split_at_grid_sample, split_ctc_head
+
+REDUCED = ("fp16", "bf16")
+MODES = ("mixed", "storage")
 
 
 def _import(model, input_name, shape):
@@ -36,12 +43,12 @@ def _import(model, input_name, shape):
         raise ToolkitError(f"TVM cannot import the model: {last_line(exc)}")
 
 
-def fp16_plan(model):
-    """The fp16 engine's parts, in order: [(name, ONNX part, converted to fp16?)].
+def reduced_plan(model):
+    """A reduced-precision engine's parts, in order: [(name, ONNX part, reduced?)].
 
     The STN/TPS rectifier up to the GridSample (if the model has one) stays fp32: converting
-    it loses the argmax. The CTC head (classifier, bias, softmax) stays fp32: fp16 logits
-    swap near-tied characters. The recogniser between them is fp16.
+    it loses the argmax. The CTC head (classifier, bias, softmax) stays fp32: reduced logits
+    swap near-tied characters. The recogniser between them is reduced.
     """
     parts, rest = [], model
     cut = split_at_grid_sample(rest)
@@ -53,53 +60,54 @@ def fp16_plan(model):
     return parts
 
 
-FP16_MODES = ("mixed", "storage")
-
-
-def fp16_mode(spec: dict | None, accumulate: dict | None) -> str:
-    """How an fp16 engine for target ``spec`` computes its fp16 parts: ``mixed`` where the
-    device computes in fp16 (GPUs; CPUs with the K-chunked plan on), ``storage`` (fp16
-    values, fp32 arithmetic) on LLVM CPU targets otherwise."""
+def reduced_mode(precision: str, spec: dict | None, accumulate: dict | None) -> str:
+    """How a ``precision`` engine for target ``spec`` computes its reduced parts: fp16
+    ``mixed`` where the device computes in fp16 (GPUs; CPUs with the K-chunked plan on),
+    ``storage`` (reduced values, fp32 arithmetic) on LLVM CPU targets otherwise; bf16 always
+    ``storage``."""
+    if precision == "bf16":
+        return "storage"
     return "storage" if (spec or {}).get("kind") == "llvm" and not accumulate else "mixed"
 
 
-def round_fp16_parts(prepared, rounding: str = "all"):
-    """``prepared`` (an ONNX model already through ``prepare_onnx``) with ``fp16_plan``'s fp16
-    parts rounded to fp16 in fp32 arithmetic (``emulate_fp16_storage``); returns (model, a
-    line naming the parts)."""
-    parts = fp16_plan(prepared)
-    region = {o for _, part, fp16 in parts if fp16 for n in part.graph.node for o in n.output}
-    plan = ", ".join(f"{name} {'fp16' if fp16 else 'fp32'}" for name, _, fp16 in parts)
-    return emulate_fp16_storage(prepared, region, rounding), plan
+def round_reduced_parts(prepared, precision: str = "fp16", rounding: str = "all"):
+    """``prepared`` (an ONNX model already through ``prepare_onnx``) with ``reduced_plan``'s
+    reduced parts rounded to ``precision`` in fp32 arithmetic (``emulate_storage``); returns
+    (model, a line naming the parts)."""
+    parts = reduced_plan(prepared)
+    region = {o for _, part, reduced in parts if reduced for n in part.graph.node for o in n.output}
+    plan = ", ".join(f"{name} {precision if reduced else 'fp32'}" for name, _, reduced in parts)
+    return emulate_storage(prepared, region, rounding, precision), plan
 
 
-def emulate_fp16_plan(model, input_name: str, shape: tuple, rounding: str = "all"):
-    """The prepared model with ``fp16_plan``'s fp16 parts rounded as the engine rounds them
-    (or only their weights / activations, see ``emulate_fp16_storage``), for onnxruntime: the
-    reference that separates fp16 rounding from compiler error.
+def emulate_plan(model, input_name: str, shape: tuple, precision: str = "fp16", rounding: str = "all"):
+    """The prepared model with ``reduced_plan``'s reduced parts rounded as the engine rounds
+    them (or only their weights / activations, see ``emulate_storage``), for onnxruntime: the
+    reference that separates the rounding from compiler error.
     Returns (model, a line naming the parts)."""
-    return round_fp16_parts(prepare_onnx(model, input_name, shape), rounding)
+    return round_reduced_parts(prepare_onnx(model, input_name, shape), precision, rounding)
 
 
 def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: dict | None = None,
              mode: str = "mixed"):
     """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
 
-    fp16, ``mode`` "mixed": the parts ``fp16_plan`` marks are converted with ToMixedPrecision
-    (fp32 accumulation), each part its own function in the module; "storage": those parts'
-    weights and activations are rounded to fp16 and computed in fp32 (``fp16_mode``).
-    exp/erf/tanh/softmax become TVM's fast
-    (polynomial) forms, which LLVM vectorises: otherwise each element is a scalar libm call,
-    and GELU and softmax then take a large share of a tuned CPU engine's time.
+    fp16, ``mode`` "mixed": the parts ``reduced_plan`` marks are converted with
+    ToMixedPrecision (fp32 accumulation), each part its own function in the module; "storage"
+    (and always for bf16): those parts' weights and activations are rounded to the precision and
+    computed in fp32 (``reduced_mode``). exp/erf/tanh/softmax become TVM's fast (polynomial)
+    forms, which LLVM vectorises: otherwise each element is a scalar libm call, and GELU and
+    softmax then take a large share of a tuned CPU engine's time.
     ``accumulate`` (``fp16_accumulate.setting``'s value, for fp16): the fp16 parts' matmuls
     accumulate in fp16 with an fp32 sum every ``accumulate["chunk"]`` terms.
     """
-    if mode not in FP16_MODES:
-        raise ValueError(f"fp16 mode must be one of {FP16_MODES}, got {mode!r}")
-    if precision == "fp16" and mode == "storage":
-        rounded, parts = round_fp16_parts(model)
+    if mode not in MODES:
+        raise ValueError(f"reduced-precision mode must be one of {MODES}, got {mode!r}")
+    if precision in REDUCED and (mode == "storage" or precision == "bf16"):
+        rounded, parts = round_reduced_parts(model, precision)
         return (_fast_math(_import(rounded, input_name, shape)),
-                parts.replace("fp16", "fp16 values in fp32 arithmetic (weights and activations rounded to fp16)"))
+                parts.replace(precision, f"{precision} values in fp32 arithmetic (weights and activations rounded "
+                                         f"to {precision})"))
     mod, plan = _to_relax(model, input_name, shape, precision)
     if precision != "fp16" or not accumulate:
         return mod, plan
@@ -115,7 +123,7 @@ def _to_relax(model, input_name: str, shape: tuple, precision: str):
 
     if precision == "fp32":
         return _fast_math(_import(model, input_name, shape)), "all fp32"
-    parts = fp16_plan(model)
+    parts = reduced_plan(model)
     if len(parts) == 1:
         mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
         return _fast_math(mixed(_import(model, input_name, shape))), "fp16 compute, fp32 accumulate/IO"

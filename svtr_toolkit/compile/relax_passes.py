@@ -18,6 +18,26 @@ def _call_rewrite_pass(pattern, rewriter, name: str):
     return _pass
 
 
+def _kernel_rewrite_pass(patterns, rewriter, name: str):
+    """As ``_call_rewrite_pass``, for rewrites that add kernels: ``rewriter(call, matches,
+    builder)`` may ``builder.add_func`` a PrimFunc and call it; every pattern is applied in turn."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        builder = relax.BlockBuilder(mod)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                for pattern in patterns:
+                    func = rewrite_call(pattern, lambda call, matches: rewriter(call, matches, builder), func)
+                builder.update_func(gv, func)
+        return builder.get()
+
+    return _pass
+
+
 def _out_dtype(attrs) -> str | None:
     """An op's ``out_dtype`` attribute, None where it is unset (the op's input dtype)."""
     out_dtype = str(attrs.out_dtype)
@@ -94,6 +114,52 @@ def canonical_elementwise():
     return _pass
 
 
+def bf16_rounding():
+    """``astype(astype(x, bfloat16), float32)`` (the bf16 storage plan's rounding of a value)
+    as an explicit round-to-nearest-even on x's bits.
+
+    Why: TVM legalises bfloat16 by computing in fp32 and rounding only where a bf16 value is
+    stored to memory; a round trip fused into a kernel is never stored, so the rounding
+    vanished and the engine computed fp32 values (measured: the bf16 rounding of a fused
+    matmul's output was not applied at all).
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_op, wildcard
+
+    value = wildcard()
+    narrow = is_op("relax.astype")(value)
+    pattern = is_op("relax.astype")(narrow)
+
+    def rewriter(call, matches, builder):
+        inner = matches[narrow]
+        if str(inner.attrs.dtype) != "bfloat16" or str(call.attrs.dtype) != "float32" \
+                or str(matches[value].ty.dtype) != "float32":
+            return call
+        kernel = builder.add_func(_round_bf16_kernel(matches[value].ty), "round_bf16")
+        return relax.call_tir(kernel, [matches[value]], matches[value].ty)
+
+    return _kernel_rewrite_pass([pattern], rewriter, "Bf16Rounding")
+
+
+def _round_bf16_kernel(ty):
+    """A PrimFunc rounding a float32 tensor of type ``ty`` to bf16 values. Its input is read
+    once (a Let): chains of these are inlined into each other, and an expression naming its
+    input three times would grow threefold with every link. (A NaN keeps its top mantissa
+    bits; the quiet NaNs arithmetic produces stay NaN.)"""
+    from tvm import te, tirx
+
+    x = te.placeholder(_int64([int(d) for d in ty.shape]), "float32", "x")
+
+    def rounded(*index):
+        bits = tirx.Var("bits", "uint32")
+        even = (bits >> tirx.const(16, "uint32")) & tirx.const(1, "uint32")
+        kept = (bits + tirx.const(0x7FFF, "uint32") + even) & tirx.const(0xFFFF0000, "uint32")
+        return tirx.Let(bits, tirx.reinterpret("uint32", x[index]), tirx.reinterpret("float32", kept))
+
+    out = te.compute(x.shape, rounded, name="round_bf16")
+    return te.create_prim_func([x, out]).without_attr("global_symbol")
+
+
 def network_to_nhwc():
     """Every 2-D convolution in NHWC with HWIO weights, and the layout carried through the
     ops between them (``ConvertLayout``), so the network runs channels-last from its first
@@ -155,11 +221,9 @@ def pack_weights(target):
     no run-time cost (docs give the measured effect). The products are the same sums in the
     same order, so the results are bitwise those of the unpacked engine. Weights one register
     tile wide are already contiguous panels and are left alone, as is every other operation.
-    (Not ``_call_rewrite_pass``: each rewrite also adds its kernel to the module.)
     """
-    import tvm
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_const, is_op, wildcard
 
     from .schedule_rules.common import CpuModel
 
@@ -168,58 +232,48 @@ def pack_weights(target):
     conv = is_op("relax.nn.conv2d")(data, weight)
     model = CpuModel.of(target)
 
-    @tvm.transform.module_pass(opt_level=0, name="PackWeights")
-    def _pass(mod, _ctx):
-        builder = relax.BlockBuilder(mod)
-
-        def rewriter(call, matches):
-            x, w = matches[data], matches[weight]
-            try:
-                x_shape = [int(d) for d in x.ty.shape]
-                w_shape = [int(d) for d in w.ty.shape]
-            except (TypeError, ValueError, AttributeError):
-                return call  # symbolic shapes
-            dtype = str(w.ty.dtype)
-            if str(x.ty.dtype) != dtype or _out_dtype(call.attrs) not in (None, dtype):
+    def rewriter(call, matches, builder):
+        x, w = matches[data], matches[weight]
+        try:
+            x_shape = [int(d) for d in x.ty.shape]
+            w_shape = [int(d) for d in w.ty.shape]
+        except (TypeError, ValueError, AttributeError):
+            return call  # symbolic shapes
+        dtype = str(w.ty.dtype)
+        if str(x.ty.dtype) != dtype or _out_dtype(call.attrs) not in (None, dtype):
+            return call
+        if call.op.name == "relax.matmul":
+            if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0]:
                 return call
-            if call.op.name == "relax.matmul":
-                if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0]:
-                    return call
-                layout = _weight_panels(w.value.numpy(), model)
-                if layout is None:
-                    return call
-                panels, padded, nr = layout
-                kernel = _panel_matmul(x_shape, *w_shape, padded, nr, dtype)
-                name, out_shape = "matmul_packed", [*x_shape[:-1], w_shape[1]]
-            else:
-                attrs = call.attrs
-                if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
-                        or int(attrs.groups) != 1 or len(w_shape) != 4 or w_shape[0] * w_shape[1] == 1:
-                    return call
-                layout = _weight_panels(w.value.numpy(), model)
-                if layout is None:
-                    return call
-                panels, padded, nr = layout
-                window = _Window([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
-                                 [int(v) for v in attrs.dilation])
-                kernel = _panel_conv(x_shape, w_shape, padded, nr, window, dtype)
-                name, out_shape = "conv2d_packed", window.out_shape(x_shape, w_shape)
-            handle = builder.add_func(kernel, name)
-            return relax.call_tir(handle, [x, relax.const(panels)], relax.TensorType(out_shape, dtype))
+            layout = _weight_panels(w.value.numpy(), model)
+            if layout is None:
+                return call
+            panels, padded, nr = layout
+            kernel = _panel_matmul(x_shape, *w_shape, padded, nr, dtype)
+            name, out_shape = "matmul_packed", [*x_shape[:-1], w_shape[1]]
+        else:
+            attrs = call.attrs
+            if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
+                    or int(attrs.groups) != 1 or len(w_shape) != 4 or w_shape[0] * w_shape[1] == 1:
+                return call
+            layout = _weight_panels(w.value.numpy(), model)
+            if layout is None:
+                return call
+            panels, padded, nr = layout
+            window = _Window([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                             [int(v) for v in attrs.dilation])
+            kernel = _panel_conv(x_shape, w_shape, padded, nr, window, dtype)
+            name, out_shape = "conv2d_packed", window.out_shape(x_shape, w_shape)
+        handle = builder.add_func(kernel, name)
+        return relax.call_tir(handle, [x, relax.const(panels)], relax.TensorType(out_shape, dtype))
 
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                func = rewrite_call(matmul, rewriter, func)
-                builder.update_func(gv, rewrite_call(conv, rewriter, func))
-        return builder.get()
-
-    return _pass
+    return _kernel_rewrite_pass([matmul, conv], rewriter, "PackWeights")
 
 
 def _weight_panels(weights, model):
     """(panels, padded width, nr) for a weight whose last axis is the output (N, Co):
     [padded / nr, *leading axes, nr], zero beyond the width; None when one tile is the whole
-    width or the width's tile is not whole vectors."""
+    width already (nothing to lay out or pad) or the width's tile is not whole vectors."""
     import numpy as np
 
     from .schedule_rules.contraction import register_tile_width
@@ -228,7 +282,7 @@ def _weight_panels(weights, model):
     width = weights.shape[-1]
     padded = panel_width(width, model, bits)
     nr = register_tile_width(padded, model, bits)
-    if nr >= padded or padded % nr or nr % model.lanes(bits):
+    if (nr >= padded and padded == width) or padded % nr or nr % model.lanes(bits):
         return None
     full = np.zeros((*weights.shape[:-1], padded), weights.dtype)
     full[..., :width] = weights

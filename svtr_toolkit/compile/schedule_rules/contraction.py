@@ -30,6 +30,9 @@ PANEL_BYTES = 48 * 1024
 PANEL_ROWS = 48
 # Output widths up to this many vectors are one register tile wide.
 WHOLE_ROW_VECTORS = 4
+# A reused operand's panel beyond this is read in reduction blocks of this size, each staying
+# in the L1 data cache (48 KiB on current x86 cores) while every row tile passes over it.
+PANEL_L1_BYTES = 24 * 1024
 # Rows of the broadcast operand one task keeps while every j-tile passes over them: the block
 # stays in the L2 cache instead of being streamed from memory once per j-tile.
 ROW_BLOCK_BYTES = 256 * 1024
@@ -61,6 +64,7 @@ class _Tile:
     inner: list  # the register tile's loops: [rows, j] (or [j] for plain reductions)
     nr: int
     lanes: int
+    reduction: object  # the outermost reduction loop: the partial sums are zeroed before it
 
 
 class TiledContraction(CpuRule):
@@ -156,8 +160,9 @@ class TiledContraction(CpuRule):
     def tile(self, sch, kernel: _Kernel, target) -> _Tile | None:
         """The register tile (``CpuModel.tile_vectors`` / ``tile_rows``) and the loops around
         it, fused into one parallel loop: j-tiles inside row blocks of ROW_BLOCK_BYTES, so the
-        broadcast operand is read from memory once; with a reused operand to ``pack`` at run
-        time, j-tiles outside the rows instead."""
+        broadcast operand is read from memory once, and a long reduction in blocks whose slice
+        of the reused operand's panel stays in L1 (``_reduction_block``); with a reused operand
+        to ``pack`` at run time, j-tiles outside the rows instead."""
         main, spatial = kernel.main, kernel.spatial
         stmt = sch.get(main.block_rv)
         model = CpuModel.of(target)
@@ -175,7 +180,7 @@ class TiledContraction(CpuRule):
             sch.reorder(*s_loops[:-1], jo, *r_loops, ji)
             tile = sch.fuse(*s_loops[:-1], jo)
             sch.parallel(tile)
-            return _Tile(tile, [ji], nr, lanes)
+            return _Tile(tile, [ji], nr, lanes, r_loops[0])
 
         nr = register_tile_width(width, model, bits)
         row = _row_axis(spatial, read_vars(stmt))
@@ -198,15 +203,21 @@ class TiledContraction(CpuRule):
             anchor = io
         else:
             row_tiles = _row_tiles_per_block(_extent(sch, [io]), mr * reduction_bytes, _extent(sch, [jo]))
+            blocks = []
             if row_tiles is not None:
                 ib, io = sch.split(io, [None, row_tiles])
-                sch.reorder(*outer, ib, jo, io, *r_loops, ii, ji)
-                anchor = sch.fuse(*outer, ib, jo, io)
-            else:
-                sch.reorder(*outer, jo, io, *r_loops, ii, ji)
-                anchor = sch.fuse(*outer, jo, io)
+                blocks = [ib]
+            kc = _reduction_block(r_loops, extents[len(spatial):], nr * bits // 8)
+            if kc is not None:  # K-blocks outside the row tiles: each slice of the panel stays in L1
+                ko, ki = sch.split(r_loops[0], [None, kc])
+                sch.reorder(*outer, *blocks, jo, ko, io, ki, ii, ji)
+                anchor = sch.fuse(*outer, *blocks, jo)
+                sch.parallel(anchor)
+                return _Tile(anchor, [ii, ji], nr, lanes, ko)
+            sch.reorder(*outer, *blocks, jo, io, *r_loops, ii, ji)
+            anchor = sch.fuse(*outer, *blocks, jo, io)
             sch.parallel(anchor)
-        return _Tile(anchor, [ii, ji], nr, lanes)
+        return _Tile(anchor, [ii, ji], nr, lanes, r_loops[0])
 
     @staticmethod
     def pack(sch, main, panel: int, task) -> None:
@@ -230,8 +241,7 @@ class TiledContraction(CpuRule):
         else:
             epilogue = sch.cache_write(kernel.main.block_rv, 0, "global")
         sch.reverse_compute_at(epilogue, tile.anchor, preserve_unit_loops=True)
-        first_reduction = sch.get_loops(kernel.main.block_rv)[-(len(kernel.reduce) + len(tile.inner))]
-        init = sch.decompose_reduction(kernel.main.block_rv, first_reduction)
+        init = sch.decompose_reduction(kernel.main.block_rv, tile.reduction)
         for block in (init, epilogue):
             vectorise_whole(sch, sch.get_loops(block)[-1], tile.lanes)
         if len(tile.inner) == 2 and (int_extent(sch, tile.inner[0]) or 1) > 1:
@@ -283,6 +293,16 @@ def _innermost_index_moves_with(region, var_name: str) -> bool:
     from tvm.tirx.analysis import undefined_vars
 
     return var_name in {v.name for v in undefined_vars(region.region[-1].min)}
+
+
+def _reduction_block(r_loops, extents, panel_row_bytes: int) -> int | None:
+    """The reduction's block (kc) when the reused operand's K x nr panel is larger than
+    PANEL_L1_BYTES: the divisor of K that keeps a kc x nr slice of it in the L1 cache while
+    every row tile of the task passes over it. One reduction loop only (a matmul's K)."""
+    if len(r_loops) != 1 or extents[0] * panel_row_bytes <= PANEL_L1_BYTES:
+        return None
+    kc = divisor_near(extents[0], max(1, PANEL_L1_BYTES // panel_row_bytes), lowest=16)
+    return kc if 1 < kc < extents[0] else None
 
 
 def _row_tiles_per_block(row_tiles: int, tile_bytes: int, j_tiles: int) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor
+from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor, vectorise_whole
 from .rule import CpuRule
 
 # Accumulator vectors of the register tile: leaves room for the weight vector and the input
@@ -29,12 +29,13 @@ class DepthwiseConv(CpuRule):
             return False
         spatial = [it for it in main.iters if it.kind == "S"]
         reduce = [it for it in main.iters if it.kind == "R"]
-        self._inline_producers_and_epilogue(sch, blocks, main)
+        windows = self._producers(sch, blocks, main)
         loops = [it.loop_rv for it in main.iters]
         extents = [int_extent(sch, loop) for loop in loops]
         if None in extents:
             return False
         anchor, tile_rows, tile_vector = self._tile(sch, target, main, spatial, reduce, extents)
+        self._windows(sch, windows, anchor, target)
         self._epilogue(sch, blocks, main, anchor, reduce)
         if (int_extent(sch, tile_rows) or 1) > 1:
             sch.unroll(tile_rows)
@@ -67,15 +68,31 @@ class DepthwiseConv(CpuRule):
         return main
 
     @staticmethod
-    def _inline_producers_and_epilogue(sch, blocks, main):
-        """The zero padding inlined into the window reads: its bounds test depends on the
-        window position, not on the channel, so it is one scalar test per vector load and the
-        vectors stay whole. The epilogue's blocks inlined into its last one."""
+    def _producers(sch, blocks, main) -> list:
+        """The zero padding is computed per tile into a small window (returned, placed by
+        ``_windows``): inlined, its bounds test is a branch at every tap, and the branches keep
+        LLVM from holding the tile's partial sums in registers (they went to memory at every
+        tap). Other producers and the epilogue's blocks are inlined."""
         index = blocks.index(main)
+        windows = []
         for block in blocks[:index]:
-            sch.compute_inline(block.block_rv)
+            if "if_then_else" in str(sch.get(block.block_rv).body):
+                windows.append(block.block_rv)
+            else:
+                sch.compute_inline(block.block_rv)
         for block in blocks[index + 1:-1]:
             sch.compute_inline(block.block_rv)
+        return windows
+
+    @staticmethod
+    def _windows(sch, windows, anchor, target) -> None:
+        """Each padding window filled per tile, vectorised along the channels."""
+        for window in windows:
+            sch.compute_at(window, anchor, preserve_unit_loops=True)
+            sch.set_scope(window, 0, "local")
+            inner = sch.get_loops(window)[-1]
+            lanes = CpuModel.of(target).lanes(sch.get(window).writes[0].source.dtype.bits)
+            vectorise_whole(sch, inner, lanes)
 
     @staticmethod
     def _tile(sch, target, main, spatial, reduce, extents):
@@ -109,9 +126,16 @@ class DepthwiseConv(CpuRule):
         else:
             epilogue = sch.cache_write(main.block_rv, 0, "global")
             sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
+        _local(sch, main.block_rv)
         r_first = sch.get_loops(main.block_rv)[-(len(reduce) + 2)]
         init = sch.decompose_reduction(main.block_rv, r_first)
         for block in (init, epilogue):
             inner = sch.get_loops(block)[-1]
             if (int_extent(sch, inner) or 1) > 1:
                 sch.vectorize(inner)
+
+
+def _local(sch, block) -> None:
+    """The buffer ``block`` writes, computed per tile, in the tile's own stack frame: a "global"
+    buffer under a parallel loop is a workspace allocation (a runtime call) per tile."""
+    sch.set_scope(block, 0, "local")
