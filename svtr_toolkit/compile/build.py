@@ -217,6 +217,8 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     note = getattr(target.module, "precision_note", lambda *_: None)(target.spec, precision, accumulate)
     if note:
         log(f"note: {note}")
+    if hasattr(target.module, "arithmetic"):
+        meta["arithmetic"] = target.module.arithmetic(target.spec, precision, accumulate)
     tvm_target = target.tvm_target()
     if target.module.TUNED:
         meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)

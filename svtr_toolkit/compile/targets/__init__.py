@@ -13,6 +13,9 @@ TVM's own ``relax/backend/<target>/pipeline.py`` does:
 - optionally ``precision_note(spec, precision, accumulate)``: a line the build prints when a
   precision means something else on this device (fp16 without fp16 arithmetic; ``accumulate``
   is the build's K-chunked fp16 setting);
+- optionally ``arithmetic(spec, precision, accumulate)``: what the engine's matrix products
+  compute in, in words ("emulated" where a precision's values are computed in fp32), recorded
+  in the build description as ``arithmetic``;
 - optionally ``build(model_path, input_name, shape, precision, out_path, spec)``: an own
   build (IGIE compiles the ONNX file itself), used instead of ``tvm.compile``.
 

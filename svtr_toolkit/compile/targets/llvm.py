@@ -86,6 +86,11 @@ def pipeline(target, database=None, report: dict | None = None):
 def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -> str | None:
     """What a precision means on this CPU, when it is not what the name suggests
     (``accumulate``: the build's K-chunked fp16 setting, None when off)."""
+    if precision == "bf16":
+        if has_bf16_matrix_arithmetic(spec):
+            return None
+        return ("this CPU has no bf16 matrix arithmetic the toolkit uses (AMX tiles): bf16 here means bf16 values "
+                "(weights and activations rounded to bf16) in fp32 arithmetic, about as fast as an fp32 engine")
     if precision != "fp16":
         return None
     from ..fp16_accumulate import has_fp16_arithmetic
@@ -99,3 +104,26 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
         return ("this CPU has no fp16 arithmetic: the fp16 operations are emulated (every one widened to fp32 and "
                 "rounded back); such an engine checks the numerics of an fp16 CPU and is much slower than an fp32 engine")
     return None
+
+
+def has_bf16_matrix_arithmetic(spec: dict | None) -> bool:
+    """Whether an LLVM target spec has the bf16 matrix instructions the toolkit's bf16 kernels
+    use (AMX tiles with bf16: ``tdpbf16ps``)."""
+    attrs = set((spec or {}).get("mattr") or [])
+    return bool(spec) and spec.get("kind") == "llvm" and {"+amx-tile", "+amx-bf16"} <= attrs
+
+
+def arithmetic(spec: dict, precision: str, accumulate: dict | None = None) -> str:
+    """What an engine of ``precision`` computes its matrix products in on this CPU, in words;
+    "emulated" when the precision's values are computed in fp32 arithmetic."""
+    from ..fp16_accumulate import has_fp16_arithmetic
+
+    if precision == "fp32":
+        return "fp32"
+    if precision == "fp16":
+        if accumulate is None:
+            return "fp32 (fp16 values: emulated)"
+        return "fp16 (K-chunked, fp32 sums)" if has_fp16_arithmetic(spec) else "fp16 (every operation emulated)"
+    if has_bf16_matrix_arithmetic(spec):
+        return "bf16 matrix products (AMX tiles, fp32 sums), fp32 elsewhere"
+    return "fp32 (bf16 values: emulated)"
