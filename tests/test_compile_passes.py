@@ -104,7 +104,8 @@ def test_fp16_emulation_rounds_the_fp16_part_like_the_engine(tiny, tmp_path, x):
 def test_fp16_storage_mode_computes_the_rounded_values_in_fp32(tiny):
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
     mod, plan = precision.to_relax(prepared, "x", SHAPE, "fp16", mode="storage")
-    assert plan.startswith("rectifier fp32") and "fp16 values in fp32 arithmetic" in plan and "head fp32" in plan
+    assert plan.startswith("rectifier fp32") and "fp16 (weights and activations rounded to fp16, fp32 arithmetic)" in plan
+    assert "head fp32" in plan
     script = mod.script()
     # fp16 appears only as the rounding casts' target, never as an operand of arithmetic
     fp16_ops = {line.split("= R.")[1].split("(")[0] for line in script.splitlines()
@@ -126,7 +127,7 @@ def test_storage_engine_is_onnxruntime_on_the_same_rounding(tiny, tmp_path, x, r
     path = str(tmp_path / f"tiny_{reduced}_storage.so")
     meta = build.build_engine(tiny, "x", SHAPE, reduced, targets.select_target("llvm"), path, log=lambda *_: None,
                               accumulate={"mode": "off", "chunk": None})
-    assert f"{reduced} values in fp32 arithmetic" in meta["precision_plan"]
+    assert f"recogniser {reduced} (" in meta["precision_plan"]
     out = np.asarray(runtime.load_engine(path).run(x))
     rounding = np.abs(reference - fp32)
     assert np.array_equal(out.argmax(-1), reference.argmax(-1))

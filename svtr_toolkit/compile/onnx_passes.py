@@ -202,7 +202,9 @@ def split_ctc_head(model: onnx.ModelProto):
 _MOVE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Concat", "Flatten", "Shape", "Gather"}
 
 
-EMULATED_ROUNDINGS = ("all", "weights", "activations")
+EMULATED_ROUNDINGS = ("all", "weights", "activations", "products")
+# ops whose first two inputs are the operands of matrix products (the "products" rounding)
+PRODUCT_OPS = {"Conv", "MatMul", "Gemm"}
 
 
 REDUCED_STORAGE = ("fp16", "bf16")  # the reduced precisions a region's values can be rounded to
@@ -229,7 +231,11 @@ def emulate_storage(model: onnx.ModelProto, region: set, rounding: str = "all",
     where this rounds every one) well enough to tell the rounding apart from compiler error:
     if onnxruntime with this rounding gains and loses the same share of samples, the rounding is
     the cause. ``rounding`` "weights" or "activations" rounds only the constants or only the
-    computed tensors: which of the two moves the accuracy.
+    computed tensors: which of the two moves the accuracy. "products" rounds only what the
+    region's products by weights read (both operands of every Conv, MatMul and Gemm with a
+    constant operand) and keeps every other value fp32: the arithmetic of bf16 matrix
+    instructions (bf16 operands, fp32 sums), with the epilogues around them and the products of
+    two activations (attention) in fp32.
     """
     from onnx import TensorProto
 
@@ -255,8 +261,28 @@ def emulate_storage(model: onnx.ModelProto, region: set, rounding: str = "all",
                 helper.make_node("Cast", [f"{new_name}__{precision}"], [new_name], to=TensorProto.FLOAT)]
 
     renamed, nodes = {}, []
+
+    def rounded_input(name):
+        """``name`` rounded once: a rounded copy of a constant, or a round trip of a tensor."""
+        if name not in renamed:
+            renamed[name] = f"{name}__as_{precision}"
+            if name in values:
+                out.graph.initializer.append(numpy_helper.from_array(round_to(values[name], precision),
+                                                                     renamed[name]))
+            else:
+                nodes.extend(round_trip(name, renamed[name]))
+        return renamed[name]
+
     for node in out.graph.node:
         if node.op_type == "Constant" or not set(node.output) & region:
+            nodes.append(node)
+            continue
+        if rounding == "products":
+            if node.op_type in PRODUCT_OPS and any(name in values for name in node.input[:2]):
+                for k, name in enumerate(node.input[:2]):
+                    constant = name in values and values[name].dtype == np.float32 and values[name].size > 0
+                    if constant or (name not in values and types.get(name) == TensorProto.FLOAT):
+                        node.input[k] = rounded_input(name)
             nodes.append(node)
             continue
         for k, name in enumerate(node.input):

@@ -70,17 +70,24 @@ def reduced_mode(precision: str, spec: dict | None, accumulate: dict | None) -> 
     return "storage" if (spec or {}).get("kind") == "llvm" and not accumulate else "mixed"
 
 
-def round_reduced_parts(prepared, precision: str = "fp16", rounding: str = "all"):
+# What each reduced precision rounds (``onnx_passes.emulate_storage``): fp16 every weight and
+# activation of the recogniser (as an engine holding fp16 tensors); bf16 what its matrix
+# products read (as bf16 matrix instructions: bf16 operands, fp32 sums and epilogues).
+ROUNDING = {"fp16": "all", "bf16": "products"}
+
+
+def round_reduced_parts(prepared, precision: str = "fp16", rounding: str | None = None):
     """``prepared`` (an ONNX model already through ``prepare_onnx``) with ``reduced_plan``'s
-    reduced parts rounded to ``precision`` in fp32 arithmetic (``emulate_storage``); returns
-    (model, a line naming the parts)."""
+    reduced parts rounded to ``precision`` in fp32 arithmetic (``emulate_storage``; ``rounding``
+    defaults to the precision's ``ROUNDING``); returns (model, a line naming the parts)."""
+    rounding = ROUNDING[precision] if rounding is None else rounding
     parts = reduced_plan(prepared)
     region = {o for _, part, reduced in parts if reduced for n in part.graph.node for o in n.output}
     plan = ", ".join(f"{name} {precision if reduced else 'fp32'}" for name, _, reduced in parts)
     return emulate_storage(prepared, region, rounding, precision), plan
 
 
-def emulate_plan(model, input_name: str, shape: tuple, precision: str = "fp16", rounding: str = "all"):
+def emulate_plan(model, input_name: str, shape: tuple, precision: str = "fp16", rounding: str | None = None):
     """The prepared model with ``reduced_plan``'s reduced parts rounded as the engine rounds
     them (or only their weights / activations, see ``emulate_storage``), for onnxruntime: the
     reference that separates the rounding from compiler error.
@@ -105,9 +112,9 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
         raise ValueError(f"reduced-precision mode must be one of {MODES}, got {mode!r}")
     if precision in REDUCED and (mode == "storage" or precision == "bf16"):
         rounded, parts = round_reduced_parts(model, precision)
-        return (_fast_math(_import(rounded, input_name, shape)),
-                parts.replace(precision, f"{precision} values in fp32 arithmetic (weights and activations rounded "
-                                         f"to {precision})"))
+        held = ("weights and activations rounded to fp16, fp32 arithmetic" if ROUNDING[precision] == "all" else
+                f"the operands of its matrix products rounded to {precision}, fp32 sums and everything else fp32")
+        return _fast_math(_import(rounded, input_name, shape)), parts.replace(precision, f"{precision} ({held})")
     mod, plan = _to_relax(model, input_name, shape, precision)
     if precision != "fp16" or not accumulate:
         return mod, plan

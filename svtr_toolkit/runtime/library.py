@@ -37,3 +37,31 @@ def load_module(path: str, identity: str):
         copy = os.path.join(private, os.path.basename(real))
         shutil.copyfile(path, copy)
         return tvm.runtime.load_module(copy)
+
+
+def uses_amx(meta: dict) -> bool:
+    """Does the engine's code use AMX tiles (its LLVM target switches them on)?"""
+    target = meta.get("target") or {}
+    return target.get("kind") == "llvm" and "+amx-tile" in (target.get("mattr") or [])
+
+
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+_SYS_ARCH_PRCTL = 158  # x86-64
+
+
+def request_amx_state() -> str | None:
+    """Ask Linux for this process's AMX tile state; None when granted, else why not.
+
+    Why: Linux gives a process the (8 KiB) AMX register state only on request; an AMX
+    instruction before that kills the process with SIGILL, which no error handling can turn into
+    a message. Asked once per process (a repeated request is granted at no cost)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"AMX needs Linux on x86-64, this is {platform.system()} on {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        return f"the kernel refused the AMX tile state ({os.strerror(ctypes.get_errno())})"
+    return None

@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import ToolkitError, last_line, pending_interrupt
 from ..threads import use_all_cpu_cores
 from .base import Backend
-from .library import image_identity, load_module
+from .library import image_identity, load_module, request_amx_state, uses_amx
 
 
 def open_device(kind: str):
@@ -40,6 +40,11 @@ class TvmBackend(Backend):
         from tvm import relax
 
         device = open_device(kind)
+        if uses_amx(self.metadata):
+            refused = request_amx_state()
+            if refused:
+                raise ToolkitError(f"cannot run engine {path}: it uses AMX tiles and {refused}; rebuild it on this "
+                                   f"machine (its build then leaves AMX out)")
         try:
             return device, relax.VirtualMachine(load_module(path, image_identity(path, self.metadata)), device)
         except Exception as exc:

@@ -7,6 +7,7 @@ that none did), for the build's report.
 """
 from __future__ import annotations
 
+from .amx import AmxContraction
 from .chunked_contraction import ChunkedContraction
 from .contraction import TiledContraction
 from .depthwise import DepthwiseConv
@@ -21,8 +22,8 @@ def default_rules() -> list:
     # Contractions before row reductions: a matmul with an elementwise epilogue also
     # matches dlight's Reduction pattern (reduction then injective), and would lose its
     # register tiling there; so would a channels-last pooling its vectors along the channels.
-    # The K-chunked fp16 matmul is recognised by its block names only.
-    return [ChunkedContraction(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
+    # The K-chunked fp16 and the AMX bf16 matmuls are recognised by their block names only.
+    return [AmxContraction(), ChunkedContraction(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
             RowReduction(), Injective(), ParallelFallback()]
 
 

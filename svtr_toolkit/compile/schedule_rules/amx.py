@@ -1,0 +1,187 @@
+"""bf16 matrix products on AMX tiles (Intel AMX-BF16: ``tdpbf16ps``), fp32 sums.
+
+The kernel (``relax_passes.bf16_matmuls``) has three blocks: ``bf16_a`` (the activations'
+bf16 bits, their reduction axis padded with zeros to whole 32-term tile rows), ``bf16_matmul``
+(the fp32 sums over the padded reduction, output columns padded to whole 16-column tiles,
+reading the weights as panels of bf16 pairs [Np / 16, Kp / 2, 16, 2]), and at most an
+elementwise epilogue (the columns kept, bias, activation, rounding). Scheduled as:
+
+- a parallel loop over blocks of output rows (an image row of an NHWC map: the rows along the
+  output width) and over column blocks of ``cols`` tile columns;
+- the block's activations converted to bf16 once per row block (``bf16_a`` computed there);
+- the product of a block (its zeroing included) tensorized with an AMX intrinsic generated for
+  its shape: for each 16-row tile of the block, its ``cols`` accumulator tiles zeroed in the
+  tile registers, then for every 32 terms one activation tile and ``cols`` weight tiles loaded
+  and multiplied, and the sums stored;
+- the epilogue computed per block from those sums.
+
+An AMX tile register holds 16 rows of 64 bytes; eight registers are used as ``cols``
+accumulators, one activation tile and ``cols`` weight tiles (``cols`` <= 3). The tile
+configuration is loaded at the start of each intrinsic call and released at its end. The
+process must have asked the kernel for the AMX state first (``runtime.library``).
+"""
+from __future__ import annotations
+
+from .common import divisor_near, int_extent
+from .rule import CpuRule
+
+A_BLOCK = "bf16_a"
+MATMUL_BLOCK = "bf16_matmul"
+TILE_ROWS = 16  # rows of an AMX tile
+TILE_K = 32  # bf16 terms per tile row (64 bytes)
+TILE_COLS = 16  # fp32 columns of an accumulator tile (64 bytes)
+MAX_COL_TILES = 3  # accumulators per call: 3 + 1 activation tile + 3 weight tiles <= 8 registers
+# Rows per parallel task at most (a long 2-D product is cut into blocks this size).
+MAX_BLOCK_ROWS = 128
+
+
+def column_tiles(padded_width: int) -> int:
+    """Accumulator tiles per intrinsic call for a padded output width (a multiple of 16)."""
+    tiles = padded_width // TILE_COLS
+    for cols in range(MAX_COL_TILES, 0, -1):
+        if tiles % cols == 0:
+            return cols
+    return 1
+
+
+def tile_rows(rows: int) -> int:
+    """Rows per AMX tile for a block of ``rows``: the largest divisor up to 16."""
+    return divisor_near(rows, TILE_ROWS)
+
+
+class AmxContraction(CpuRule):
+    name = "amx-bf16"
+
+    def schedule(self, sch, blocks, target):
+        names = [b.name for b in blocks]
+        if A_BLOCK not in names or MATMUL_BLOCK not in names:
+            return False
+        a_block, main = blocks[names.index(A_BLOCK)], blocks[names.index(MATMUL_BLOCK)]
+        after = blocks[names.index(MATMUL_BLOCK) + 1:]
+        if not all(b.is_injective() for b in after) or names.index(A_BLOCK) != names.index(MATMUL_BLOCK) - 1:
+            return False
+        loops = sch.get_loops(main.block_rv)
+        extents = [int_extent(sch, loop) for loop in loops]
+        if None in extents or len(loops) < 3:
+            return False
+        *outer, rows_loop, cols_loop, k_loop = loops
+        rows, width, depth = extents[-3:]
+        if width % TILE_COLS or depth % TILE_K:
+            return False
+        block_rows = rows if rows <= MAX_BLOCK_ROWS else divisor_near(rows, MAX_BLOCK_ROWS, lowest=TILE_ROWS)
+        mt = tile_rows(block_rows)
+        cols = column_tiles(width)
+
+        # tile: row blocks and column blocks, parallel over everything outside the block
+        ro, ri = sch.split(rows_loop, [None, block_rows])
+        co, ci = sch.split(cols_loop, [None, cols * TILE_COLS])
+        sch.reorder(*outer, ro, co, ri, ci, k_loop)
+        task = sch.fuse(*outer, ro)
+        sch.parallel(task)
+        # the activations of a row block converted once, for all its column blocks
+        sch.compute_at(a_block.block_rv, task, preserve_unit_loops=True)
+        _vectorise_innermost(sch, a_block.block_rv, 32)
+        # the epilogue per block, from the sums the tiles stored in the block's local buffer
+        for block in after[:-1]:
+            sch.compute_inline(block.block_rv)
+        if after:
+            epilogue = after[-1].block_rv
+            sch.set_scope(main.block_rv, 0, "local")
+        else:
+            epilogue = sch.cache_write(main.block_rv, 0, "local")
+        sch.reverse_compute_at(epilogue, co, preserve_unit_loops=True)
+        _vectorise_innermost(sch, epilogue, 16)
+        sch.tensorize(ri, register_intrinsic(block_rows, mt, cols, depth))
+        return True
+
+
+def _vectorise_innermost(sch, block, lanes: int) -> None:
+    inner = sch.get_loops(block)[-1]
+    extent = int_extent(sch, inner) or 1
+    if extent % lanes == 0 and extent > lanes:
+        _, inner = sch.split(inner, [None, lanes])
+    if (int_extent(sch, inner) or 1) > 1:
+        sch.vectorize(inner)
+
+
+_REGISTERED: set = set()
+
+
+def register_intrinsic(rows: int, mt: int, cols: int, depth: int) -> str:
+    """The name of a TensorIntrin computing C[rows, 16 * cols] = A[rows, depth] @ B for bf16
+    bits A (row stride free) and B panels [cols, depth / 2, 16, 2], C fp32 (row stride free),
+    with AMX tiles of ``mt`` rows: registered on first use."""
+    name = f"svtr_amx_bf16_{rows}x{cols * TILE_COLS}x{depth}_t{mt}"
+    if name in _REGISTERED:
+        return name
+    from tvm.s_tir import TensorIntrin
+
+    TensorIntrin.register(name, *_intrinsic(rows, mt, cols, depth), override=True)
+    _REGISTERED.add(name)
+    return name
+
+
+def _intrinsic(rows: int, mt: int, cols: int, depth: int):
+    """(description, implementation) PrimFuncs of ``register_intrinsic``."""
+    from tvm.script import tirx as T
+
+    width = cols * TILE_COLS
+
+    def as_float(bits):
+        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", bits), T.uint32(16)))
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (rows, depth), "uint16", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (cols, depth // 2, 16, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (rows, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:depth], B[0:cols, 0:depth // 2, 0:16, 0:2])
+            T.writes(C[0:rows, 0:width])
+            for i, j, k in T.grid(rows, width, depth):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    T.reads(C[vi, vj], A[vi, vk], B[vj // 16, vk // 2, vj % 16, vk % 2])
+                    T.writes(C[vi, vj])
+                    with T.init():
+                        C[vi, vj] = T.float32(0)
+                    C[vi, vj] = C[vi, vj] + as_float(A[vi, vk]) * as_float(B[vj // 16, vk // 2, vj % 16, vk % 2])
+
+    def intrin(name, *args):
+        return T.evaluate(T.call_llvm_intrin("void", name, *args))
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (rows, depth), "uint16", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (cols, depth // 2, 16, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (rows, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:depth], B[0:cols, 0:depth // 2, 0:16, 0:2])
+            T.writes(C[0:rows, 0:width])
+            config = T.alloc_buffer((64,), "uint8", scope="local")
+            for q in range(64):
+                config[q] = T.uint8(0)
+            config[0] = T.uint8(1)  # palette 1
+            for t in range(8):  # tiles 0-2: sums and 3: activations (mt rows); 4-6: weights (16 rows); 64 B each
+                config[16 + 2 * t] = T.uint8(64)
+                config[48 + t] = T.Select(t >= 4, T.uint8(16), T.uint8(mt))
+            intrin("llvm.x86.ldtilecfg", T.address_of(config[0]))
+            for r in range(rows // mt):
+                for t in T.unroll(cols):
+                    intrin("llvm.x86.tilezero", T.Cast("int8", t))
+                for k in range(depth // 32):
+                    intrin("llvm.x86.tileloadd64", T.int8(3), T.address_of(A[r * mt, k * 32]), sa * 2)
+                    for t in T.unroll(cols):
+                        intrin("llvm.x86.tileloadd64", T.Cast("int8", 4 + t), T.address_of(B[t, k * 16, 0, 0]),
+                               T.int64(64))
+                    for t in T.unroll(cols):
+                        intrin("llvm.x86.tdpbf16ps", T.Cast("int8", t), T.int8(3), T.Cast("int8", 4 + t))
+                for t in T.unroll(cols):
+                    intrin("llvm.x86.tilestored64", T.Cast("int8", t), T.address_of(C[r * mt, t * 16]), sc * 4)
+            intrin("llvm.x86.tilerelease")
+
+    return desc, impl

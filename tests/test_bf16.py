@@ -1,0 +1,141 @@
+"""bf16 engines: the plan (operands of the recogniser's matrix products rounded to bf16, fp32
+sums and everything else fp32), AMX kernels where the CPU has AMX-BF16 (cross-compiled for an
+AMX target on any x86 host, run where the host has it), and the golden SVTR rows."""
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax  # noqa: E402
+
+from svtr_toolkit.compile.onnx_passes import round_to  # noqa: E402
+from svtr_toolkit.cpu_features import host  # noqa: E402
+from test_cpu_classes import CLASSES  # noqa: E402
+
+XEON = CLASSES["xeon-avx512-fp16"]
+ZEN4 = CLASSES["zen4-avx512-bf16"]
+
+
+def rounded_matmul(x_shape, weight, bias=None):
+    """main(x) = matmul(bf16-rounded x, weight) [+ bias, relu]: a product of the bf16 plan."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xr = bb.emit(relax.op.astype(relax.op.astype(x, "bfloat16"), "float32"))
+            y = bb.emit(relax.op.matmul(xr, relax.const(weight)))
+            if bias is not None:
+                y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def compile_for(mod, spec):
+    from svtr_toolkit.compile.targets import BuildTarget
+
+    target = BuildTarget(spec, "test")
+    tvm_target = target.tvm_target()
+    report = {}
+    executable = tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, None, report))
+    return executable, report
+
+
+def bf16_weight(k, n, seed=1):
+    return round_to(np.random.default_rng(seed).uniform(-1, 1, (k, n)).astype(np.float32), "bf16")
+
+
+@pytest.mark.skipif(host().arch != "x86_64", reason="cross-compiles for x86-64 targets")
+def test_bf16_products_are_amx_tile_kernels_where_the_target_has_amx():
+    weight = bf16_weight(96, 80)
+    mod = rounded_matmul((2, 40, 96), weight, np.zeros(80, np.float32))
+    executable, report = compile_for(mod, XEON.spec())
+    assert "amx-bf16" in report.values(), report
+    asm = executable.mod.imports[0].inspect_source("asm")
+    for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
+        assert instruction in asm, instruction
+    # a CPU with avx512_bf16 but no AMX: the same product in fp32 arithmetic on bf16 values
+    executable, report = compile_for(mod, ZEN4.spec())
+    assert "amx-bf16" not in report.values()
+    assert "tdpbf16ps" not in executable.mod.imports[0].inspect_source("asm")
+
+
+def host_runs_amx() -> bool:
+    from svtr_toolkit.compile.targets import host_cpu_target
+    from svtr_toolkit.compile.targets.llvm import has_bf16_matrix_arithmetic
+    from svtr_toolkit.runtime.library import request_amx_state
+
+    return has_bf16_matrix_arithmetic(host_cpu_target().spec) and request_amx_state() is None
+
+
+@pytest.mark.parametrize("x_shape, k, n", [((2, 40, 96), 96, 80), ((3, 2, 80, 240), 240, 240), ((64, 120), 120, 60)])
+def test_bf16_products_are_the_exact_products_of_bf16_values_summed_in_fp32(x_shape, k, n):
+    """On this host's CPU (AMX tiles where it has them): every output is the sum of the exact
+    products of the bf16-rounded operands, within the error bound of an fp32 sum of k terms in
+    any order (AMX's internal order of additions is not published, so not bit for bit), and
+    far closer to it than the bf16 rounding of the operands moves it."""
+    from svtr_toolkit.compile.targets import host_cpu_target
+
+    weight = bf16_weight(k, n)
+    x = np.random.default_rng(2).uniform(-1, 1, x_shape).astype(np.float32)
+    executable, report = compile_for(rounded_matmul(x_shape, weight), host_cpu_target().spec)
+    if host_runs_amx():
+        assert "amx-bf16" in report.values(), report
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    products = round_to(x, "bf16").astype(np.float64)[..., :, None] * weight.astype(np.float64)
+    exact = products.sum(axis=-2)
+    bound = k * np.finfo(np.float32).eps * np.abs(products).sum(axis=-2)
+    assert np.all(np.abs(got - exact) <= bound)
+    unrounded = x.astype(np.float64) @ weight.astype(np.float64)
+    assert np.abs(got - exact).max() < 0.01 * np.abs(unrounded - exact).max()
+
+
+@pytest.mark.parametrize("spec, amx", [(XEON, True), (ZEN4, False), (CLASSES["zen3-avx2"], False)])
+def test_the_build_says_what_bf16_computes_in(spec, amx):
+    from svtr_toolkit.compile.targets import llvm
+
+    arithmetic = llvm.arithmetic(spec.spec(), "bf16")
+    note = llvm.precision_note(spec.spec(), "bf16")
+    assert ("AMX" in arithmetic) == amx and ("emulated" in arithmetic) == (not amx)
+    assert (note is None) == amx
+
+
+def test_bf16_engine_keeps_the_argmax_of_its_plan_on_golden_rows(golden_export, shared_dir, tmp_path):
+    """Differential: the engine against onnxruntime running the same bf16 plan (``emulate_plan``)
+    and against fp32. bf16 keeps 8 significant bits: the plan itself moves near-tied steps
+    (onnxruntime's emulation: 2 of these 350 steps), and the engine (AMX sums in another order)
+    may move other near-ties, but no more than the plan does plus one step."""
+    import onnx
+    import onnxruntime as ort
+
+    from svtr_toolkit import runtime
+    from svtr_toolkit.compile import precision, targets
+    from svtr_toolkit.compile.build import build_engine
+    from svtr_toolkit.prepare import export
+
+    data = np.load(shared_dir / "golden" / "svtr_tiny_seeded_io.npz")
+    x, probs = data["x"], data["probs"]
+    onnx_path = str(golden_export.out_dir / export.OPT_ONNX)
+    path = str(tmp_path / "golden_bf16.so")
+    meta = build_engine(onnx_path, "x", x.shape, "bf16", targets.select_target("llvm"), path, log=lambda *_: None,
+                        tuning_dir=None)
+    assert "rectifier fp32" in meta["precision_plan"] and "head fp32" in meta["precision_plan"]
+    if host_runs_amx():
+        assert meta["schedules"]["rules"].get("amx-bf16", 0) > 0
+    out = runtime.load_engine(path).run(x)
+    session = lambda model: ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # noqa: E731
+    fp32 = session(onnx_path).run(None, {"x": x})[0]
+    emulated_model, _ = precision.emulate_plan(onnx.load(onnx_path), "x", x.shape, "bf16")
+    emulated = session(emulated_model.SerializeToString()).run(None, {"x": x})[0]
+    agreement = np.mean(out.argmax(-1) == fp32.argmax(-1))
+    plan_agreement = np.mean(emulated.argmax(-1) == fp32.argmax(-1))
+    print(f"bf16 ({meta['arithmetic']}): argmax agreement {agreement:.2%} (the plan in onnxruntime: "
+          f"{plan_agreement:.2%}), max |diff| {np.abs(out - fp32).max():.3g}")
+    one_step = 1 / fp32.argmax(-1).size
+    assert agreement >= plan_agreement - one_step - 1e-9
+    assert np.mean(out.argmax(-1) == probs.argmax(-1)) >= plan_agreement - one_step - 1e-9
+    assert np.abs(out - emulated).max() < np.abs(emulated - fp32).max()
+
+
+def test_the_recorded_classes_are_what_the_cross_compile_tests_assume():
+    assert {"amx-tile", "amx-bf16", "avx512bf16"} <= XEON.cpu().features
+    assert "avx512bf16" in ZEN4.cpu().features and not {"amx-tile", "amx-bf16"} & ZEN4.cpu().features
