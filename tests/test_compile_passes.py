@@ -104,7 +104,7 @@ def test_fp16_emulation_rounds_the_fp16_part_like_the_engine(tiny, tmp_path, x):
 def test_fp16_storage_mode_computes_the_rounded_values_in_fp32(tiny):
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
     mod, plan = precision.to_relax(prepared, "x", SHAPE, "fp16", mode="storage")
-    assert plan.startswith("rectifier fp32") and "fp16 (weights and activations rounded to fp16, fp32 arithmetic)" in plan
+    assert plan.startswith("rectifier fp32") and "recogniser fp16 (the operands of its products by weights" in plan
     assert "head fp32" in plan
     script = mod.script()
     # fp16 appears only as the rounding casts' target, never as an operand of arithmetic
@@ -112,7 +112,7 @@ def test_fp16_storage_mode_computes_the_rounded_values_in_fp32(tiny):
                 if "= R." in line and '"float16"' in line}
     assert fp16_ops == {"astype"}, fp16_ops
     assert precision.reduced_mode("fp16", {"kind": "llvm"}, None) == "storage"
-    assert precision.reduced_mode("fp16", {"kind": "llvm"}, {"chunk": 64}) == "mixed"
+    assert precision.reduced_mode("fp16", {"kind": "llvm"}, {"chunk": 64}) == "storage"  # products in fp16
     assert precision.reduced_mode("fp16", {"kind": "cuda"}, None) == "mixed"
     assert precision.reduced_mode("bf16", {"kind": "llvm"}, None) == "storage"
 
@@ -137,7 +137,7 @@ def test_storage_engine_is_onnxruntime_on_the_same_rounding(tiny, tmp_path, x, r
 
 def test_fp16_emulation_can_round_weights_or_activations_alone(tiny, x):
     prepared = onnx_passes.prepare_onnx(onnx.load(tiny), "x", SHAPE)
-    full, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE)
+    full, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE, rounding="all")
     weights, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE, rounding="weights")
     activations, _ = precision.emulate_plan(onnx.load(tiny), "x", SHAPE, rounding="activations")
     casts = lambda m: sum(n.op_type == "Cast" for n in m.graph.node)  # noqa: E731

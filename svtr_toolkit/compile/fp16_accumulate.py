@@ -45,6 +45,7 @@ ENV_MODE = "SVTR_FP16_ACCUMULATE"  # auto (default) | on | off
 ENV_CHUNK = "SVTR_FP16_CHUNK"  # terms per fp16 partial sum; "none" (or 0): the whole K in fp16
 MODES = ("auto", "on", "off")
 PARTIAL_BLOCK = "chunk_partial"  # the block names the schedule rule recognises
+CONVERT_BLOCK = "fp16_a"  # the activations converted to fp16 (relax_passes.fp16_matmuls)
 SUM_BLOCK = "chunk_sum"
 KERNEL_NAME = "chunked_matmul"
 
@@ -184,6 +185,42 @@ def chunked_matmul_te(a, b, chunk: int = DEFAULT_CHUNK):
         return te.compute([*batch, m, n], lambda *index: part[(*index, 0)].astype("float32"), name=SUM_BLOCK)
     c = te.reduce_axis((0, count), "c")
     return te.compute([*batch, m, n], lambda *index: te.sum(part[(*index, c)].astype("float32"), axis=c),
+                      name=SUM_BLOCK)
+
+
+def chunked_panel_te(a, b, nr: int, chunk: int = DEFAULT_CHUNK):
+    """TE: ``a`` [..., K] (fp16) @ ``b`` weight panels [W / nr, K, nr] (fp16) -> [..., W] fp32,
+    fp16 partial sums over chunks of at most ``chunk`` terms added in fp32 (blocks
+    ``chunk_partial`` and ``chunk_sum``, as ``chunked_matmul_te``)."""
+    from tvm import te, tirx
+
+    a_shape, b_shape = [int(d) for d in a.shape], [int(d) for d in b.shape]
+    k, width = a_shape[-1], b_shape[0] * nr
+    if b_shape[1] != k:
+        raise ValueError(f"matmul K mismatch: {a_shape} @ panels {b_shape}")
+    size, count = _chunks(k, chunk)
+    ragged = size * count != k
+    r = te.reduce_axis((tirx.IntImm(str(a.shape[0].ty), 0), tirx.IntImm(str(a.shape[0].ty), size)), "r")
+
+    def partial(*index):
+        *rows, j, c = index
+        kk = c * size + r
+        if ragged:  # the guard on a, as in chunked_matmul_te: b's vector FMA stays unconditional
+            safe = tirx.min(kk, k - 1)
+            term = tirx.if_then_else(kk < k, a[(*rows, safe)], tirx.const(0, "float16")) * b[j // nr, safe, j % nr]
+        else:
+            term = a[(*rows, kk)] * b[j // nr, kk, j % nr]
+        return te.sum(term.astype("float16"), axis=r)
+
+    def dims(*values):  # the index type of ``a``'s shape (int64 in kernels Relax legalises)
+        return [tirx.IntImm(str(a.shape[0].ty), v) for v in values]
+
+    part = te.compute(dims(*a_shape[:-1], width, count), partial, name=PARTIAL_BLOCK)
+    if count == 1:
+        return te.compute(dims(*a_shape[:-1], width), lambda *index: part[(*index, 0)].astype("float32"),
+                          name=SUM_BLOCK)
+    c = te.reduce_axis(tuple(dims(0, count)), "c")
+    return te.compute(dims(*a_shape[:-1], width), lambda *index: te.sum(part[(*index, c)].astype("float32"), axis=c),
                       name=SUM_BLOCK)
 
 

@@ -61,26 +61,26 @@ def reduced_plan(model):
 
 
 def reduced_mode(precision: str, spec: dict | None, accumulate: dict | None) -> str:
-    """How a ``precision`` engine for target ``spec`` computes its reduced parts: fp16
-    ``mixed`` where the device computes in fp16 (GPUs; CPUs with the K-chunked plan on),
-    ``storage`` (reduced values, fp32 arithmetic) on LLVM CPU targets otherwise; bf16 always
-    ``storage``."""
-    if precision == "bf16":
+    """How a ``precision`` engine for target ``spec`` computes its reduced parts: ``storage``
+    (``ROUNDING``: the products' operands rounded, their products in the precision's arithmetic
+    where the CPU has it) on LLVM CPU targets and for bf16; fp16 ``mixed`` (ToMixedPrecision)
+    on devices that compute in fp16 (GPUs)."""
+    if precision == "bf16" or (spec or {}).get("kind") == "llvm":
         return "storage"
-    return "storage" if (spec or {}).get("kind") == "llvm" and not accumulate else "mixed"
+    return "mixed"
 
 
-# What each reduced precision rounds (``onnx_passes.emulate_storage``): fp16 every weight and
-# activation of the recogniser (as an engine holding fp16 tensors); bf16 what its matrix
-# products read (as bf16 matrix instructions: bf16 operands, fp32 sums and epilogues).
-ROUNDING = {"fp16": "all", "bf16": "products"}
+# What a reduced precision rounds on CPUs (``onnx_passes.emulate_storage``): the operands of
+# the recogniser's products by weights, as fp16/bf16 matrix arithmetic reads them; sums,
+# epilogues and the products of two activations stay fp32.
+ROUNDING = "products"
 
 
 def round_reduced_parts(prepared, precision: str = "fp16", rounding: str | None = None):
     """``prepared`` (an ONNX model already through ``prepare_onnx``) with ``reduced_plan``'s
     reduced parts rounded to ``precision`` in fp32 arithmetic (``emulate_storage``; ``rounding``
-    defaults to the precision's ``ROUNDING``); returns (model, a line naming the parts)."""
-    rounding = ROUNDING[precision] if rounding is None else rounding
+    defaults to ``ROUNDING``); returns (model, a line naming the parts)."""
+    rounding = ROUNDING if rounding is None else rounding
     parts = reduced_plan(prepared)
     region = {o for _, part, reduced in parts if reduced for n in part.graph.node for o in n.output}
     plan = ", ".join(f"{name} {precision if reduced else 'fp32'}" for name, _, reduced in parts)
@@ -111,10 +111,18 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
     if mode not in MODES:
         raise ValueError(f"reduced-precision mode must be one of {MODES}, got {mode!r}")
     if precision in REDUCED and (mode == "storage" or precision == "bf16"):
+        from .relax_passes import CHUNK_ATTR
+
         rounded, parts = round_reduced_parts(model, precision)
-        held = ("weights and activations rounded to fp16, fp32 arithmetic" if ROUNDING[precision] == "all" else
-                f"the operands of its matrix products rounded to {precision}, fp32 sums and everything else fp32")
-        return _fast_math(_import(rounded, input_name, shape)), parts.replace(precision, f"{precision} ({held})")
+        held = f"the operands of its products by weights rounded to {precision}, everything else fp32"
+        mod = _fast_math(_import(rounded, input_name, shape))
+        plan = parts.replace(precision, f"{precision} ({held})")
+        if precision == "fp16" and accumulate:
+            from .fp16_accumulate import describe
+
+            mod = mod.with_attr(CHUNK_ATTR, accumulate["chunk"])
+            plan += f"; {describe(accumulate)}"
+        return mod, plan
     mod, plan = _to_relax(model, input_name, shape, precision)
     if precision != "fp16" or not accumulate:
         return mod, plan

@@ -310,14 +310,101 @@ def bf16_matmuls(target):
         except (TypeError, ValueError, AttributeError):
             return call
         weights = w.value.numpy()
-        if str(w.ty.dtype) != "float32" or len(x_shape) < 2 or x_shape[-1] != k \
+        if str(w.ty.dtype) != "float32" or len(x_shape) < 2 or x_shape[-1] != k or x_shape[-2] == 1 \
                 or _out_dtype(call.attrs) not in (None, "float32") or not np.array_equal(round_to(weights, "bf16"), weights):
-            return call
+            return call  # (a single row, as in a squeeze-excitation block: too small for tiles)
         panels, k_padded, n_padded = _bf16_pair_panels(weights)
         kernel = builder.add_func(_bf16_matmul(x_shape, k, n, k_padded, n_padded), "matmul_bf16")
         return relax.call_tir(kernel, [x, relax.const(panels)], relax.TensorType([*x_shape[:-1], n], "float32"))
 
     return _kernel_rewrite_pass([pattern], rewriter, "Bf16Matmuls")
+
+
+CHUNK_ATTR = "svtr.fp16_chunk"  # module attribute: an fp16 build's K-chunk (fp16_accumulate.setting)
+
+
+def fp16_matmuls(target):
+    """Matmuls of an fp16 engine whose weight is a constant of fp16 values and whose input the
+    plan rounds to fp16 become K-chunked fp16 kernels (``fp16_accumulate``): x converted to fp16
+    in the kernel (the same rounding), fp16 multiply-adds in chunks of the module's
+    ``CHUNK_ATTR`` terms summed in fp32, the weights packed at build time in panels of the
+    fp16 register tile's width. Only when the module carries the chunk (the build's K-chunked
+    plan is on: CPUs with fp16 arithmetic); every other product of an fp16 engine computes its
+    rounded operands in fp32. Run before ``bf16_matmuls``' sibling passes that round values."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    value, weight = wildcard(), is_const()
+    narrow = is_op("relax.astype")(value)
+    rounded = is_op("relax.astype")(narrow)
+    pattern = is_op("relax.matmul")(rounded, weight)
+
+    @tvm.transform.module_pass(opt_level=0, name="Fp16Matmuls")
+    def _pass(mod, _ctx):
+        chunk = (mod.attrs or {}).get(CHUNK_ATTR) if mod.attrs is not None else None
+        if chunk is None:
+            return mod
+        chunk = int(chunk)
+        builder = relax.BlockBuilder(mod)
+
+        def rewriter(call, matches):
+            if str(matches[narrow].attrs.dtype) != "float16" or str(matches[rounded].attrs.dtype) != "float32":
+                return call
+            x, w = matches[value], matches[weight]
+            try:
+                x_shape = [int(d) for d in x.ty.shape]
+                k, n = (int(d) for d in w.ty.shape)
+            except (TypeError, ValueError, AttributeError):
+                return call
+            weights = w.value.numpy()
+            if str(w.ty.dtype) != "float32" or len(x_shape) < 2 or x_shape[-1] != k or x_shape[-2] == 1 \
+                    or _out_dtype(call.attrs) not in (None, "float32") \
+                    or not np.array_equal(weights.astype(np.float16).astype(np.float32), weights):
+                return call  # (a single row, as in a squeeze-excitation block: too small to tile)
+            panels, padded, nr = _fp16_panels(weights, target)
+            kernel = builder.add_func(_fp16_chunked_matmul(x_shape, k, n, padded, nr, chunk), "chunked_matmul")
+            return relax.call_tir(kernel, [x, relax.const(panels)], relax.TensorType([*x_shape[:-1], n], "float32"))
+
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                builder.update_func(gv, rewrite_call(pattern, rewriter, func))
+        return builder.get()
+
+    return _pass
+
+
+def _fp16_panels(weights, target):
+    """An fp32 [K, N] weight of fp16 values as fp16 panels [padded / nr, K, nr]: N padded with
+    zeros to whole fp16 vectors, nr the K-chunked rule's tile width for it."""
+    import numpy as np
+
+    from .schedule_rules.chunked_contraction import tile_width
+    from .schedule_rules.common import CpuModel
+
+    model = CpuModel.of(target)
+    lanes = model.lanes(16)
+    k, n = weights.shape
+    padded = -(-n // lanes) * lanes
+    nr = tile_width(padded, model)
+    full = np.zeros((k, padded), np.float16)
+    full[:, :n] = weights.astype(np.float16)
+    return np.ascontiguousarray(full.reshape(k, padded // nr, nr).transpose(1, 0, 2)), padded, nr
+
+
+def _fp16_chunked_matmul(x_shape, k, n, padded, nr, chunk):
+    """x [..., K] (float32) @ fp16 panels -> [..., N] float32 in K-chunks
+    (``fp16_accumulate.chunked_panel_te``), x converted to fp16 first."""
+    from tvm import te
+
+    from .fp16_accumulate import CONVERT_BLOCK, chunked_panel_te
+
+    a = te.placeholder(_int64(x_shape), "float32", "A")
+    b = te.placeholder(_int64((padded // nr, k, nr)), "float16", "B")
+    a16 = te.compute(a.shape, lambda *index: a[index].astype("float16"), name=CONVERT_BLOCK)
+    out = chunked_panel_te(a16, b, nr, chunk)
+    return te.create_prim_func([a, b, _without_padded_columns(out, n, padded)]).without_attr("global_symbol")
 
 
 def _bf16_pair_panels(weights):

@@ -10,8 +10,10 @@ So the fp32 work is one convert and one add per output vector per chunk, not per
 """
 from __future__ import annotations
 
-from ..fp16_accumulate import PARTIAL_BLOCK, SUM_BLOCK
-from .common import CpuModel, divisor_near, int_extent, vector_factor, vectorise_nest
+from tvm.s_tir import ScheduleError
+
+from ..fp16_accumulate import CONVERT_BLOCK, PARTIAL_BLOCK, SUM_BLOCK
+from .common import CpuModel, divisor_near, int_extent, vectorise_nest, vectorise_whole
 from .rule import CpuRule
 
 
@@ -31,10 +33,13 @@ class ChunkedContraction(CpuRule):
         kinds = total.dom_kind()  # S..S R, or all S when there is one chunk (no promotion)
         if "R" in kinds[:-1]:
             return False
+        conversions = [b for b in before if b.name.startswith(CONVERT_BLOCK)]
         for block in before:
+            if block in conversions:
+                continue  # computed once per row tile below
             try:
                 sch.compute_inline(block.block_rv)
-            except Exception:  # e.g. a transpose it cannot inline: its own vectorised pass
+            except ScheduleError:  # e.g. a transpose it cannot inline: its own vectorised pass
                 vectorise_nest(sch, block.block_rv, target)
         for block in after[:-1]:
             sch.compute_inline(block.block_rv)
@@ -48,23 +53,27 @@ class ChunkedContraction(CpuRule):
             *outer, i_loop, j_loop, c_loop = loops
         else:
             (*outer, i_loop, j_loop), c_loop = loops, None
-        shape = CpuModel.of(target)
-        lanes = shape.lanes(16)  # the fp16 accumulators decide the tile
-        nr = vector_factor(extents[len(outer) + 1], lanes)
-        vectors = -(-nr // lanes)
-        rows = max(1, min(8, (shape.vector_registers - vectors - 1) // vectors))
-        mr = divisor_near(extents[len(outer)], rows)
+        model = CpuModel.of(target)
+        lanes = model.lanes(16)  # the fp16 accumulators decide the tile
+        nr = tile_width(extents[len(outer) + 1], model)
+        mr = divisor_near(extents[len(outer)], model.tile_rows(-(-nr // lanes)))
         jo, ji = sch.split(j_loop, [None, nr])
         io, ii = sch.split(i_loop, [None, mr])
-        sch.reorder(*outer, jo, io, *([c_loop] if chunked else []), ii, ji)
-        tile = sch.fuse(*outer, jo, io)
-        sch.parallel(tile)
+        # row tiles outside the column tiles: a row tile's activations, converted to fp16 once,
+        # serve every column tile (inlined, each would be converted again at every use)
+        sch.reorder(*outer, io, jo, *([c_loop] if chunked else []), ii, ji)
+        rows = sch.fuse(*outer, io)
+        sch.parallel(rows)
+        tile = jo
 
         # the chunk's fp16 partial sums: computed per chunk for the tile, in registers
         sch.compute_at(part.block_rv, c_loop if chunked else tile, preserve_unit_loops=True)
         sch.set_scope(part.block_rv, 0, "local")
         p_ii, p_ji, r_loop = _tile_loops(sch, part.block_rv)
         sch.reorder(r_loop, p_ii, p_ji)
+        for block in conversions:  # after its consumer is under the row tile
+            sch.compute_at(block.block_rv, rows, preserve_unit_loops=True)
+            _vectorise_inner(sch, block.block_rv, lanes)
         p_init = sch.decompose_reduction(part.block_rv, r_loop)
         inits = [p_init]
         if chunked:
@@ -72,15 +81,24 @@ class ChunkedContraction(CpuRule):
 
         if after:
             sch.reverse_compute_at(after[-1].block_rv, tile, preserve_unit_loops=True)
-            _vectorise_inner(sch, after[-1].block_rv)
+            _vectorise_inner(sch, after[-1].block_rv, lanes)
         for block in inits:
-            _vectorise_inner(sch, block)
+            _vectorise_inner(sch, block, lanes)
         if (int_extent(sch, p_ii) or 1) > 1:
             sch.unroll(p_ii)
         if nr > 1:
-            sch.vectorize(p_ji)
-            sch.vectorize(ji)
+            vectorise_whole(sch, p_ji, lanes)
+            vectorise_whole(sch, ji, lanes)
         return True
+
+
+def tile_width(width: int, model: CpuModel) -> int:
+    """The register tile's width for fp16 output rows of ``width``: as the fp32 contraction's
+    (``contraction.register_tile_width``) in fp16 lanes (``relax_passes.fp16_matmuls`` packs
+    weight panels this wide)."""
+    from .contraction import register_tile_width
+
+    return register_tile_width(width, model, 16)
 
 
 def _tile_loops(sch, block):
@@ -91,6 +109,8 @@ def _tile_loops(sch, block):
     loops = sch.get_loops(block)[-len(stmt.iter_vars):]
     names = [iv.var.name for iv in stmt.iter_vars]
     region = stmt.writes[0].region
+    if not all(hasattr(region[axis].min, "name") for axis in (-3, -2)):
+        raise ValueError("the partial sums' rows or columns are not loops")
     i, j = (names.index(region[axis].min.name) for axis in (-3, -2))
     reduce = [n for n, iv in enumerate(stmt.iter_vars) if iv.iter_type == 2]  # CommReduce
     if len(reduce) != 1:
@@ -98,7 +118,5 @@ def _tile_loops(sch, block):
     return loops[i], loops[j], loops[reduce[0]]
 
 
-def _vectorise_inner(sch, block):
-    inner = sch.get_loops(block)[-1]
-    if (int_extent(sch, inner) or 1) > 1:
-        sch.vectorize(inner)
+def _vectorise_inner(sch, block, lanes: int):
+    vectorise_whole(sch, sch.get_loops(block)[-1], lanes)

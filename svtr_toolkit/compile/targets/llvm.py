@@ -41,12 +41,12 @@ def lowering_passes(target) -> list:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from ..relax_passes import (bf16_matmuls, bf16_rounding, canonical_elementwise, network_to_nhwc,
+    from ..relax_passes import (bf16_matmuls, bf16_rounding, canonical_elementwise, fp16_matmuls, network_to_nhwc,
                                 pack_weights, pointwise_convs_as_matmuls)
 
     return [canonical_elementwise(), network_to_nhwc(), relax.transform.FoldConstant(), pointwise_convs_as_matmuls(),
-            relax.transform.FoldConstant(), bf16_matmuls(target), bf16_rounding(), pack_weights(target)] \
-        + cpu.legalize_passes(target)
+            relax.transform.FoldConstant(), bf16_matmuls(target), fp16_matmuls(target), bf16_rounding(),
+            pack_weights(target)] + cpu.legalize_passes(target)
 
 
 def lower(mod, target):
@@ -98,8 +98,8 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
     fp16_cpu = has_fp16_arithmetic(spec)
     if accumulate is None:
         return (("this CPU has no fp16 arithmetic" if not fp16_cpu else "the K-chunked fp16 plan is off")
-                + ": fp16 here means fp16 values (weights and activations rounded to fp16) in fp32 arithmetic, "
-                  "about as fast as an fp32 engine, not faster")
+                + ": fp16 here means fp16 values (the operands of the products by weights rounded to fp16) in fp32 "
+                  "arithmetic, about as fast as an fp32 engine, not faster")
     if not fp16_cpu:
         return ("this CPU has no fp16 arithmetic: the fp16 operations are emulated (every one widened to fp32 and "
                 "rounded back); such an engine checks the numerics of an fp16 CPU and is much slower than an fp32 engine")
@@ -123,7 +123,8 @@ def arithmetic(spec: dict, precision: str, accumulate: dict | None = None) -> st
     if precision == "fp16":
         if accumulate is None:
             return "fp32 (fp16 values: emulated)"
-        return "fp16 (K-chunked, fp32 sums)" if has_fp16_arithmetic(spec) else "fp16 (every operation emulated)"
+        return ("fp16 products by weights (fp16 sums over K-chunks, fp32 across), fp32 elsewhere"
+                if has_fp16_arithmetic(spec) else "fp16 products by weights (every fp16 operation emulated), fp32 elsewhere")
     if has_bf16_matrix_arithmetic(spec):
         return "bf16 matrix products (AMX tiles, fp32 sums), fp32 elsewhere"
     return "fp32 (bf16 values: emulated)"
