@@ -19,6 +19,20 @@ class Backend:
     model_sha256: str | None = None  # the source ONNX model file's digest
     weights: str | None = None  # "trained" / "untrained" where the model says (svtr_toolkit.provenance)
     device_description: str = "this machine"  # where ``run`` computes (a remote device names itself)
+    runtime: str = "backend"  # the runtime that computes: onnxruntime, openvino, tvm, igie
+    runtime_version: str | None = None
+    precision: str | None = "fp32"  # what was asked for; None: the runtime's own default
+    computes_in: str = "fp32"  # what it computes in, as the runtime reports it (not as asked)
+
+    def runtime_description(self) -> dict:
+        """The runtime, its version, and the precision asked for and the one it computes in."""
+        return {"runtime": self.runtime, "version": self.runtime_version,
+                "precision": self.precision or "default", "computes_in": self.computes_in}
+
+    def runtime_line(self) -> str:
+        asked = f"precision {self.precision}" if self.precision else "its default precision"
+        return (f"runtime: {self.runtime} {self.runtime_version or '(version unknown)'}, {asked}, "
+                f"computes in {self.computes_in}")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -10,6 +10,8 @@ from .base import Backend
 
 class OrtBackend(Backend):
     name = "onnxruntime"
+    runtime = "onnxruntime"
+    PRECISIONS = ("fp32",)  # its CPU provider computes the model as it is stored
 
     def __init__(self, onnx_path: str, threads: int | None = None):
         import onnxruntime as ort
@@ -27,6 +29,7 @@ class OrtBackend(Backend):
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
         self.model_metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.path = onnx_path
+        self.runtime_version = ort.__version__
 
     def run(self, batch):
         self.check_batch(batch)
