@@ -8,7 +8,9 @@
 # Environment: DATASETS_DIR (required), MODEL_PRESET (svtr | ppocrv4, default svtr),
 # TARGET (auto | llvm | cuda | iluvatar), PRECISION (fp16), ACC_TARGET, FPS_TARGET,
 # ENGINE_DIR (default work/engines), MODEL_PATH (another ONNX file for the preset), PYTHON,
-# RPC (HOST:PORT:KEY, the same as --rpc: build for and run on a device behind TVM's RPC tracker).
+# RPC (HOST:PORT:KEY, the same as --rpc: build for and run on a device behind TVM's RPC tracker),
+# RUNTIME (tvm, the default: build an engine and run it; onnxruntime or openvino: run the ONNX
+# model on that runtime, no build, in PRECISION where one is set, else the runtime's default).
 set -euo pipefail
 
 RUN_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +20,7 @@ preset="${MODEL_PRESET:-svtr}"
 target="${TARGET:-auto}"
 precision="${PRECISION:-fp16}"
 rpc="${RPC:-}"
+runtime="${RUNTIME:-tvm}"
 acc_target="${ACC_TARGET:-}"
 fps_target="${FPS_TARGET:-}"
 
@@ -25,9 +28,9 @@ die() { echo "error: $*" >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --bs=*|--acc_target=*|--fps_target=*|--preset=*|--target=*|--rpc=*)
+        --bs=*|--acc_target=*|--fps_target=*|--preset=*|--target=*|--rpc=*|--runtime=*)
             set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;  # --flag=value: the same as --flag value
-        --bs|--acc_target|--fps_target|--preset|--target|--rpc)
+        --bs|--acc_target|--fps_target|--preset|--target|--rpc|--runtime)
             [[ $# -ge 2 ]] || die "$1 needs a value"
             case "$1" in
                 --bs) batchsize="$2" ;;
@@ -36,9 +39,10 @@ while [[ $# -gt 0 ]]; do
                 --preset) preset="$2" ;;
                 --target) target="$2" ;;
                 --rpc) rpc="$2" ;;
+                --runtime) runtime="$2" ;;
             esac
             shift 2 ;;
-        *) die "unknown argument '$1' (known: --bs N, --acc_target A, --fps_target F, --preset svtr|ppocrv4, --target T, --rpc HOST:PORT:KEY)" ;;
+        *) die "unknown argument '$1' (known: --bs N, --acc_target A, --fps_target F, --preset svtr|ppocrv4, --target T, --rpc HOST:PORT:KEY, --runtime tvm|onnxruntime|openvino)" ;;
     esac
 done
 [[ "$batchsize" =~ ^[1-9][0-9]*$ ]] || die "--bs must be a positive integer, got '$batchsize'"
@@ -51,9 +55,14 @@ case "$MODE" in
     performance) [[ -z "$acc_target" ]] || die "--acc_target / ACC_TARGET gates the accuracy script, not the performance one (unset it, or run scripts/infer_svtr_fp16_accuracy.sh)" ;;
 esac
 
-engine="${ENGINE_DIR:-$RUN_DIR/work/engines}/${preset}_bs_${batchsize}_${precision}.so"
 # Every value goes as --flag=value: a value that begins with a dash (DATASETS_DIR=-data) would
 # otherwise be read as a flag of its own.
+if [[ "$runtime" == tvm ]]; then
+    engine="${ENGINE_DIR:-$RUN_DIR/work/engines}/${preset}_bs_${batchsize}_${precision}.so"
+    model=("--engine=$engine")
+else  # the ONNX model on that runtime (inference.py checks the name and the precision)
+    model=("--runtime=$runtime" ${MODEL_PATH:+"--engine=$MODEL_PATH"} ${PRECISION:+"--precision=$PRECISION"})
+fi
 checks=()
 [[ -z "$acc_target" ]] || checks+=("--acc_target=$acc_target")
 [[ -z "$fps_target" ]] || checks+=("--fps_target=$fps_target")
@@ -61,10 +70,14 @@ checks=()
 remote=()
 [[ -z "$rpc" ]] || remote=("--rpc=$rpc")
 # inference.py's command line without the engine: the scripts run it after the build.
-inference=("$PYTHON" "$RUN_DIR/inference.py" "--engine=$engine" "--batchsize=$batchsize" \
+inference=("$PYTHON" "$RUN_DIR/inference.py" "${model[@]}" "--batchsize=$batchsize" \
     "--datasets=$DATASETS_DIR" "--preset=$preset" ${checks[@]+"${checks[@]}"} ${remote[@]+"${remote[@]}"} \
     ${REPORT:+"--report=$REPORT"})
 "${inference[@]}" --check_args  # thresholds, --report, data: refused now, not after a build
+if [[ "$runtime" != tvm ]]; then
+    echo "model preset ${preset}, batch size ${batchsize}, the ONNX model on ${runtime}, precision ${PRECISION:-its default}"
+    return 0  # nothing to build
+fi
 echo "model preset ${preset}, batch size ${batchsize}, ${precision}, target ${target}${rpc:+, on the RPC device $rpc}"
 
 # The preset gives the model, its input and config; build_engine.py checks the preset and the model.

@@ -6,7 +6,8 @@ One name per thing, documented once in the README's Commands section:
     --model_path PATH     the ONNX model an engine is built from / onnxruntime runs
     --input NAME:N,C,H,W  the model input an engine is built for
     --batchsize N         the batch size (with --preset, it completes --input)
-    --precision P         fp16 or fp32 (tools that loop over several take P[,P])
+    --precision P         fp16, bf16 or fp32 (tools that loop over several take P[,P])
+    --runtime NAME        what runs an .onnx model: onnxruntime (the reference) or openvino
     --engine PATH         an engine (or .onnx) to read; --engine_path is where one is written
     --datasets DIR        a folder of LMDBs;  --config YML a PaddleOCR rec config
     --rpc HOST:PORT:KEY   build for, run on or tune on a remote device through TVM's RPC tracker
@@ -210,6 +211,34 @@ def positive(text) -> float:
     return value
 
 
+def nonnegative(text) -> float:
+    """An argparse ``type`` for a finite number that may be 0 (a longest wait, seconds)."""
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"a finite number of 0 or more is expected, got '{text}'")
+    return value
+
+
+def choice_list(what: str, options):
+    """An argparse ``type`` for a comma-separated selection from a closed set: each one known,
+    none twice, at least one; returned in the order given."""
+    options = tuple(options)
+
+    def check(text):
+        items = [item.strip() for item in text.split(",")]
+        unknown = [item for item in items if item not in options]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} '{unknown[0]}' (choose from {', '.join(options)}, "
+                                             f"separated by commas)")
+        twice = [item for item in options if items.count(item) > 1]
+        if twice:
+            raise argparse.ArgumentTypeError(f"{what} '{twice[0]}' is given twice")
+        return items
+
+    check.__name__ = f"list of {what}s"
+    return check
+
+
 def port(text) -> int:
     """An argparse ``type`` for a TCP port, 1 to 65535."""
     value = _integer(text)
@@ -238,14 +267,15 @@ def text(what: str):
     return check
 
 
-def refuse_unused_gates(args, used: set, mode: str, how: dict):
-    """A threshold given to a mode that does not check it is an error, never silently ignored.
+def refuse_unused_gates(args, used: set, mode: str, how: dict, verb: str = "checked by"):
+    """A threshold (or any option) given to a mode that does not check (use) it is an error,
+    never silently ignored.
 
     ``used``: the gate flags (dest names) this mode checks; ``how``: per gate flag, the
-    sentence saying which mode does check it."""
+    sentence saying which mode does check it; ``verb``: "checked by" a gate, "used by" an option."""
     for dest, where in how.items():
         if dest not in used and getattr(args, dest, None) is not None:
-            raise ToolkitError(f"--{dest} is not checked by {mode} ({where}); drop it or change the mode")
+            raise ToolkitError(f"--{dest} is not {verb} {mode} ({where}); drop it or change the mode")
 
 
 def parse_input_spec(text: str):
@@ -277,14 +307,19 @@ def add_preset(parser, default=None):
 
 
 class _Deprecated(argparse.Action):
-    """An old flag that still works, with a one-line note on stderr."""
+    """An old flag that still works, with a one-line note on stderr. A switch (``nargs=0``)
+    stands for the new flag with the value ``const``."""
 
     def __init__(self, option_strings, dest, new=None, **kwargs):
         self.new = new
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        if self.nargs == 0:
+            print(f"note: {option_string} is deprecated; use {self.new} {','.join(self.const)}", file=sys.stderr)
+            values = self.const
+        else:
+            print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
@@ -293,9 +328,28 @@ def add_deprecated(parser, old: str, new: str, **kwargs):
     parser.add_argument(old, dest=new.lstrip("-"), action=_Deprecated, new=new, help=argparse.SUPPRESS, **kwargs)
 
 
+def add_deprecated_switch(parser, old: str, new: str, value: list):
+    """Accept the switch ``old`` as a hidden alias of ``new`` given ``value`` (a list flag's items)."""
+    add_deprecated(parser, old, new, nargs=0, const=list(value))
+
+
 def add_precision(parser, **kwargs):
     parser.add_argument("--precision", type=choice("precision", PRECISIONS), metavar="{" + ",".join(PRECISIONS) + "}",
                         **kwargs)
+
+
+def add_runtime(parser, runtimes):
+    """``--runtime NAME`` and ``--precision P`` for an .onnx model: ``runtimes`` maps each runtime
+    (``runtime.ONNX_RUNTIMES``) to the precisions it can be asked to compute in. Whether a pair
+    fits a model is ``runtime.runtime_problem``'s to say."""
+    names = tuple(runtimes)
+    parser.add_argument("--runtime", default=None, type=choice("runtime", names), metavar="{" + ",".join(names) + "}",
+                        help=f"what runs an .onnx --engine (default {names[0]}, the reference); an engine runs on "
+                             f"the runtime it was built for")
+    offers = "; ".join(f"{name}: {', '.join(precisions)}" for name, precisions in runtimes.items())
+    add_precision(parser, default=None,
+                  help=f"what an .onnx model's runtime computes in ({offers}; default: the runtime's own, which the "
+                       f"output and --report name)")
 
 
 

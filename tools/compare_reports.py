@@ -28,7 +28,8 @@ def main(argv=None):
     from svtr_toolkit.evaluate.report import Check
     from svtr_toolkit.table import render_table
 
-    rows, notes = pair(load_report(args.a), load_report(args.b))
+    a, b = load_report(args.a), load_report(args.b)
+    rows, notes = pair(a, b)
     total = pooled(rows)
 
     def pct(r, correct):
@@ -39,7 +40,7 @@ def main(argv=None):
         return (r.name, r.samples, pct(r, r.correct_a), pct(r, r.correct_b), r.gained, r.lost, f"{r.net:+d}",
                 f"{r.p_value:.4g}")
 
-    print(f"A = {args.a}\nB = {args.b}")
+    print(f"A = {args.a} ({a.describe()})\nB = {args.b} ({b.describe()})")
     print(render_table(("subset", "samples", "A acc %", "B acc %", "gained", "lost", "net", "McNemar p"),
                        [cells(r) for r in rows] + [cells(total)]))
     for note in notes:

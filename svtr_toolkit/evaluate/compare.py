@@ -70,6 +70,18 @@ class Run:
     path: str
     predictions: dict
     rules: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)  # the report's engine entry: runtime, version, precision
+
+    def describe(self) -> str:
+        """What ran: the runtime, its version and what it computed in (reports from before they
+        were recorded: the backend's name)."""
+        engine = self.engine
+        if engine.get("runtime"):
+            precision = engine.get("precision")
+            asked = "its default precision" if precision in (None, "default") else f"precision {precision}"
+            return (f"{engine['runtime']} {engine.get('version') or ''}".rstrip()
+                    + f", {asked}, computes in {engine.get('computes_in')}")
+        return str(engine.get("backend") or "runtime not recorded")
 
 
 def _malformed(path: str, what: str) -> ToolkitError:
@@ -111,7 +123,8 @@ def load_report(path: str) -> Run:
         runs[name] = rows
     config = report.get("config")
     rules = {key: config.get(key) for key in _RULES} if isinstance(config, dict) else {}
-    return Run(path, runs, rules)
+    engine = report.get("engine") if isinstance(report.get("engine"), dict) else {}
+    return Run(path, runs, rules, engine)
 
 
 def rule_differences(a: Run, b: Run) -> list:

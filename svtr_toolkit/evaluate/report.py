@@ -70,20 +70,26 @@ class AccuracySummary:
 
 @dataclass
 class Check:
-    """A threshold the run must reach (the model zoo's acc / fps targets)."""
+    """A threshold the run must reach (the model zoo's acc / fps targets), or for a latency
+    (``at_most``) stay under. ``refused_by``: why the figure does not count whatever its value
+    (LoadGen called the run INVALID)."""
 
     name: str
     target: float
     value: float | None
+    at_most: bool = False
+    refused_by: str | None = None
     passed: bool = field(init=False)
 
     def __post_init__(self):
-        self.passed = self.value is not None and self.value >= self.target
+        meets = self.value is not None and (self.value <= self.target if self.at_most else self.value >= self.target)
+        self.passed = meets and self.refused_by is None
 
     @property
     def line(self) -> str:
         got = "-" if self.value is None else round(self.value, 4)
-        return f"{self.name} check: expected >= {self.target}, got {got}: {'PASS' if self.passed else 'FAIL'}"
+        return (f"{self.name} check: expected {'<=' if self.at_most else '>='} {self.target}, got {got}: "
+                f"{'PASS' if self.passed else 'FAIL'}" + (f" ({self.refused_by})" if self.refused_by else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
