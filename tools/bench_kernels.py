@@ -67,7 +67,8 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=cli.positive_int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--min_sample_s", type=cli.positive, default=0.2,
                         help="shortest timing sample, seconds (default 0.2)")
-    parser.add_argument("--out_dir", default="reports", help=f"where {kernels.JSON_NAME} goes (default reports)")
+    parser.add_argument("--out_dir", default="reports", type=cli.path,
+                        help=f"where {kernels.JSON_NAME} goes (default reports)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -77,8 +78,13 @@ def main(argv=None):
     from svtr_toolkit import files
     from svtr_toolkit.bench import kernels
 
+    from svtr_toolkit.memory import require_memory
+
     out_path = kernels.json_path(args.out_dir)
     files.check_writable(out_path, "--out_dir")  # before minutes of compiling and timing
+    require_memory(kernels.sweep_memory_bytes(args.k, args.m, args.n),
+                   f"matmuls of M={args.m}, N={args.n}, K up to {max(args.k)} (inputs kept for every K)",
+                   remedy="use smaller --m, --n or --k")
     report = kernels.matmul_sweep(args.k, args.m, args.n, args.chunks, rounds=args.rounds,
                                   min_sample_s=args.min_sample_s, log=lambda msg: print(msg, flush=True),
                                   progress=not args.no_progress)

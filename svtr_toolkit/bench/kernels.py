@@ -116,6 +116,15 @@ def sweep_inputs(m: int, n: int, k: int, seed: int = 0):
     return a, b
 
 
+def sweep_memory_bytes(ks, m: int, n: int) -> int:
+    """Bytes the sweep holds at its peak: every K's inputs on the device in fp32 and fp16 (kept for
+    the timing rounds), and for the K being compiled its fp32 inputs, their float64 copies, the
+    exact float64 product and a kernel's output."""
+    kept = sum(6 * (m * k + k * n) for k in ks)
+    largest = max(12 * (m * k + k * n) for k in ks) + 20 * m * n
+    return kept + largest
+
+
 def errors_against(out, exact) -> dict:
     """max |out - exact| and that over max |exact| (relative to the product's scale, not per
     element: elements near 0 would make a per-element ratio meaningless)."""
@@ -161,7 +170,8 @@ def _evaluator(vm, dev, args):
 
 def machine_line(machine: dict) -> str:
     return (f"machine: {machine['cpu']}, {machine['cores_available']} cores available "
-            f"({', '.join(machine['cpu_flags']) or 'no flags read'}); TVM {machine['tvm']}, numpy {machine['numpy']}")
+            f"({', '.join(machine['cpu_flags']) or 'no flags read'}); TVM {machine['versions']['tvm']}, "
+            f"numpy {machine['numpy']}")
 
 
 def _check_positive(name: str, values) -> list:
@@ -193,7 +203,7 @@ def matmul_sweep(ks=DEFAULT_KS, m: int = DEFAULT_M, n: int = DEFAULT_N, chunks=D
         raise ToolkitError(f"rounds must be >= 1 and min_sample_s > 0, got {rounds} and {min_sample_s}")
 
     threads = use_all_cpu_cores()
-    machine = machine_info()
+    machine = machine_info({"tvm": tvm.__version__})
     fp16_arithmetic = bool(host().has_fp16_arithmetic)
     notes = [] if fp16_arithmetic else [EMULATED_NOTE]
     line = machine_line(machine) + f"; TVM threads {threads}"

@@ -1,4 +1,4 @@
-"""What the benchmark ran on: CPU model, flags, cores and library versions."""
+"""What the benchmark ran on: the CPU (read by ``cpu_features``), cores and library versions."""
 from __future__ import annotations
 
 import os
@@ -6,49 +6,28 @@ import platform
 
 import numpy as np
 
+from ..cpu_features import host
 
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+# the features (LLVM's names) that decide what a contender's arithmetic can run on
+NOTED_FEATURES = ("avx2", "fma", "avx512f", "avx512bf16", "avx512fp16", "amx-tile", "amx-bf16",
+                  "neon", "fullfp16", "bf16")
 
 
-def cpu_flags(wanted=("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16")) -> list:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
+def machine_info(versions: dict | None = None) -> dict:
+    """The CPU, the cores this process may use and, per runtime, its version (``versions``:
+    {name: version or None}; by default every registered contender's)."""
+    if versions is None:
+        from .contenders import versions as contender_versions
 
-
-def _openvino_version():
-    from .contenders import import_openvino
-
-    ov, _ = import_openvino()
-    return ov.__version__.split("-")[0] if ov is not None else None
-
-
-def machine_info() -> dict:
-    import onnxruntime
-    import tvm
-
+        versions = contender_versions()
+    cpu = host()
     return {
-        "cpu": cpu_model_name(),
-        "cores_available": len(os.sched_getaffinity(0)),
+        "cpu": cpu.model or platform.processor() or "unknown",
+        "cores_available": cpu.cores,
         "cpu_count": os.cpu_count(),
-        "cpu_flags": cpu_flags(),
-        "tvm": tvm.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "openvino": _openvino_version(),
+        "cpu_flags": [f for f in NOTED_FEATURES if f in cpu.features],
+        "cpu_features": cpu.describe(),
+        "versions": versions,
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

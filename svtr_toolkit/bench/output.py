@@ -1,6 +1,7 @@
 """The benchmark's results: per-cell figures, comparisons with onnxruntime and the peak, table, JSON, plot."""
 from __future__ import annotations
 
+import math
 import os
 import statistics
 
@@ -10,6 +11,25 @@ from .peak import peak_for
 from .timing import Cell, images_per_second, summarize
 
 ORT_NAME = "onnxruntime-fp32"
+# Below this argmax agreement with onnxruntime fp32 a contender computes another function, not the
+# model at a lower precision (a reduced precision that keeps the model flips only near-ties), so
+# its speed is no figure for the model.
+WRONG_BELOW = 0.99
+
+
+def wrong_label(agreement) -> str:
+    """"wrong: 12 % argmax" for an agreement under WRONG_BELOW, else "" (the percent rounded down,
+    so a contender just under the line never reads as 99 %)."""
+    if agreement is None or agreement >= WRONG_BELOW:
+        return ""
+    return f"wrong: {math.floor(100 * agreement)} % argmax"
+
+
+def labels(result: dict) -> list:
+    """What a result must say beside its speed: "emulated" (a reduced precision computed in fp32
+    arithmetic, from the engine's build description) and "wrong: N % argmax"."""
+    return [text for text in ("emulated" if result.get("emulated") else "", wrong_label(result.get("argmax_agreement")))
+            if text]
 
 
 def peak_fraction(img_per_s: float, flops_per_image: float, peak_flops: float):
@@ -42,6 +62,7 @@ def cell_result(cell: Cell) -> dict:
         "max_img_per_s": stats["max"],
         "spread": stats["spread"],
         "arithmetic": cell.arithmetic,
+        "emulated": cell.emulated,
         "argmax_agreement": None if parity is None else parity.argmax_agreement,
         "max_abs_diff": None if parity is None else parity.max_abs_diff,
         "cosine": None if parity is None else parity.cosine,
@@ -92,7 +113,7 @@ def format_table(results: list) -> str:
             _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")
             + (f" ({r['peak_of']})" if r.get("peak_of") else ""),
             _percent(r.get("argmax_agreement")), _fmt(r.get("max_abs_diff"), ".2g"),
-            r["note"],
+            "; ".join(filter(None, [*labels(r), r["note"]])),
         ))
     return render_table(header, rows, align="l" * len(header), sep=" | ", rule_sep="-+-")
 
@@ -103,22 +124,36 @@ def write_json(report: dict, out_dir: str) -> str:
     return path
 
 
-def write_plot(results: list, out_dir: str, title: str = "CPU throughput"):
-    """img/s vs batch, one line per contender, log x; None when matplotlib is missing."""
-    try:
-        import matplotlib
+def legend_label(name: str, rows: list) -> str:
+    """A contender's legend entry: its name, and what its rows must say (emulated; wrong, at its
+    lowest agreement over the batches)."""
+    marks = ["emulated"] if any(r.get("emulated") for r in rows) else []
+    agreements = [r["argmax_agreement"] for r in rows if r.get("argmax_agreement") is not None]
+    if agreements and wrong_label(min(agreements)):
+        marks.append(wrong_label(min(agreements)))
+    return name + (f" ({'; '.join(marks)})" if marks else "")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+
+def plot_figure(results: list, title: str = "CPU throughput"):
+    """The matplotlib figure of ``write_plot``: img/s vs batch, one line per contender, log axes.
+    A contender that is wrong at some batch (argmax agreement under WRONG_BELOW) is drawn dashed
+    with hollow markers, so the picture does not show its speed as the model's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in sorted({r["contender"] for r in results}, key=lambda n: (n != ORT_NAME, n)):
         rows = sorted((r for r in results if r["contender"] == name), key=lambda r: r["batch"])
         xs = [r["batch"] for r in rows]
         ys = [r["median_img_per_s"] for r in rows]
         err = [[y - r["min_img_per_s"] for y, r in zip(ys, rows)], [r["max_img_per_s"] - y for y, r in zip(ys, rows)]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        wrong = any(wrong_label(r.get("argmax_agreement")) for r in rows)
+        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=legend_label(name, rows),
+                           linestyle="--" if wrong else "-")
+        if wrong:
+            line.lines[0].set_markerfacecolor("none")
     batches = sorted({r["batch"] for r in results})
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches)
@@ -130,6 +165,16 @@ def write_plot(results: list, out_dir: str, title: str = "CPU throughput"):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def write_plot(results: list, out_dir: str, title: str = "CPU throughput"):
+    """``plot_figure`` as out_dir/bench_cpu.png; None when matplotlib is missing."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig = plot_figure(results, title)
     path = os.path.join(out_dir, "bench_cpu.png")
     files.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

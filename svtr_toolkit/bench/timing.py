@@ -88,6 +88,7 @@ class Cell:
     samples_s: list = field(default_factory=list)  # seconds per call, one per round
     idle_wait_s: list = field(default_factory=list)  # seconds waited for idle before each sample
     arithmetic: str = "fp32"  # what it computes in: picks the peak its "% peak" is set against
+    emulated: bool = False  # a reduced precision computed in fp32 arithmetic (its build description says so)
     parity: object = None  # numerics.Parity against onnxruntime fp32 on this cell's input
 
     @property
