@@ -248,6 +248,11 @@ def emulate_storage(model: onnx.ModelProto, region: set, rounding: str = "all",
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), None)
+    if precision == "bf16" and opset is not None and opset < 13:
+        # Cast to and from bfloat16 exists from opset 13 (PP-OCRv4's recogniser is opset 12):
+        # the graph is converted first, op by op, with the same semantics
+        out = onnx.version_converter.convert_version(out, 13)
     inferred = onnx.shape_inference.infer_shapes(out)
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
