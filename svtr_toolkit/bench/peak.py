@@ -9,6 +9,9 @@
 - fp16: where the CPU has fp16 arithmetic (x86 avx512_fp16, ARMv8.2 fp16), a vectorised fp16
   matmul with fp16 accumulation compiled by TVM for the host (the instructions the CPU's fp16
   FMA uses); elsewhere there is no fp16 figure and fp16 engines are set against the fp32 peak.
+- bf16: where the CPU has AMX-BF16, the bf16 plan's product by weights as the build compiles
+  it (AMX tiles); elsewhere bf16 engines (bf16 values in fp32 arithmetic) are set against the
+  fp32 peak.
 """
 from __future__ import annotations
 
@@ -124,6 +127,45 @@ def tvm_rule_matmul_flops(m: int = RULE_PROBE_MNK[0], n: int = RULE_PROBE_MNK[1]
     return 2.0 * m * n * k / min(timer(*args).results)
 
 
+# The bf16 probe: a product by weights of the bf16 plan, large enough for whole AMX tiles.
+BF16_PROBE_MNK = (3200, 512, 512)
+
+
+def tvm_bf16_matmul_flops(m: int = BF16_PROBE_MNK[0], n: int = BF16_PROBE_MNK[1], k: int = BF16_PROBE_MNK[2],
+                          repeats: int = 5) -> float:
+    """Best FLOP/s of a bf16 product by weights (bf16-rounded activations, bf16 weights, fp32
+    sums) compiled for this host by the default build: AMX tile kernels where the CPU has them."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from ..compile.targets import host_cpu_target
+    from ..runtime.library import request_amx_state
+
+    refused = request_amx_state()
+    if refused:
+        raise ToolkitError(f"the bf16 probe needs AMX: {refused}")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((m, k), "float32"))
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((k, n)).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            rounded = bb.emit(relax.op.astype(relax.op.astype(x, "bfloat16"), "float32"))
+            out = bb.emit_output(relax.op.matmul(rounded, relax.const(weight)))
+        bb.emit_func_output(out)
+    target = host_cpu_target()
+    tvm_target = target.tvm_target()
+    report = {}
+    executable = tvm.compile(bb.get(), tvm_target, relax_pipeline=target.module.pipeline(tvm_target, None, report))
+    if "amx-bf16" not in report.values():
+        raise ToolkitError(f"the bf16 probe's product was not an AMX kernel ({report})")
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(executable, dev)
+    timer = vm.time_evaluator("main", dev, number=10, repeat=repeats)
+    return 2.0 * m * n * k / min(timer(tvm.runtime.tensor(rng.standard_normal((m, k)).astype(np.float32), dev)).results)
+
+
 def _probe(call: str, env_threads: int | None = None, timeout: int = 600, exact_threads: bool = False) -> float:
     """Run ``call`` (an expression of this module) in a fresh interpreter; its FLOP/s. TVM's
     threads: ``env_threads`` unless TVM_NUM_THREADS is set (always ``env_threads`` with
@@ -158,12 +200,24 @@ def measure_fp16_flops(cores: int) -> float:
     return _probe("tvm_matmul_flops('float16')", env_threads=cores)
 
 
-def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: bool | None = None) -> dict:
-    """fp32 (all cores, one core) and, on CPUs with fp16 arithmetic, fp16 peaks in FLOP/s."""
+def measure_bf16_flops(cores: int) -> float:
+    """Best FLOP/s of the bf16 plan's AMX product on every core, in a fresh process."""
+    return _probe("tvm_bf16_matmul_flops()", env_threads=cores)
+
+
+def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: bool | None = None,
+                 bf16_arithmetic: bool | None = None) -> dict:
+    """fp32 (all cores, one core) and, on CPUs with fp16 arithmetic, fp16 and, on CPUs with bf16
+    matrix arithmetic (AMX), bf16 peaks in FLOP/s."""
     if fp16_arithmetic is None:
         from ..cpu_features import host
 
         fp16_arithmetic = host().has_fp16_arithmetic
+    if bf16_arithmetic is None:
+        from ..compile.targets import host_cpu_target
+        from ..compile.targets.llvm import has_bf16_matrix_arithmetic
+
+        bf16_arithmetic = has_bf16_matrix_arithmetic(host_cpu_target().spec)
     readings = {
         "mlas_all_cores_flops": measure_gemm_flops(n, repeats, threads=cores),
         "mlas_one_core_flops": measure_gemm_flops(n, repeats, threads=1),
@@ -180,13 +234,17 @@ def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: b
         "fp16_arithmetic": bool(fp16_arithmetic),
         "fp16_probe": "TVM fp16 matmul 1024x256x256, fp16 accumulation" if fp16_arithmetic else None,
         "fp16_flops": measure_fp16_flops(cores) if fp16_arithmetic else None,
+        "bf16_arithmetic": bool(bf16_arithmetic),
+        "bf16_probe": (f"TVM bf16 product by weights M={BF16_PROBE_MNK[0]} N={BF16_PROBE_MNK[1]} K={BF16_PROBE_MNK[2]}, "
+                       "AMX tiles, fp32 sums") if bf16_arithmetic else None,
+        "bf16_flops": measure_bf16_flops(cores) if bf16_arithmetic else None,
     }
 
 
 def merge_peaks(before: dict, after: dict) -> dict:
     """Best of two probes, keeping both readings."""
     merged = dict(before)
-    for key in ("all_cores_flops", "one_core_flops", "fp16_flops"):
+    for key in ("all_cores_flops", "one_core_flops", "fp16_flops", "bf16_flops"):
         if before.get(key) is None and after.get(key) is None:
             continue
         merged[key] = max(v for v in (before.get(key), after.get(key)) if v is not None)
@@ -199,8 +257,12 @@ def describe_peak(peak: dict) -> str:
     line = (f"fp32 {peak['all_cores_flops'] / 1e9:.1f} GFLOP/s on {peak['cores']} cores, "
             f"{peak['one_core_flops'] / 1e9:.1f} on 1 core ({peak['fp32_probe']}); ")
     if peak.get("fp16_flops"):
-        return line + f"fp16 {peak['fp16_flops'] / 1e9:.1f} GFLOP/s ({peak['fp16_probe']})"
-    return line + "this CPU has no fp16 arithmetic: fp16 engines are set against the fp32 peak"
+        line += f"fp16 {peak['fp16_flops'] / 1e9:.1f} GFLOP/s ({peak['fp16_probe']})"
+    else:
+        line += "this CPU has no fp16 arithmetic: fp16 engines are set against the fp32 peak"
+    if peak.get("bf16_flops"):
+        return line + f"; bf16 {peak['bf16_flops'] / 1e9:.1f} GFLOP/s ({peak['bf16_probe']})"
+    return line + "; no bf16 matrix arithmetic (AMX): bf16 engines are set against the fp32 peak"
 
 
 def peak_for(peak: dict, arithmetic: str | None):
@@ -209,6 +271,9 @@ def peak_for(peak: dict, arithmetic: str | None):
     where no matching probe exists."""
     if arithmetic == "fp16" and peak.get("fp16_flops"):
         return peak["fp16_flops"], "fp16"
-    if arithmetic in ("fp32", None) or (arithmetic == "fp16" and not peak.get("fp16_arithmetic")):
+    if arithmetic == "bf16" and peak.get("bf16_flops"):
+        return peak["bf16_flops"], "bf16"
+    if arithmetic in ("fp32", None) or (arithmetic == "fp16" and not peak.get("fp16_arithmetic")) \
+            or (arithmetic == "bf16" and not peak.get("bf16_arithmetic")):
         return peak.get("all_cores_flops"), "fp32"
     return None, f"no {arithmetic} probe"
