@@ -45,6 +45,7 @@ SCENARIOS = ("SingleStream", "Offline", "Server")
 PERFORMANCE_SAMPLES = 1024  # QSL samples LoadGen keeps loaded, at most
 SERVER_LOAD = 0.5  # Server's offered load without a target, as a share of the calibrated throughput
 CALIBRATION_CALLS = 3
+CALIBRATION_S = 1.0
 # The percentiles LoadGen's log reports, in its own key names
 _PERCENTILES = ("50.00", "90.00", "95.00", "97.00", "99.00", "99.90")
 
@@ -284,12 +285,19 @@ class _Sut:
 
 
 def calibrate(backend) -> dict:
-    """Seconds per batch of the backend's own timer (after one untimed call): what LoadGen is told
-    to expect, so it sizes SingleStream's queries and Offline's one query to its minimum duration."""
-    backend.time_compute(1, 1)
-    seconds = float(np.median(backend.time_compute(CALIBRATION_CALLS, 1)))
+    """Seconds per batch of the backend's own timer, the fastest of at least CALIBRATION_CALLS
+    calls over CALIBRATION_S (after two untimed ones): what LoadGen is told to expect. The fastest,
+    not a typical call: LoadGen sizes Offline's one query as expected throughput x minimum
+    duration, so a figure read low (a slow first call, a busy moment) ends the run before its
+    minimum duration and LoadGen calls it INVALID, while one read high only lengthens the run."""
+    backend.time_compute(2, 1)
+    samples, start = [], time.perf_counter()
+    while len(samples) < CALIBRATION_CALLS or time.perf_counter() - start < CALIBRATION_S:
+        samples += backend.time_compute(1, 1)
+    seconds = float(min(samples))
     batch = backend.input_shape[0]
-    return {"seconds_per_batch": seconds, "batch_size": batch, "samples_per_second": batch / seconds}
+    return {"seconds_per_batch": seconds, "batch_size": batch, "samples_per_second": batch / seconds,
+            "calls": len(samples)}
 
 
 def apply_hints(rules: Rules, calibration: dict, latency_target_ms: float | None = None,
