@@ -38,9 +38,10 @@ def test_parse_engine_specs_rejects_malformed(spec):
         bench.parse_engine_specs([spec])
 
 
-def test_parse_engine_specs_rejects_duplicate_names():
-    with pytest.raises(ToolkitError, match="twice"):
-        bench.parse_engine_specs(["x=a.so", "x=b.so"])
+def test_parse_engine_specs_takes_a_name_twice_but_not_an_engine():
+    assert bench.parse_engine_specs(["x=a.so", "x=b.so"]) == [("x", "a.so"), ("x", "b.so")]
+    with pytest.raises(ToolkitError, match="x=a.so is given twice"):
+        bench.parse_engine_specs(["x=a.so", "x=a.so"])
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -90,6 +90,17 @@ def test_bench_cpu_checks_its_inputs_and_outputs_before_any_work(tiny, tmp_path)
     assert "--engine_dir" in line and "is the input --engine mine" in line
 
 
+def test_one_name_may_cover_engines_of_several_batches_but_not_two_at_one(tiny, built, tmp_path):
+    from svtr_toolkit.bench import engine_batches
+
+    copy = tmp_path / "copy.so"
+    copy.write_bytes(open(built[0], "rb").read())
+    assert engine_batches([("tvm", built[0])]) == [built[1]["input_shape"][0]]
+    line = refused("bench_cpu", "--model_path", tiny, *TINY_MODEL_FLAGS, "--engine", f"tvm={built[0]}",
+                   "--engine", f"tvm={copy}")
+    assert f"--engine name 'tvm' is given twice for batch {built[1]['input_shape'][0]}" in line
+
+
 def test_bench_cpu_refuses_a_sweep_whose_inputs_do_not_fit_in_memory(monkeypatch, tiny):
     monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 20)
     line = refused("bench_cpu", "--model_path", tiny, "--batches", "1,8,4096", "--no_progress")

@@ -108,6 +108,7 @@ def preflight(args, batches, engines, precisions):
     from svtr_toolkit.bench import contenders as registry
     from svtr_toolkit.bench.contenders.tvm_contender import planned_paths
     from svtr_toolkit.bench.driver import input_memory_bytes
+    from svtr_toolkit.bench.flags import engine_batches
     from svtr_toolkit.bench.flops import model_image_shape
     from svtr_toolkit.files import check_outputs_apart, check_writable, require_file
     from svtr_toolkit.memory import require_memory
@@ -121,6 +122,7 @@ def preflight(args, batches, engines, precisions):
                                                                                    "--model_path")
     for name, path in engines:
         require_file(path, f"--engine {name}")
+    engine_batches(engines)
     outputs = [("--out_dir", os.path.join(args.out_dir, name)) for name in ("bench_cpu.json", "bench_cpu.png")]
     if args.build:
         stem = preset.name if preset else os.path.splitext(os.path.basename(model_path))[0]

@@ -11,7 +11,7 @@
 """
 from .contenders import REGISTRY as CONTENDERS, Entry, Setup  # noqa: F401
 from .driver import check_cells, plan_cells, run_benchmark  # noqa: F401
-from .flags import DEFAULT_BATCHES, HEADLINE_BATCH, parse_batches, parse_engine_specs  # noqa: F401
+from .flags import DEFAULT_BATCHES, HEADLINE_BATCH, engine_batches, parse_batches, parse_engine_specs  # noqa: F401
 from .flops import count_model_flops, model_image_shape, node_flops  # noqa: F401
 from .kernels import format_error_table, format_throughput_table, matmul_sweep  # noqa: F401
 from .machine import machine_info  # noqa: F401

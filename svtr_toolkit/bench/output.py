@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import textwrap
 
 from .. import files
 from ..table import render_table
@@ -161,7 +162,7 @@ def plot_figure(results: list, title: str = "CPU throughput"):
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s (median over rounds; bars: min-max)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 100), fontsize=9)  # the machine and versions outgrow one line
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
