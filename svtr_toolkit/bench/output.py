@@ -162,7 +162,7 @@ def plot_figure(results: list, title: str = "CPU throughput"):
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s (median over rounds; bars: min-max)")
-    ax.set_title(textwrap.fill(title, 100), fontsize=9)  # the machine and versions outgrow one line
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)  # the machine and versions outgrow one line
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
