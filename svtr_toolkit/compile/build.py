@@ -154,8 +154,7 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
         write_atomically(engine_path, lambda tmp: (own_build(model_path, input_name, shape, precision, tmp, target.spec),
                                                    append_engine_metadata(tmp, meta)))
     else:
-        executable = _compile(model, input_name, shape, precision, target, tuning_dir if db_digest else None,
-                              tuning_dir, meta, log)
+        executable = _compile(model, input_name, shape, precision, target, tuning_dir, bool(db_digest), meta, log)
         meta["build_seconds"] = round(time.perf_counter() - start, 1)
 
         def write(tmp):
@@ -204,8 +203,11 @@ def kernel_flops(meta: dict) -> dict:
     return {name: value for name, value in flops.items() if value is not None}
 
 
-def _compile(model, input_name, shape, precision, target: BuildTarget, database_folder, tuning_dir, meta, log):
-    """``tvm.compile`` of the prepared model with the target's pipeline; fills the plan into ``meta``."""
+def _compile(model, input_name, shape, precision, target: BuildTarget, tuning_dir, apply_database: bool, meta,
+             log):
+    """``tvm.compile`` of the prepared model with the target's pipeline; fills the plan into ``meta``.
+    ``tuning_dir``: the database folder the build chose (its coverage is described even when it is
+    empty); ``apply_database``: whether it holds records to apply."""
     import tvm
 
     from . import tuning
@@ -222,7 +224,7 @@ def _compile(model, input_name, shape, precision, target: BuildTarget, database_
     tvm_target = target.tvm_target()
     if target.module.TUNED:
         meta["tuning"] = tuning.describe_coverage(mod, tvm_target, tuning_dir, log)
-    database = tuning.open_for_build(database_folder) if database_folder else None
+    database = tuning.open_for_build(tuning_dir) if apply_database else None
     report = {}
     try:
         executable = tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, database, report))

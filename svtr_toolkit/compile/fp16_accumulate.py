@@ -1,25 +1,25 @@
-"""K-chunked fp16 accumulation for the fp16 recogniser's matrix products.
+"""K-chunked fp16 accumulation for the fp16 recogniser's products by weights.
 
-ToMixedPrecision(out_dtype="float32") leaves every recogniser matmul as fp16 inputs with an
-fp32 accumulator. x86 has no fp16-in / fp32-accumulate FMA, so LLVM converts both operands
-around every multiply: on an avx512_fp16 CPU that ran at 78 GFLOP/s against 252 for fp32
-and 529 for fp16 accumulation (``vfmadd231ph``). Accumulating the whole K in fp16 loses
-too much (an fp16 sum of K terms carries ~K/2 roundings at the running sum's magnitude), so
-each matmul is rewritten as
+x86 has no fp16-in / fp32-accumulate FMA: an fp16 product with an fp32 sum is two conversions
+around every multiply-add, slower than fp32 (docs give the measured rates), while an fp16 sum
+of the whole K carries about K/2 roundings at the running sum's magnitude and loses too much.
+So each product is computed as
 
-    part[..., i, j, c] = sum_{r < chunk} a[..., i, c*chunk + r] * b[..., c*chunk + r, j]   (fp16)
-    out[..., i, j]     = sum_c float32(part[..., i, j, c])                                (fp32)
+    part[..., i, j, c] = sum_{r < chunk} a[..., i, c*chunk + r] * b[c*chunk + r, j]   (fp16)
+    out[..., i, j]     = sum_c float32(part[..., i, j, c])                          (fp32)
 
-almost every FMA is fp16 and the chunk sums are added in fp32: the error grows with the
-chunk length instead of with K. A K that the chunk does not divide gets a shorter last
-chunk (its missing terms are zeros). The epilogue the graph has after the product (the cast
-to fp16, bias) is untouched. Layer-norm statistics and softmax sums are not matmuls and keep
-their fp32 accumulation; convolutions keep theirs too (see ``rewrite_matmuls``).
+almost every multiply-add is fp16 and the chunk sums are added in fp32: the error grows with
+the chunk length instead of with K. A K that the chunk does not divide gets chunks made as even
+as they can be, and a shorter last one where even chunks do not divide it (its missing terms are
+zeros). Layer-norm statistics, softmax sums and every other reduction keep fp32 accumulation.
 
 The plan is a setting (``setting``): on where the target CPU has fp16 arithmetic, off
-elsewhere, forced either way with ``SVTR_FP16_ACCUMULATE``; the chunk is
-``SVTR_FP16_CHUNK``. The schedule is ``schedule_rules.chunked_contraction``. Where it is
-off, a CPU engine keeps fp16 values in fp32 arithmetic (``precision.reduced_mode``).
+elsewhere, forced either way with ``SVTR_FP16_ACCUMULATE``; the chunk is ``SVTR_FP16_CHUNK``.
+Engines get these kernels through ``relax_passes.fp16_matmuls`` (weights in panels, the
+activations converted in the kernel); ``rewrite_matmuls`` rewrites any fp16 x fp16 matmul, for
+the kernel benchmark (tools/bench_kernels.py). The schedule is
+``schedule_rules.chunked_contraction``. Where the plan is off, a CPU engine computes its fp16
+values in fp32 arithmetic (``precision.reduced_mode``).
 """
 from __future__ import annotations
 
@@ -27,19 +27,12 @@ import os
 
 from ..errors import ToolkitError
 
-# 64 terms. Accuracy (golden SVTR-Tiny weights, this CPU's emulated fp16, against
-# onnxruntime fp32, chunks 16/32/64/128/whole K, two builds): argmax agreement does not
-# follow the chunk (14 golden rows: 99.7-100 %, the one flip the row with the smallest top-2
-# margin, 0.016; 140 IIIT5K crops: 99.7-99.9 % for every chunk and for fp32 accumulation
-# alike, the flips near-ties), while the mean |diff| grows with it (IIIT5K: 6.9e-5 with fp32
-# accumulation; 7.0-7.1e-5 at 16-32, 7.3-7.4e-5 at 64, 7.4-7.5e-5 at 128, 8.6e-5 for the
-# whole K). Speed: each chunk ends, per 32-lane fp16 accumulator, with
-# two widenings, an extract and two fp32 adds (5 instructions) against ``chunk`` fp16 FMAs:
-# ~8 % of the FMA count at 64, ~30 % at 16, ~4 % at 128. 64 keeps the mean |diff|
-# within 8 % of the fp32-accumulating engine's at a few per cent of overhead; attention's
-# head-dim products (K = 32) and stage 1's linear layers (K = 64) are then one chunk.
-# (Speed not measured: that needs an avx512_fp16 CPU. The emulation rounds each product to
-# fp16 before adding it; vfmadd231ph rounds once, so these errors are an upper side.)
+# Terms per chunk. The chunk moves the error, not the argmax: on the golden SVTR rows and real
+# crops every chunk from 16 to the whole K flipped the same near-ties, while the mean error
+# grows with the chunk; each chunk ends with a few widening and fp32 adds per accumulator
+# against ``chunk`` fp16 multiply-adds. 64 keeps the error near the fp32-accumulating one at a
+# few per cent of extra instructions, and makes attention's head products (K = 32) and stage
+# 1's layers (K = 64) one chunk (docs give the measurements behind this).
 DEFAULT_CHUNK = 64
 ENV_MODE = "SVTR_FP16_ACCUMULATE"  # auto (default) | on | off
 ENV_CHUNK = "SVTR_FP16_CHUNK"  # terms per fp16 partial sum; "none" (or 0): the whole K in fp16

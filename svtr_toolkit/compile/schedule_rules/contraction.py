@@ -194,10 +194,10 @@ class TiledContraction(CpuRule):
             panel = None  # small enough to stay cached where it lies
         if panel is not None and in_panels(stmt.reads[panel].source, width, nr):
             panel = None  # laid out in panels at build time (relax_passes.pack_weights)
-        keep = None if panel is None else _outside_panel(sch, outer, jo, _extent(sch, [io]) * mr, 4 * model.cores)
-        if keep is not None:
-            sch.reorder(*outer[:keep], jo, *outer[keep:], io, *r_loops, ii, ji)
-            task = sch.fuse(*outer[:keep], jo)
+        outside = None if panel is None else _outside_panel(sch, outer, jo, _extent(sch, [io]) * mr, 4 * model.cores)
+        if outside is not None:
+            sch.reorder(*outer[:outside], jo, *outer[outside:], io, *r_loops, ii, ji)
+            task = sch.fuse(*outer[:outside], jo)
             sch.parallel(task)
             self.pack(sch, main, panel, task)
             anchor = io
@@ -333,19 +333,19 @@ def _outside_panel(sch, outer, jo, rows_per_tile: int, tasks: int) -> int | None
     packed panel, then more if the tasks would not feed every core; None when even all of
     them give too few tasks (no packing then)."""
     extents = [int_extent(sch, loop) or 1 for loop in outer]
-    keep = 0
+    outside = 0
     for count in range(len(outer), -1, -1):
         inner = rows_per_tile
         for extent in extents[count:]:
             inner *= extent
         if inner >= PANEL_ROWS:
-            keep = count
+            outside = count
             break
-    while _extent(sch, outer[:keep] + [jo]) < tasks:
-        if keep == len(outer):
+    while _extent(sch, outer[:outside] + [jo]) < tasks:
+        if outside == len(outer):
             return None
-        keep += 1
-    return keep
+        outside += 1
+    return outside
 
 
 def _reused_operand(sch, main, spatial, row: int) -> int | None:

@@ -90,8 +90,8 @@ def _load_cpu_tensor_intrinsics() -> None:
     """The CPU tensor intrinsics only, before MetaSchedule asks for all of them.
 
     Every TuneContext runs ``import tvm.s_tir.tensor_intrin``, whose package module parses every
-    target's intrinsics in TVMScript, CUDA's included: about 24 s of each tuning process on this
-    project's 2-core machines, against about 3 s for the CPU ones. The package is registered
+    target's intrinsics in TVMScript, CUDA's included: most of a tuning process's start-up on a
+    small CPU, for intrinsics a CPU build never uses (docs give the timing). The package is registered
     without running its ``__init__`` and its CPU submodules are imported, so that import finds it
     loaded; other targets' submodules still import on demand (``tensor_intrin.cuda``)."""
     import importlib
