@@ -401,7 +401,12 @@ def test_matmul_model_is_the_gemm_it_times():
     ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None}, "fp16", (100.0, "fp32")),
     ({"all_cores_flops": 100.0, "fp16_arithmetic": True, "fp16_flops": 400.0}, "fp16", (400.0, "fp16")),
     ({"all_cores_flops": 100.0, "fp16_arithmetic": True, "fp16_flops": 400.0}, "fp32", (100.0, "fp32")),
-    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None}, "bf16", (None, "no bf16 probe")),
+    # bf16 without bf16 matrix arithmetic computes in fp32; with it (AMX), against the bf16 probe
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None, "bf16_arithmetic": False,
+      "bf16_flops": None}, "bf16", (100.0, "fp32")),
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None, "bf16_arithmetic": True,
+      "bf16_flops": 700.0}, "bf16", (700.0, "bf16")),
+    ({"all_cores_flops": 100.0, "fp16_arithmetic": False, "fp16_flops": None}, "int8", (None, "no int8 probe")),
 ])
 def test_each_contender_is_set_against_the_peak_of_its_arithmetic(peak, arithmetic, want):
     assert bench.peak_for(peak, arithmetic) == want
@@ -494,11 +499,12 @@ def test_kernel_flops_counts_what_the_engine_computes_and_the_profile_turns_it_i
     from svtr_toolkit.bench.profile import KernelTime, add_rates, format_profile
     from svtr_toolkit.compile import build, targets
 
-    model = _matmul_model(tmp_path / "mm.onnx")
+    # 64 wide: whole vectors on every CPU class, so no zero columns padded into the weight panels
+    model = _matmul_model(tmp_path / "mm.onnx", n=64)
     meta = build.build_engine(model, "x", (4, 16, 32), "fp32", targets.select_target("llvm"),
                               str(tmp_path / "mm.so"), log=lambda *_: None, tuning_dir=None)
     flops = build.kernel_flops(meta)
-    assert list(flops.values()) == [2.0 * 4 * 16 * 32 * 24]  # one kernel: a multiply and an add per term
+    assert list(flops.values()) == [2.0 * 4 * 16 * 32 * 64]  # one kernel: a multiply and an add per term
     kernel = next(iter(flops))
     profile = {"kernels": [KernelTime(kernel, 2.0, 0.5, 0.9), KernelTime("copy", 1.0, 0.1, 0.1)],
                "kernel_ms": 0.6, "builtin_ms": 0.0, "plain_ms": 0.6, "instrumented_ms": 0.7}

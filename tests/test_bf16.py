@@ -61,7 +61,7 @@ def test_bf16_products_are_amx_tile_kernels_where_the_target_has_amx():
 
 def host_runs_amx() -> bool:
     from svtr_toolkit.compile.targets import host_cpu_target
-    from svtr_toolkit.compile.targets.llvm import has_bf16_matrix_arithmetic
+    from svtr_toolkit.compile.arithmetic import has_bf16_matrix_arithmetic
     from svtr_toolkit.runtime.library import request_amx_state
 
     return has_bf16_matrix_arithmetic(host_cpu_target().spec) and request_amx_state() is None

@@ -11,6 +11,7 @@ tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
 
 from svtr_toolkit.compile import fp16_accumulate as fa  # noqa: E402
+from svtr_toolkit.compile.arithmetic import has_fp16_arithmetic  # noqa: E402
 from svtr_toolkit.compile.build import build_identity, stale_reasons  # noqa: E402
 from svtr_toolkit.compile.targets import BuildTarget, host_cpu_target  # noqa: E402
 from svtr_toolkit.cpu_features import parse_cpuinfo  # noqa: E402
@@ -110,7 +111,7 @@ def host_reference(a, b, chunk):
     """The arithmetic this host's compiled kernel performs: an fp16 FMA rounds each
     multiply-add once where the CPU has fp16 arithmetic (``vfmadd231ph``, ``fmla .8h``);
     without it LLVM emulates each fp16 multiply and add, rounding both."""
-    fused = fa.has_fp16_arithmetic(host_cpu_target().spec)
+    fused = has_fp16_arithmetic(host_cpu_target().spec)
     return (reference_fused if fused else fa.reference)(a, b, chunk)
 
 

@@ -215,7 +215,7 @@ def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: b
         fp16_arithmetic = host().has_fp16_arithmetic
     if bf16_arithmetic is None:
         from ..compile.targets import host_cpu_target
-        from ..compile.targets.llvm import has_bf16_matrix_arithmetic
+        from ..compile.arithmetic import has_bf16_matrix_arithmetic
 
         bf16_arithmetic = has_bf16_matrix_arithmetic(host_cpu_target().spec)
     readings = {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ToolkitError
+from .arithmetic import has_fp16_arithmetic
 
 # Terms per chunk. The chunk moves the error, not the argmax: on the golden SVTR rows and real
 # crops every chunk from 16 to the whole K flipped the same near-ties, while the mean error
@@ -41,11 +42,6 @@ PARTIAL_BLOCK = "chunk_partial"  # the block names the schedule rule recognises
 CONVERT_BLOCK = "fp16_a"  # the activations converted to fp16 (relax_passes.fp16_matmuls)
 SUM_BLOCK = "chunk_sum"
 KERNEL_NAME = "chunked_matmul"
-
-
-def has_fp16_arithmetic(spec: dict | None) -> bool:
-    """Whether an LLVM target spec switches on fp16 arithmetic (x86 avx512fp16, ARM fullfp16)."""
-    return bool(spec) and spec.get("kind") == "llvm" and bool(set(spec.get("mattr") or []) & {"+avx512fp16", "+fullfp16"})
 
 
 def _parse_chunk(raw: str, source: str) -> int:

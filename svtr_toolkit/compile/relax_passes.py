@@ -290,7 +290,7 @@ def bf16_matmuls(target):
     from tvm.relax.dpl import is_const, is_op, wildcard
 
     from .onnx_passes import round_to
-    from .targets.llvm import has_bf16_matrix_arithmetic
+    from .arithmetic import has_bf16_matrix_arithmetic
 
     value, weight = wildcard(), is_const()
     narrow = is_op("relax.astype")(value)

@@ -86,6 +86,8 @@ def pipeline(target, database=None, report: dict | None = None):
 def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -> str | None:
     """What a precision means on this CPU, when it is not what the name suggests
     (``accumulate``: the build's K-chunked fp16 setting, None when off)."""
+    from ..arithmetic import has_bf16_matrix_arithmetic
+
     if precision == "bf16":
         if has_bf16_matrix_arithmetic(spec):
             return None
@@ -93,7 +95,7 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
                 "(weights and activations rounded to bf16) in fp32 arithmetic, about as fast as an fp32 engine")
     if precision != "fp16":
         return None
-    from ..fp16_accumulate import has_fp16_arithmetic
+    from ..arithmetic import has_fp16_arithmetic
 
     fp16_cpu = has_fp16_arithmetic(spec)
     if accumulate is None:
@@ -106,17 +108,10 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
     return None
 
 
-def has_bf16_matrix_arithmetic(spec: dict | None) -> bool:
-    """Whether an LLVM target spec has the bf16 matrix instructions the toolkit's bf16 kernels
-    use (AMX tiles with bf16: ``tdpbf16ps``)."""
-    attrs = set((spec or {}).get("mattr") or [])
-    return bool(spec) and spec.get("kind") == "llvm" and {"+amx-tile", "+amx-bf16"} <= attrs
-
-
 def arithmetic(spec: dict, precision: str, accumulate: dict | None = None) -> str:
     """What an engine of ``precision`` computes its matrix products in on this CPU, in words;
     "emulated" when the precision's values are computed in fp32 arithmetic."""
-    from ..fp16_accumulate import has_fp16_arithmetic
+    from ..arithmetic import has_bf16_matrix_arithmetic, has_fp16_arithmetic
 
     if precision == "fp32":
         return "fp32"
