@@ -224,12 +224,14 @@ def conv3x3_nhwc(x, w):
 def test_a_packed_panel_serves_many_rows_on_small_maps():
     """A 3x3 convolution over a 2x4 map with 128 input channels: its weight panel (K=1152 x 16)
     is packed; per (image, output row) it would be copied for one 4-wide row tile, so the
-    images and rows go inside the j-tile loop, which alone is the parallel loop."""
+    images and rows go inside the j-tile loop, which alone is the product's parallel loop (the
+    zero padding is a pass of its own: no bounds test in the register tile)."""
     shapes = [(8, 2, 4, 128), (3, 3, 128, 128)]
     kernels = scheduled_kernels(conv3x3_nhwc, *shapes, target=tvm.target.Target(AVX2_2_CORES))
     (text,) = [text for rule, text in kernels.values() if rule == "contraction"]
     assert "_global" in text  # the packed panel (cache_read)
-    assert text.count("T.parallel(") == 1 and "T.parallel(T.int64(8))" in text  # 128 / 16 j-tiles
+    # the zero padding's own pass, and the product's: its j-tiles alone (128 / 16)
+    assert text.count("T.parallel(") == 2 and "T.parallel(T.int64(8))" in text
     run, _ = compile_one(conv3x3_nhwc, *shapes)
     x, w = data(*shapes[0]), data(*shapes[1], seed=1)
     reference = conv_nchw(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), 1).transpose(0, 2, 3, 1)
@@ -287,3 +289,20 @@ def test_a_tile_of_three_vectors_is_three_unrolled_machine_vectors():
     assert rule == "contraction"
     assert len(re.findall(r"T\.unroll\(T\.int64\(3\)\):\s+for \w+ in T\.vectorized\(T\.int64\(16\)\)", text)) == 3
     assert "T.vectorized(T.int64(48))" not in text
+
+
+def test_a_channels_last_window_reads_its_padding_from_a_pass_of_its_own():
+    """The zero padding of an NHWC 3x3 convolution is filled once, in its own vectorised pass;
+    the product reads it with no bounds test (a branch at every tap kept the partial sums in
+    memory: the stride-2 merges ran at half the speed)."""
+    shapes = [(2, 4, 25, 64), (3, 3, 64, 64)]
+    (rule, text), = [v for v in scheduled_kernels(
+        lambda x, w: relax.op.nn.conv2d(x, w, strides=(2, 1), padding=1, data_layout="NHWC", kernel_layout="HWIO"),
+        *shapes, target=tvm.target.Target(AVX512_2_CORES)).values() if v[0] == "contraction"]
+    product = text[text.index("update"):]
+    assert "if_then_else" not in product and "if_then_else" in text
+    run, _ = compile_one(lambda x, w: relax.op.nn.conv2d(x, w, strides=(2, 1), padding=1, data_layout="NHWC",
+                                                         kernel_layout="HWIO"), *shapes)
+    x, w = data(*shapes[0]), data(*shapes[1], seed=1)
+    reference = conv_nchw(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), 1)[:, :, ::2, :].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(run(x, w), reference, rtol=1e-4, atol=1e-4)

@@ -143,14 +143,19 @@ class TiledContraction(CpuRule):
     def producers(sch, kernel: _Kernel, target) -> list:
         """Blocks before the reduction: padded copies get their own vectorised pass; zero
         padding read along j is computed per tile (returned, placed by ``tile``): inlined,
-        its bounds test would sit in every vector lane and stop vectorisation; the rest is
-        inlined. The epilogue's blocks are inlined into its last one."""
+        its bounds test would sit in every vector lane and stop vectorisation; other zero
+        padding (a channels-last convolution's window) gets its own vectorised pass too:
+        inlined, its bounds test is a branch at every tap of the register tile, which kept the
+        partial sums out of registers (the stride-2 merges of SVTR ran at half the speed); the
+        rest is inlined. The epilogue's blocks are inlined into its last one."""
         windows = []
         for block in kernel.before:
             if block.name in kernel.copies:
                 vectorise_nest(sch, block.block_rv, target)
             elif _is_conditional(sch, block.block_rv) and _feeds_vectors(sch, block, kernel.main, kernel.spatial):
                 windows.append(block.block_rv)
+            elif _is_conditional(sch, block.block_rv):
+                vectorise_nest(sch, block.block_rv, target)
             else:
                 sch.compute_inline(block.block_rv)
         for block in kernel.after[:-1]:
@@ -207,13 +212,14 @@ class TiledContraction(CpuRule):
             if row_tiles is not None:
                 ib, io = sch.split(io, [None, row_tiles])
                 blocks = [ib]
-            kc = _reduction_block(r_loops, extents[len(spatial):], nr * bits // 8)
+            kc = _reduction_block(extents[len(spatial):], nr * bits // 8)
             if kc is not None:  # K-blocks outside the row tiles: each slice of the panel stays in L1
-                ko, ki = sch.split(r_loops[0], [None, kc])
-                sch.reorder(*outer, *blocks, jo, ko, io, ki, ii, ji)
+                *window, last = r_loops
+                ko, ki = sch.split(last, [None, kc])
+                sch.reorder(*outer, *blocks, jo, *window, ko, io, ki, ii, ji)
                 anchor = sch.fuse(*outer, *blocks, jo)
                 sch.parallel(anchor)
-                return _Tile(anchor, [ii, ji], nr, lanes, ko)
+                return _Tile(anchor, [ii, ji], nr, lanes, window[0] if window else ko)
             sch.reorder(*outer, *blocks, jo, io, *r_loops, ii, ji)
             anchor = sch.fuse(*outer, *blocks, jo, io)
             sch.parallel(anchor)
@@ -295,14 +301,21 @@ def _innermost_index_moves_with(region, var_name: str) -> bool:
     return var_name in {v.name for v in undefined_vars(region.region[-1].min)}
 
 
-def _reduction_block(r_loops, extents, panel_row_bytes: int) -> int | None:
-    """The reduction's block (kc) when the reused operand's K x nr panel is larger than
-    PANEL_L1_BYTES: the divisor of K that keeps a kc x nr slice of it in the L1 cache while
-    every row tile of the task passes over it. One reduction loop only (a matmul's K)."""
-    if len(r_loops) != 1 or extents[0] * panel_row_bytes <= PANEL_L1_BYTES:
+def _reduction_block(extents, panel_row_bytes: int) -> int | None:
+    """The block (kc) of the innermost reduction loop when the reused operand's panel (every
+    reduction step x nr) is larger than PANEL_L1_BYTES: the divisor of that loop (a matmul's K, a
+    convolution's input channels) that keeps a kc x nr slice of the panel in the L1 cache while
+    every row tile of the task passes over it; the other reduction loops (a convolution's window)
+    go outside the row tiles too. None when the panel fits, or no block would."""
+    total = panel_row_bytes
+    for extent in extents:
+        total *= extent
+    if total <= PANEL_L1_BYTES:
         return None
-    kc = divisor_near(extents[0], max(1, PANEL_L1_BYTES // panel_row_bytes), lowest=16)
-    return kc if 1 < kc < extents[0] else None
+    kc = divisor_near(extents[-1], max(1, PANEL_L1_BYTES // panel_row_bytes), lowest=16)
+    if kc <= 1:
+        return None
+    return kc if kc < extents[-1] or len(extents) > 1 else None
 
 
 def _row_tiles_per_block(row_tiles: int, tile_bytes: int, j_tiles: int) -> int | None:
