@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 
+from common import remote_device
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
 from svtr_toolkit.files import check_outputs_apart, check_writable, require_file, require_folder, require_space
@@ -80,7 +81,6 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    from svtr_toolkit import rpc
     from svtr_toolkit.compile.build import build_engine
     from svtr_toolkit.compile.targets import select_target
     from svtr_toolkit.evaluate import parity
@@ -88,10 +88,9 @@ def main(argv=None):
 
     input_name, shape = cli.parse_input_spec(args.input)
     tuning_dir = None if args.tuning_db == "none" else args.tuning_db
-    remote = None
-    if args.rpc:
-        # Asked once for what the device is; the server goes back to the pool while this machine compiles.
-        remote = rpc.connect(args.rpc)
+    # Asked once for what the device is; the server goes back to the pool while this machine compiles.
+    remote = remote_device(args.rpc)
+    if remote is not None:
         print(f"remote device: {remote.description}", flush=True)
     target = select_target(args.target, remote)
     if remote is not None:
@@ -99,7 +98,7 @@ def main(argv=None):
     build_engine(args.model_path, input_name, shape, args.precision, target, args.engine_path,
                  force=args.force, tuning_dir=tuning_dir)
     if args.rpc and not args.skip_parity:
-        backend = load_engine(args.engine_path, rpc.connect(args.rpc))
+        backend = load_engine(args.engine_path, remote_device(args.rpc))
         print(parity.check(backend, args.model_path).line(backend.name), flush=True)
     elif not args.skip_parity and not target.module.available():
         # SVTR_CUDA_ARCH=sm_XX --target cuda on a machine without the device: nothing to run it on.

@@ -1,6 +1,15 @@
-"""Glue shared by the top-level scripts (build_engine.py, inference.py).
-
-The command-line conventions (the one-line ``error:``, the shared flags) live in
-``svtr_toolkit.cli``; this module keeps the model zoo's import path for them.
+"""What the model-zoo command lines build_engine.py and inference.py share, as the model zoo's
+own common.py does: where an engine runs. Both take ``--rpc HOST:PORT:KEY`` and open one session
+on the device it names; everything else they share is the package's (``svtr_toolkit.cli`` for
+the command-line vocabulary, ``svtr_toolkit.runtime`` for opening engines).
 """
-from svtr_toolkit.cli import run_cli  # noqa: F401
+
+
+def remote_device(address):
+    """The device ``--rpc`` names (an ``rpc.RemoteDevice``: one session on a free server under the
+    key, whose CPU and TVM version it described), or None for this machine."""
+    if address is None:
+        return None
+    from svtr_toolkit import rpc
+
+    return rpc.connect(address)

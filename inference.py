@@ -23,6 +23,7 @@ of range, before anything runs.
 import argparse
 import os
 
+from common import remote_device
 from svtr_toolkit import cli
 from svtr_toolkit.cli import run_cli
 from svtr_toolkit.errors import ToolkitError
@@ -160,47 +161,32 @@ def main(argv=None):
     if args.check_args:
         return 0
     from svtr_toolkit.evaluate import report
-    from svtr_toolkit.evaluate.data import Dataset, LabelRules, Preprocessor
-    from svtr_toolkit.evaluate.runner import benchmark, evaluate
-    from svtr_toolkit.files import sha256_bytes, write_json
+    from svtr_toolkit.evaluate.data import Dataset, LabelRules
+    from svtr_toolkit.evaluate.runner import evaluate, timed_loop
+    from svtr_toolkit.files import write_json
+    from svtr_toolkit.preprocess import Preprocessor
     from svtr_toolkit.provenance import untrained_warning
     from svtr_toolkit.runtime import open_backend
 
-    remote = None
-    if args.rpc:
-        from svtr_toolkit import rpc
-
-        remote = rpc.connect(args.rpc)
+    remote = remote_device(args.rpc)
     backend = open_backend(args.engine, args.batchsize, args.input_name, remote=remote, runtime=args.runtime,
                            precision=args.precision, image_shape=cfg.image_shape)
     if remote is not None:
         print(f"running on {backend.device_description}", flush=True)
     print(backend.runtime_line(), flush=True)
-    preprocess = Preprocessor(cfg.image_shape, cfg.resize)
+    preprocess = Preprocessor.from_config(cfg)
     preprocess.check_input(backend)
     characters = cfg.characters(backend.model_metadata)
-    out = {
-        "mode": "performance" if args.perf_only else "accuracy",
-        "scenario": args.scenario if args.perf_only else None,
-        "engine": {"path": os.path.abspath(args.engine), "backend": backend.name, "device": backend.device_description,
-                   "input_name": backend.input_name, "input_shape": list(backend.input_shape),
-                   **backend.runtime_description()},
-        "model": {"sha256": backend.model_sha256, "weights": backend.weights},
-        "batch_size": args.batchsize,
-        "datasets": os.path.abspath(args.datasets),
-        "workers": args.workers,
-        "config": {"path": cfg.path, "sha256": cfg.digest, "image_shape": list(cfg.image_shape),
-                   "resize": cfg.resize, "max_text_length": cfg.max_text_length, "lowercase": cfg.lowercase,
-                   "ignore_space": cfg.ignore_space, "is_filter": cfg.is_filter, "characters": len(characters),
-                   "dictionary_sha256": sha256_bytes("\n".join(characters).encode("utf-8"))},
-    }
+    out = report.run_record(perf_only=args.perf_only, scenario=args.scenario, engine_path=args.engine, backend=backend,
+                            batch_size=args.batchsize, datasets=args.datasets, workers=args.workers, cfg=cfg,
+                            characters=characters)
     checks = []
     with Dataset(args.datasets, LabelRules.from_config(cfg, characters)) as dataset:
         if args.perf_only and args.scenario:
             checks += loadgen_run(args, rules, backend, dataset, preprocess, out)
         elif args.perf_only:
-            perf = benchmark(backend, dataset, preprocess, args.batchsize,
-                             warmup=args.warmup, loop_count=args.loop_count, workers=args.workers)
+            perf = timed_loop(backend, dataset, preprocess, args.batchsize,
+                              warmup=args.warmup, loop_count=args.loop_count, workers=args.workers)
             out["performance"] = perf.to_dict()
             print(report.format_perf(perf))
             print(report.metric_result({"FPS": perf.fps, "e2e_FPS": perf.e2e_fps,
@@ -222,11 +208,10 @@ def main(argv=None):
                 checks.append(report.Check("acc", args.acc_target, summary.pooled.acc))
     for check in checks:
         print(check.line)
-    out["checks"] = [c.to_dict() for c in checks]
-    out["passed"] = all(c.passed for c in checks)
+    passed = report.record_checks(out, checks)
     if args.report:
         write_json(args.report, out)
-    return 0 if out["passed"] else 1
+    return 0 if passed else 1
 
 
 def loadgen_run(args, rules, backend, dataset, preprocess, out) -> list:

@@ -2,8 +2,8 @@
 
 Split by pipeline stage; imports only go one way (``tests/test_layout.py`` checks it):
 
-- base (modules directly here): errors, files, paths, threads, config, presets, engine_file,
-  numerics, table, cli;
+- base (modules directly here): errors, files, paths, threads, memory, cli, table, progress,
+  config, preprocess, presets, provenance, cpu_features, engine_file, numerics, rpc (the client);
 - ``prepare`` (model -> ONNX) and ``compile`` (ONNX -> engine) import only the base;
 - ``runtime`` (run an engine) imports only the base; ``evaluate`` imports runtime;
 - ``bench`` may import all of them.

@@ -1,6 +1,6 @@
 """The command-line vocabulary every entry point shares (build_engine.py, inference.py, tools/).
 
-One name per thing, documented once in the README's Commands section:
+One name per thing, documented once in docs/usage.md (One vocabulary):
 
     --preset NAME         a model preset (svtr, ppocrv4): default model, config and image shape
     --model_path PATH     the ONNX model an engine is built from / onnxruntime runs

@@ -1,8 +1,9 @@
 """PaddleOCR-style recognition configs: the parts this toolkit acts on.
 
 One yml drives everything: ``Architecture`` builds the network (export), ``Global`` and
-``PostProcess`` give the character set, ``Eval.dataset.transforms`` the preprocessing and
-``Metric`` the scoring rules. Only what PaddleOCR itself would read is read.
+``PostProcess`` give the character set, ``Eval.dataset.transforms`` the preprocessing (read by
+``preprocess.eval_resize``) and ``Metric`` the scoring rules. Only what PaddleOCR itself would
+read is read.
 """
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ import yaml
 
 from .errors import ToolkitError
 from .files import require_file, sha256_file
+from .preprocess import eval_resize
 
 # CTCLabelDecode's character set when Global.character_dict_path is empty; it also turns
 # on lower-casing of labels (CTCLabelEncode) so the metric is case-insensitive.
 DEFAULT_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyz"
 # A dictionary that lives inside the ONNX model (PP-OCR models exported by RapidOCR).
 ONNX_METADATA_DICT = "onnx_metadata"
-
-RESIZE_TRANSFORMS = {"SVTRRecResizeImg": "stretch", "RecResizeImg": "pad"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class RecConfig:
     algorithm: str
     architecture: dict = field(repr=False)
     image_shape: tuple  # (C, H, W) fed to the network
-    resize: str  # "stretch" (SVTRRecResizeImg, padding False) or "pad" (RecResizeImg)
+    resize: str  # preprocess.RESIZE_TRANSFORMS: "stretch" (SVTRRecResizeImg) or "pad" (RecResizeImg)
     max_text_length: int
     character_dict_path: str | None  # absolute path, ONNX_METADATA_DICT, or None (built-in)
     use_space_char: bool
@@ -97,23 +97,6 @@ def _get(mapping, dotted, path):
     return node
 
 
-def _eval_resize(raw, path):
-    transforms = _get(raw, "Eval.dataset.transforms", path) or []
-    for item in transforms:
-        if not isinstance(item, dict) or len(item) != 1:
-            continue
-        (name, args), = item.items()
-        if name in RESIZE_TRANSFORMS:
-            args = args or {}
-            shape = args.get("image_shape")
-            if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
-                raise ToolkitError(f"{path}: {name}.image_shape must be [C, H, W], got {shape!r}")
-            if name == "SVTRRecResizeImg" and args.get("padding", True):
-                raise ToolkitError(f"{path}: SVTRRecResizeImg with padding is not supported (set padding: False)")
-            return tuple(shape), RESIZE_TRANSFORMS[name]
-    raise ToolkitError(f"{path}: Eval.dataset.transforms has no {' or '.join(RESIZE_TRANSFORMS)}")
-
-
 def load_config(path: str) -> RecConfig:
     """Read and check a recognition yml; every problem is one ToolkitError line."""
     require_file(path, "config")
@@ -139,7 +122,7 @@ def load_config(path: str) -> RecConfig:
     if dict_path and dict_path != ONNX_METADATA_DICT and not os.path.isabs(dict_path):
         dict_path = os.path.join(os.path.dirname(os.path.abspath(path)), dict_path)
     metric = raw.get("Metric") or {}
-    image_shape, resize = _eval_resize(raw, path)
+    image_shape, resize = eval_resize(_get(raw, "Eval.dataset.transforms", path), path)
     return RecConfig(
         path=os.path.abspath(path),
         raw=raw,

@@ -9,9 +9,10 @@ this module only adds what the toolkit needs around it:
   (not this one) and a version mismatch is refused before anything is uploaded;
 - every wait on the network before a session runs is bounded: the tracker's and the server's
   answers within ``answer_seconds()``, a free server within ``wait_seconds()``; every failure is
-  one sentence saying what the tracker holds (servers registered under the key, how many are busy);
-- ``LocalPool`` starts a tracker and N servers on 127.0.0.1 as separate processes (a try-out,
-  the tests) and stops them, process groups and all.
+  one sentence saying what the tracker holds (servers registered under the key, how many are busy).
+
+A tracker and servers on one machine, for trying this out and for the tests, are
+``tools/rpc_local.py``'s (``LocalPool``): development, not part of the client.
 """
 from __future__ import annotations
 
@@ -23,15 +24,12 @@ import platform
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 from .cpu_features import CpuFeatures, cpuinfo_text, parse_cpuinfo, usable_cores
 from .errors import ToolkitError, last_line, pending_interrupt
-from .paths import in_repo
 
 DEVICE_INFO_FUNC = "svtr_toolkit.device_info"
 WAIT_ENV = "SVTR_RPC_WAIT_S"  # how long to wait for a free server (default DEFAULT_WAIT_S)
@@ -339,119 +337,3 @@ def remote_call(device: RemoteDevice, what: str, call):
             raise pending_interrupt() from None
         raise ToolkitError(f"the RPC server under key '{device.address.key}' failed during {what} "
                            f"({last_line(exc) or exc.__class__.__name__}); nothing was written")
-
-
-# --------------------------------------------------------------------------- a local pool
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LocalPool:
-    """A tracker and ``servers`` RPC servers on 127.0.0.1, each its own process group.
-
-    For trying the RPC path out on one machine and for the tests; real devices run
-    ``python -m tvm.exec.rpc_tracker`` and ``tools/rpc_server.py`` themselves (README).
-    ``threads``: TVM threads per server (so N servers on one machine do not fight over cores).
-    """
-
-    def __init__(self, servers: int = 2, key: str = "svtr-local", threads: int | None = None,
-                 log_dir: str | None = None, port: int | None = None):
-        import tempfile
-
-        if servers < 1:
-            raise ToolkitError(f"a pool needs at least one server, got {servers}")
-        self.key, self.count, self.threads = key, servers, threads
-        self.port = port or _free_port()
-        self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="svtr-rpc-")
-        self.log_dir = log_dir or self._tmp.name
-        os.makedirs(self.log_dir, exist_ok=True)
-        self.tracker = None
-        self.servers: list = []
-
-    @property
-    def address(self) -> TrackerAddress:
-        return TrackerAddress("127.0.0.1", self.port, self.key)
-
-    def log_path(self, name: str) -> str:
-        return os.path.join(self.log_dir, f"{name}.log")
-
-    def _spawn(self, name: str, args: list, env: dict | None = None) -> subprocess.Popen:
-        log = open(self.log_path(name), "w")
-        env = dict(os.environ, **(env or {}))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [in_repo(), env.get("PYTHONPATH")]))
-        try:
-            return subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-        finally:
-            log.close()
-
-    def start(self, timeout_s: float = 60.0) -> "LocalPool":
-        self.tracker = self._spawn("tracker", ["-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                                               "--port", str(self.port), "--port-end", str(self.port + 1), "--silent"])
-        server_env = {"TVM_NUM_THREADS": str(self.threads)} if self.threads else None
-        for i in range(self.count):
-            port = _free_port()
-            self.servers.append(self._spawn(f"server{i}", [in_repo("tools", "rpc_server.py"), "--tracker",
-                                                           f"127.0.0.1:{self.port}", "--key", self.key,
-                                                           "--host", "127.0.0.1", "--port", str(port),
-                                                           "--port_end", str(port + 100)], server_env))
-        deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                try:
-                    if tracker_state(self.address).registered >= self.count:
-                        return self
-                except ToolkitError:
-                    pass  # the tracker is still starting
-                dead = [p for p in [self.tracker, *self.servers] if p.poll() is not None]
-                if dead or time.monotonic() > deadline:
-                    why = "a process exited" if dead else f"not all servers registered within {timeout_s:g} s"
-                    raise ToolkitError(f"the local RPC pool did not start ({why}); logs in {self.log_dir}")
-                time.sleep(0.2)
-        except BaseException:
-            self.stop()
-            raise
-
-    def kill_server(self, index: int) -> None:
-        """SIGKILL one server's whole process group: a device that dies mid-run."""
-        _signal_group(self.servers[index], signal.SIGKILL)
-        self.servers[index].wait()
-
-    def stop(self) -> None:
-        for proc in [*self.servers, self.tracker]:
-            if proc is not None and proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        for proc in [*self.servers, self.tracker]:
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        for proc in [*self.servers, self.tracker]:  # sessions forked by a server live in its group
-            if proc is not None:
-                _signal_group(proc, signal.SIGKILL)
-        self.servers, self.tracker = [], None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _signal_group(proc: subprocess.Popen, sig) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

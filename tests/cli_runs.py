@@ -1,8 +1,10 @@
-"""Running the command lines in-process (no new Python, no TVM import per case) or as processes,
-and reading their one ``error:`` line."""
+"""The repository's one path constant and the one way tests run its command lines: in this
+process through ``main(argv)`` (no new Python, no TVM import per case: error paths and most
+runs), or as a process (the scripts end to end, signals, what only a real process shows)."""
 import contextlib
 import importlib.util
 import io
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,12 +28,15 @@ class Ran:
         assert len(lines) == 1 and "Traceback" not in self.err, self.err
         return lines[0]
 
+    def one_error(self, code: int = 2) -> str:
+        """The run ended with ``code`` and exactly one ``error:`` line, no traceback: that line."""
+        assert self.code == code, (self.code, self.out[-2000:], self.err[-2000:])
+        return self.error
+
 
 def entry_point(name: str):
     """``main`` of build_engine.py / inference.py, or of tools/<name>.py."""
     path = REPO / f"{name}.py" if (REPO / f"{name}.py").exists() else REPO / "tools" / f"{name}.py"
-    if str(REPO / "tools") not in sys.path:
-        sys.path.insert(0, str(REPO / "tools"))  # the tools' own `import _repo`
     spec = importlib.util.spec_from_file_location(f"entry_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -46,10 +51,40 @@ def run_main(name: str, *argv) -> Ran:
     return Ran(code, out.getvalue(), err.getvalue())
 
 
-def run_process(args, timeout=600, **kwargs) -> Ran:
-    """A command line as its own process (``args[0]`` a script of the repository or a program)."""
+def _command(args) -> list:
+    """``args`` with a repository script (``inference.py``, ``tools/x.py``, ``scripts/x.sh``) run by
+    this Python or bash; anything else (``bash``, ``setpriv``) run as it is."""
     first = str(args[0])
-    command = [sys.executable, str(REPO / first)] if first.endswith(".py") else [first]
-    proc = subprocess.run(command + [str(a) for a in args[1:]], cwd=kwargs.pop("cwd", REPO), capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    if first.endswith(".py"):
+        return [sys.executable, str(REPO / first), *map(str, args[1:])]
+    if first.endswith(".sh"):
+        return ["bash", str(REPO / first), *map(str, args[1:])]
+    return [str(a) for a in args]
+
+
+def _environment(env: dict | None) -> dict | None:
+    """os.environ with ``env`` over it; a value of None removes that variable."""
+    if env is None:
+        return None
+    merged = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = str(value)
+    return merged
+
+
+def run_process(args, timeout=600, env=None, cwd=REPO) -> Ran:
+    """A command line as its own process, to its end (``env``: variables over os.environ)."""
+    proc = subprocess.run(_command(args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=_environment(env))
     return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_process(args, env=None, cwd=REPO, **popen) -> subprocess.Popen:
+    """A command line started as its own process, text pipes for its output, for a test that
+    interrupts it or reads it while it runs."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(_command(args), cwd=cwd, text=True, env=_environment(env), **popen)

@@ -1,14 +1,19 @@
+"""Fixtures shared by several test files: the environment every test runs in, and what is made
+once per session (the tiny model and engine, the golden export, a paddle checkpoint)."""
+import os
+
 import pytest
 
+from cli_runs import REPO
 from shared_data import shared_path
+
+SVTR_CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_shipped_tuning_database(tmp_path_factory):
     """Builds in tests do not pick up tuning/<cpu class>: results must not depend on what has
     been tuned on this machine (tests that want a database name one explicitly)."""
-    import os
-
     os.environ["SVTR_TUNING_DIR"] = str(tmp_path_factory.mktemp("no-tuning"))
     yield
     os.environ.pop("SVTR_TUNING_DIR", None)
@@ -57,3 +62,32 @@ def built(tiny, tmp_path_factory):
     return path, meta
 
 
+
+
+def _paddle():
+    """paddle, quiet, or the test is skipped where it is not installed."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    return pytest.importorskip("paddle")
+
+
+@pytest.fixture(scope="session")
+def spec():
+    """SVTR-Tiny's state dict as [(name, shape)], from the toolkit's modeling code."""
+    _paddle()
+    from svtr_toolkit.config import load_config
+    from svtr_toolkit.prepare import modeling
+
+    return modeling.state_dict_spec(modeling.build_model(load_config(str(SVTR_CONFIG)), seed=1))
+
+
+@pytest.fixture(scope="session")
+def ckpt_file(tmp_path_factory):
+    """A real paddle.save'd checkpoint (with paddle.save's bookkeeping key), seed 7."""
+    paddle = _paddle()
+    from svtr_toolkit.config import load_config
+    from svtr_toolkit.prepare import modeling
+
+    m = modeling.build_model(load_config(str(SVTR_CONFIG)), seed=7)
+    path = tmp_path_factory.mktemp("ckpt") / "best_accuracy.pdparams"
+    paddle.save(m.state_dict(), str(path))
+    return path

@@ -17,3 +17,14 @@ def shared_path(*parts) -> Path:
 
 def golden(name) -> Path:
     return shared_path("golden", name)
+
+
+def golden_rows():
+    """(``x`` of svtr_tiny_seeded_io.npz, {rec_toy image name: its row}): rows 4-13 are the rec_toy
+    crops as PaddleOCR preprocessed them."""
+    import numpy as np
+
+    gold = np.load(golden("svtr_tiny_seeded_io.npz"))
+    rows = {str(name): i for i, name in enumerate(gold["rows"]) if str(name) != "random"}
+    assert len(rows) == 10 and min(rows.values()) == 4
+    return gold["x"], rows

@@ -5,20 +5,17 @@ rule schedules each kernel, that the errors follow the arithmetic, that the GFLO
 timings' own, that an unscheduled kernel is flagged and not timed, and the command line."""
 import json
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tvm")
 
+from cli_runs import run_main  # noqa: E402
 from svtr_toolkit.bench import kernels  # noqa: E402
 from svtr_toolkit.compile import fp16_accumulate as fa  # noqa: E402
 from svtr_toolkit.cpu_features import host  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 M, N = 64, 32
 # 32: one chunk (k32 and wholeK are then the same arithmetic); 96: three chunks of 32;
 # 512: long enough that a whole-K fp16 sum is clearly worse than 16 chunks of 32.
@@ -32,7 +29,7 @@ KERNELS = ["fp32", "fp16-fp32acc", "fp16-k32", "fp16-wholeK"]
 def sweep():
     lines = []
     report = kernels.matmul_sweep(KS, M, N, (CHUNK,), rounds=2, min_sample_s=0.01, log=lines.append,
-                                  progress=False, seed=SEED)
+                                  progress=False, seed=SEED, settle_s=0.05)
     return report, lines
 
 
@@ -105,6 +102,7 @@ def test_gflops_are_the_timings_own(sweep):
     for r in report["results"]:
         seconds = r["seconds_per_call"]
         assert len(seconds) == 2 and all(s > 0 for s in seconds) and r["calls_per_sample"] >= 1
+        assert len(r["idle_wait_s"]) == 2  # every sample after the benchmark's wait for idle
         assert r["flops"] == 2 * M * N * r["k"]
         assert r["median_gflops"] == pytest.approx(r["flops"] / statistics.median(seconds) / 1e9)
         assert r["gflops"] == pytest.approx([r["flops"] / s / 1e9 for s in seconds])
@@ -153,7 +151,7 @@ def test_a_kernel_no_rule_took_is_flagged_and_not_timed(monkeypatch):
     monkeypatch.setattr(kernels, "compile_kernel", losing_its_rule)
     lines = []
     report = kernels.matmul_sweep((32,), 16, 16, (CHUNK,), rounds=1, min_sample_s=0.005, log=lines.append,
-                                  progress=False)
+                                  progress=False, settle_s=0.05)
     flagged = result(report, "fp16-fp32acc", 32)
     assert flagged["unscheduled"] == ["matmul"] and not flagged["timed"]
     assert flagged["seconds_per_call"] == [] and flagged["median_gflops"] is None
@@ -161,11 +159,6 @@ def test_a_kernel_no_rule_took_is_flagged_and_not_timed(monkeypatch):
     assert any(ln.startswith("warning: K=32 fp16-fp32acc: no schedule rule took matmul") for ln in lines)
     assert result(report, "fp32", 32)["timed"] and len(result(report, "fp32", 32)["seconds_per_call"]) == 1
     assert "unscheduled" in kernels.format_throughput_table(report).splitlines()[2]
-
-
-def tool(*args):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "bench_kernels.py"), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("args, flag", [
@@ -179,25 +172,26 @@ def tool(*args):
     (("--n", "2.5"), "--n"),
     (("--rounds", "0"), "--rounds"),
     (("--min_sample_s", "-1"), "--min_sample_s"),
+    (("--settle_s", "-1"), "--settle_s"),
+    (("--settle_s", "nan"), "--settle_s"),
 ])
 def test_the_tool_refuses_bad_values(args, flag):
-    proc = tool(*args)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and flag in errors[0] and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stdout == ""  # refused before anything ran
+    ran = run_main("bench_kernels", *args)
+    assert flag in ran.one_error()
+    assert ran.out == ""  # refused before anything ran
 
 
 def test_the_tool_writes_its_json_and_leaves_other_files(tmp_path):
     (tmp_path / "bench_cpu.json").write_text("{}\n")
-    proc = tool("--k", "32,64", "--m", "32", "--n", "16", "--chunks", "32", "--rounds", "1", "--min_sample_s",
-                "0.005", "--out_dir", tmp_path, "--no_progress")
-    assert proc.returncode == 0, proc.stderr
+    ran = run_main("bench_kernels", "--k", "32,64", "--m", "32", "--n", "16", "--chunks", "32", "--rounds", "1",
+                   "--min_sample_s", "0.005", "--settle_s", "0", "--out_dir", tmp_path, "--no_progress")
+    assert ran.code == 0, ran.err
     assert (tmp_path / "bench_cpu.json").read_text() == "{}\n"
-    assert "\r" not in proc.stdout + proc.stderr  # no bar, no carriage returns in a log
+    assert "\r" not in ran.out + ran.err  # no bar, no carriage returns in a log
     report = json.loads((tmp_path / kernels.JSON_NAME).read_text())
     assert {(r["k"], r["kernel"]) for r in report["results"]} == {(k, n) for k in (32, 64) for n in KERNELS}
     assert report["settings"]["m"] == 32 and report["settings"]["chunks"] == [32]
-    assert "vs fp32" in proc.stdout and "max relative error" in proc.stdout
-    assert f"wrote {tmp_path / kernels.JSON_NAME}" in proc.stdout
-    assert (f"note: {kernels.EMULATED_NOTE}" in proc.stdout) == (not host().has_fp16_arithmetic)
+    assert report["settings"]["settle_s"] == 0 and "no wait for idle" in ran.out
+    assert "vs fp32" in ran.out and "max relative error" in ran.out
+    assert f"wrote {tmp_path / kernels.JSON_NAME}" in ran.out
+    assert (f"note: {kernels.EMULATED_NOTE}" in ran.out) == (not host().has_fp16_arithmetic)

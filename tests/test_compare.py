@@ -1,13 +1,13 @@
-"""Issue 24, items 7 and 17: tools/compare_reports.py on reports that are valid but unusual (a
-subset of 0 evaluated samples; two models whose label rules differ) and on JSON that is not a
-report. Bad input is one line and exit 2, never the exit 1 that means "B is worse"."""
+"""tools/compare_reports.py and evaluate/compare.py: two reports paired sample by sample, the exact
+McNemar test, its gates; reports that are valid but unusual (a subset of 0 evaluated samples; two
+models whose label rules differ) and JSON that is not a report. Bad input is one line and exit 2,
+never the exit 1 that means "B is worse"."""
 import json
 
 import pytest
 
 from cli_runs import run_main
-from test_inputs import ppocr_like_config
-from tiny_models import make_fake_onnx, write_lmdb
+from tiny_models import make_fake_onnx, ppocr_like_config, write_lmdb
 
 
 def report(tmp_path, name, model, data, *args):
@@ -77,3 +77,50 @@ def test_other_labels_under_the_same_rules_are_other_data(tmp_path):
     ran = compare(a, tmp_path / "b.json")
     assert ran.code == 2 and "are not on the same data: subset toy, image-000000002 has label 'grand' in one and " \
                              "'grant' in the other (and both runs score labels by the same rules)" in ran.error
+
+
+def test_mcnemar_exact_by_hand():
+    from svtr_toolkit.evaluate.compare import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_exact(1, 8) == pytest.approx(2 * (1 + 9) / 512)
+    assert mcnemar_exact(8, 1) == mcnemar_exact(1, 8)
+
+
+@pytest.fixture(scope="module")
+def hotel_and_grand(tmp_path_factory):
+    """Two reports on 9 samples: 'hotel' reads 8 right, 'grand' 1."""
+    tmp = tmp_path_factory.mktemp("compare")
+    write_lmdb(tmp / "data" / "toy", ["hotel"] * 8 + ["grand"])
+    a = report(tmp, "a.json", make_fake_onnx(tmp / "hotel.onnx"), tmp / "data")
+    b = report(tmp, "b.json", make_fake_onnx(tmp / "grand.onnx", text="grand"), tmp / "data")
+    return a, b
+
+
+def test_reports_store_every_prediction_and_compare(hotel_and_grand):
+    a, b = hotel_and_grand
+    samples = json.loads(a.read_text())["accuracy"]["predictions"]["toy"]
+    assert samples[0] == {"key": "image-000000001", "label": "hotel", "prediction": "hotel", "correct": True}
+    assert len(samples) == 9
+
+    ran = compare(a, b)
+    assert ran.code == 0, ran.err
+    toy, pooled = [ln.split() for ln in ran.out.splitlines() if ln.startswith(("toy ", "pooled "))]
+    assert toy[1:] == ["9", "88.89", "11.11", "1", "8", "-7", "0.03906"] and pooled[4:] == toy[4:]
+    assert compare(a, b, "--max_net_loss", 7).code == 0
+    assert compare(a, b, "--max_net_loss", 6).code == 1
+    assert compare(a, b, "--alpha", 0.01).code == 0
+    assert compare(a, b, "--alpha", 0.05).code == 1
+    assert compare(b, a, "--alpha", 0.05).code == 0  # better is not a failure
+    assert "a fraction in [0, 1]" in compare(a, b, "--alpha", 5).one_error()
+
+
+def test_compare_refuses_reports_on_other_data(hotel_and_grand, tmp_path):
+    a, _ = hotel_and_grand
+    other = json.loads(a.read_text())
+    other["accuracy"]["predictions"]["toy"].pop()
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    assert "not on the same data" in compare(a, tmp_path / "b.json").one_error()
+    (tmp_path / "c.json").write_text("{}")
+    assert "no per-sample predictions" in compare(a, tmp_path / "c.json").one_error()

@@ -1,6 +1,6 @@
-"""LMDB discovery and reading, PaddleOCR label rules, preprocessing (golden rows), the batched loader."""
+"""LMDB discovery and reading, PaddleOCR label rules, the batched loader (its images against the
+golden rows PaddleOCR preprocessed)."""
 import json
-import math
 import os
 
 import cv2
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from svtr_toolkit.config import DEFAULT_CHARACTERS
-from svtr_toolkit.evaluate.data import (REJECT_EMPTY, REJECT_NO_CHARS, REJECT_TOO_LONG, Dataset, LabelRules, Preprocessor,
-                               decode_image, find_lmdbs, iter_batches)
+from svtr_toolkit.evaluate.data import (REJECT_EMPTY, REJECT_NO_CHARS, REJECT_TOO_LONG, Dataset, LabelRules,
+                                        find_lmdbs, iter_batches)
 from svtr_toolkit.errors import ToolkitError
-from shared_data import shared_path
+from svtr_toolkit.preprocess import Preprocessor
+from shared_data import golden_rows, shared_path
 
 RULES = LabelRules(25, True, frozenset(DEFAULT_CHARACTERS))
 
@@ -37,42 +38,7 @@ def write_lmdb(path, samples, num_samples="auto", skip_keys=()):
     return path
 
 
-def resize_norm_img_paddleocr(img, image_shape, padding=True):
-    """PaddleOCR ppocr/data/imaug/rec_img_aug.py resize_norm_img, transcribed (the reference)."""
-    imgC, imgH, imgW = image_shape
-    h, w = img.shape[0], img.shape[1]
-    if not padding:
-        resized_image = cv2.resize(img, (imgW, imgH), interpolation=cv2.INTER_LINEAR)
-        resized_w = imgW
-    else:
-        ratio = w / float(h)
-        resized_w = imgW if math.ceil(imgH * ratio) > imgW else int(math.ceil(imgH * ratio))
-        resized_image = cv2.resize(img, (resized_w, imgH))
-    resized_image = resized_image.astype("float32")
-    resized_image = resized_image.transpose((2, 0, 1)) / 255
-    resized_image -= 0.5
-    resized_image /= 0.5
-    padding_im = np.zeros((imgC, imgH, imgW), dtype=np.float32)
-    padding_im[:, :, 0:resized_w] = resized_image
-    return padding_im
-
-
-# --- preprocessing against PaddleOCR's own output (golden rows 4-13) ---
-
-def golden_rows():
-    gold = np.load(shared_path("golden", "svtr_tiny_seeded_io.npz"))
-    rows = {str(name): i for i, name in enumerate(gold["rows"]) if str(name) != "random"}
-    assert len(rows) == 10 and min(rows.values()) == 4
-    return gold["x"], rows
-
-
-def test_golden_preprocessing_from_image_files():
-    x, rows = golden_rows()
-    pre = Preprocessor((3, 64, 256), "stretch")
-    for name, row in rows.items():
-        img = decode_image(shared_path("data", "rec_toy", "imgs", name).read_bytes())
-        np.testing.assert_array_equal(pre(img), x[row], err_msg=name)
-
+# --- the loader against PaddleOCR's own preprocessing (golden rows 4-13) ---
 
 def test_golden_preprocessing_from_lmdb_through_loader():
     x, rows = golden_rows()
@@ -87,32 +53,6 @@ def test_golden_preprocessing_from_lmdb_through_loader():
                 np.testing.assert_array_equal(batch.images[row], x[rows[names[sample.index - 1]]])
                 seen += 1
     assert seen == 10
-
-
-@pytest.mark.parametrize("h,w", [(32, 100), (48, 20), (48, 900), (7, 3), (100, 101)])
-def test_pad_resize_matches_paddleocr(h, w):
-    img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    pre = Preprocessor((3, 48, 320), "pad")
-    out = pre(img, np.full((3, 48, 320), 7.0, np.float32))  # a dirty slot must be overwritten
-    np.testing.assert_array_equal(out, resize_norm_img_paddleocr(img, (3, 48, 320), padding=True))
-    np.testing.assert_array_equal(Preprocessor((3, 48, 320), "stretch")(img),
-                                  resize_norm_img_paddleocr(img, (3, 48, 320), padding=False))
-
-
-def test_pad_width_rule_and_range():
-    pre = Preprocessor((3, 48, 320), "pad")
-    assert pre.resized_width(32, 50) == 75  # ceil(48 * 50 / 32)
-    assert pre.resized_width(10, 1000) == 320
-    img = np.zeros((32, 50, 3), np.uint8)
-    img[:] = 255
-    out = pre(img)
-    assert out.dtype == np.float32 and out[:, :, :75].min() == 1.0 and not out[:, :, 75:].any()
-    assert Preprocessor((3, 64, 256), "stretch")(np.zeros((5, 5, 3), np.uint8)).min() == -1.0
-
-
-def test_preprocessor_rejects_non_bgr():
-    with pytest.raises(ToolkitError, match="3-channel"):
-        Preprocessor((1, 32, 100), "stretch")
 
 
 # --- label rules (CTCLabelEncode) ---

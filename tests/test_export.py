@@ -3,12 +3,10 @@
 Exports take seconds each, so each distinct export runs once per session (session fixtures
 below) and the tests inspect its outputs.
 """
-import io
 import json
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -16,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_runs import REPO, run_main, run_process
+
 CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -38,22 +37,8 @@ def run_ort(path, x):
     return sess.run(None, {"x": x})[0]
 
 
-# ---------------------------------------------------------------------- session fixtures
-@pytest.fixture(scope="session")
-def spec():
-    return modeling.state_dict_spec(modeling.build_model(load_config(str(CONFIG)), seed=1))
-
-
-@pytest.fixture(scope="session")
-def ckpt_file(tmp_path_factory):
-    """A real paddle.save'd checkpoint (with paddle.save's bookkeeping key), seed 7."""
-    m = modeling.build_model(load_config(str(CONFIG)), seed=7)
-    path = tmp_path_factory.mktemp("ckpt") / "best_accuracy.pdparams"
-    paddle.save(m.state_dict(), str(path))
-    return path
-
-
-# golden_export (the golden weights exported once per session) lives in conftest.py.
+# ---------------------------------------------------------------------- exports made once per session
+# spec, ckpt_file and golden_export (made once per session) live in conftest.py.
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +53,7 @@ def ckpt_export(tmp_path_factory, ckpt_file):
     return export.export(CONFIG, ckpt_file, out)
 
 
-# ---------------------------------------------------------------------- (a) parity
+# ---------------------------------------------------------------------- parity with PaddleOCR
 def test_onnx_matches_paddleocr_golden(golden_export):
     io_ = np.load(golden("svtr_tiny_seeded_io.npz"))
     for name in (export.RAW_ONNX, export.OPT_ONNX):
@@ -97,7 +82,7 @@ def test_exported_model_shape_and_metadata(golden_export):
     assert listing(golden_export.out_dir) == sorted([export.RAW_ONNX, export.OPT_ONNX, export.METADATA])
 
 
-# ---------------------------------------------------------------------- (d) idempotent / atomic
+# ---------------------------------------------------------------------- reruns and interruptions
 def test_rerun_with_same_inputs_is_a_noop(ckpt_export, ckpt_file, capsys):
     out = ckpt_export.out_dir
     before = {n: (out / n).stat().st_mtime_ns for n in listing(out)}
@@ -177,7 +162,7 @@ def test_interrupted_commit_leaves_no_fresh_metadata(ckpt_export, tmp_path, monk
     assert not export.is_up_to_date(out, fp)
 
 
-# ---------------------------------------------------------------------- (e) untrained, CLI
+# ---------------------------------------------------------------------- untrained weights, the command line
 def test_untrained_export_is_flagged(untrained_export, capfd):
     meta = json.loads((untrained_export.out_dir / export.METADATA).read_text())
     assert meta["weights"] == "untrained-seeded"
@@ -196,70 +181,46 @@ def test_untrained_export_is_reproducible(untrained_export):
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "export_onnx.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+def cli(*args):
+    return run_main("export_onnx", *args)
 
 
 def test_cli_missing_checkpoint_is_one_error_line(tmp_path):
-    proc = cli("--checkpoint", str(tmp_path / "nope.pdparams"), "--out_dir", str(tmp_path / "out"))
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.pdparams" in lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    ran = cli("--checkpoint", tmp_path / "nope.pdparams", "--out_dir", tmp_path / "out")
+    assert "nope.pdparams" in ran.one_error()
+    assert ran.err.strip().splitlines() == [ran.error]
     assert not (tmp_path / "out" / export.OPT_ONNX).exists()
 
 
 def test_cli_no_route_download_is_one_error_line(tmp_path):
-    proc = cli("--download", "--url", "http://127.0.0.1:9/rec_svtr_tiny_none_ctc_en_train.tar",
-               "--out_dir", str(tmp_path))
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot download") and "--checkpoint" in lines[0]
+    ran = cli("--download", "--url", "http://127.0.0.1:9/rec_svtr_tiny_none_ctc_en_train.tar", "--out_dir", tmp_path)
+    line = ran.one_error()
+    assert ran.err.strip().splitlines() == [line]
+    assert line.startswith("error: cannot download") and "--checkpoint" in line
     assert listing(tmp_path) == []
 
 
 def test_cli_rerun_is_noop(ckpt_export, ckpt_file):
-    proc = cli("--checkpoint", str(ckpt_file), "--out_dir", str(ckpt_export.out_dir))
-    assert proc.returncode == 0, proc.stderr
-    assert "up to date" in proc.stdout
+    ran = cli("--checkpoint", ckpt_file, "--out_dir", ckpt_export.out_dir)
+    assert ran.code == 0, ran.err
+    assert "up to date" in ran.out
 
 
 def test_cli_old_output_dir_flag_still_works_with_a_note(ckpt_export, ckpt_file):
-    proc = cli("--checkpoint", str(ckpt_file), "--output_dir", str(ckpt_export.out_dir))
-    assert proc.returncode == 0, proc.stderr
-    assert "up to date" in proc.stdout
-    assert proc.stderr.splitlines() == ["note: --output_dir is deprecated; use --out_dir"]
+    ran = cli("--checkpoint", ckpt_file, "--output_dir", ckpt_export.out_dir)
+    assert ran.code == 0, ran.err
+    assert "up to date" in ran.out
+    assert ran.err.splitlines() == ["note: --output_dir is deprecated; use --out_dir"]
 
 
 def test_prepare_sh_rerun_is_noop(ckpt_export, ckpt_file):
-    env = {**os.environ, "SKIP_INSTALL": "1", "PYTHON": sys.executable, "SVTR_CHECKPOINT": str(ckpt_file)}
-    proc = subprocess.run(["bash", str(REPO / "ci" / "prepare.sh"), "--output_dir", str(ckpt_export.out_dir)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "up to date" in proc.stdout
+    ran = run_process(["ci/prepare.sh", "--output_dir", ckpt_export.out_dir],
+                      env={"SKIP_INSTALL": "1", "PYTHON": sys.executable, "SVTR_CHECKPOINT": ckpt_file})
+    assert ran.code == 0, ran.err
+    assert "up to date" in ran.out
 
 
-# ---------------------------------------------------------------------- (c) bad inputs
-def test_state_dict_validation_names_the_tensors(spec):
-    params = {name: np.zeros(shape, np.float32) for name, shape in spec}
-    assert list(export.validate_state_dict(dict(params), spec, "ck")) == [n for n, _ in spec]
-
-    missing = dict(params)
-    del missing["backbone.blocks2.3.mlp.fc1.weight"]
-    with pytest.raises(ToolkitError, match=r"1 missing: backbone\.blocks2\.3\.mlp\.fc1\.weight"):
-        export.validate_state_dict(missing, spec, "ck")
-
-    extra = dict(params, **{"backbone.len_conv.weight": np.zeros((3,), np.float32)})
-    with pytest.raises(ToolkitError, match=r"1 unexpected: backbone\.len_conv\.weight"):
-        export.validate_state_dict(extra, spec, "ck")
-
-    bad = dict(params, **{"head.fc.weight": np.zeros((192, 6625), np.float32)})
-    with pytest.raises(ToolkitError, match=r"mis-shaped: head\.fc\.weight \[192, 6625\] \(model \[192, 37\]\)") as exc:
-        export.validate_state_dict(bad, spec, "ck")
-    assert "\n" not in str(exc.value)
-
-
+# ---------------------------------------------------------------------- inputs export refuses
 def test_mismatched_checkpoint_fails_before_writing(tmp_path, spec):
     params = {name: np.zeros(shape, np.float32) for name, shape in spec}
     params["head.fc.weight"] = np.zeros((192, 6625), np.float32)
@@ -269,111 +230,6 @@ def test_mismatched_checkpoint_fails_before_writing(tmp_path, spec):
     with pytest.raises(ToolkitError, match="wrong.pdparams does not fit.*head.fc.weight"):
         export.export(CONFIG, path, out)
     assert listing(out) == []
-
-
-@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"not a pickle at all" * 10])
-def test_corrupt_pdparams(tmp_path, content):
-    path = tmp_path / "best_accuracy.pdparams"
-    path.write_bytes(content)
-    ckpt = export.read_checkpoint(path)
-    with pytest.raises(ToolkitError, match="best_accuracy.pdparams: not a readable .pdparams"):
-        export.parse_pdparams(ckpt.data, ckpt.source)
-
-
-def test_truncated_pdparams(tmp_path, ckpt_file):
-    data = ckpt_file.read_bytes()
-    with pytest.raises(ToolkitError, match="cut.pdparams: not a readable .pdparams"):
-        export.parse_pdparams(data[: len(data) // 2], str(tmp_path / "cut.pdparams"))
-
-
-def test_pdparams_with_foreign_objects_is_refused(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("touch " + str(tmp_path / "pwned"),))
-
-    with pytest.raises(ToolkitError, match="refusing to load"):
-        export.parse_pdparams(pickle.dumps({"a": Evil()}), "evil.pdparams")
-    assert not (tmp_path / "pwned").exists()
-
-
-def _tar_with(path, members):
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
-def test_tar_checkpoint_reads_the_member(tmp_path, ckpt_file):
-    data = ckpt_file.read_bytes()
-    tar = _tar_with(tmp_path / export.CHECKPOINT_TAR, [
-        ("rec_svtr_tiny_none_ctc_en_train/train.log", b"log"),
-        (export.CHECKPOINT_MEMBER, data),
-    ])
-    for arg in (tar, tmp_path):  # the archive, or the folder holding it
-        ckpt = export.read_checkpoint(arg)
-        assert ckpt.data == data and ckpt.source.endswith("!" + export.CHECKPOINT_MEMBER)
-    assert listing(tmp_path) == [export.CHECKPOINT_TAR]  # read in memory: nothing extracted to disk
-
-
-def test_corrupt_or_unsafe_tars(tmp_path, ckpt_file):
-    data = ckpt_file.read_bytes()
-    garbage = tmp_path / "garbage.tar"
-    garbage.write_bytes(b"this is not a tar" * 100)
-    with pytest.raises(ToolkitError, match="garbage.tar: not a readable tar archive"):
-        export.read_checkpoint(garbage)
-
-    good = _tar_with(tmp_path / "good.tar", [(export.CHECKPOINT_MEMBER, data)])
-    cut = tmp_path / "cut.tar"
-    cut.write_bytes(good.read_bytes()[: len(data) // 2])
-    with pytest.raises(ToolkitError, match="cut.tar: (not a readable tar archive|member .* is truncated)"):
-        export.read_checkpoint(cut)
-
-    empty = _tar_with(tmp_path / "empty.tar", [("readme.txt", b"hi")])
-    with pytest.raises(ToolkitError, match="empty.tar: no best_accuracy.pdparams inside"):
-        export.read_checkpoint(empty)
-
-    evil = _tar_with(tmp_path / "evil.tar", [("../best_accuracy.pdparams", data)])
-    with pytest.raises(ToolkitError, match="evil.tar: refusing unsafe member path"):
-        export.read_checkpoint(evil)
-
-    link = tmp_path / "link.tar"
-    with tarfile.open(link, "w") as tf:
-        info = tarfile.TarInfo(export.CHECKPOINT_MEMBER)
-        info.type = tarfile.SYMTYPE
-        info.linkname = "/etc/passwd"
-        tf.addfile(info)
-    with pytest.raises(ToolkitError, match="link.tar: member .* is not a regular file"):
-        export.read_checkpoint(link)
-
-    bad_member = _tar_with(tmp_path / "badmember.tar", [(export.CHECKPOINT_MEMBER, b"\x80\x04junk")])
-    ckpt = export.read_checkpoint(bad_member)
-    with pytest.raises(ToolkitError, match="badmember.tar!.*not a readable .pdparams"):
-        export.parse_pdparams(ckpt.data, ckpt.source)
-
-
-# ---------------------------------------------------------------------- download (file:// URL)
-def test_download_from_file_url(tmp_path, ckpt_file):
-    src = _tar_with(tmp_path / "src.tar", [(export.CHECKPOINT_MEMBER, ckpt_file.read_bytes())])
-    dest_dir = tmp_path / "dl"
-    got = export.download_checkpoint(dest_dir / export.CHECKPOINT_TAR, url=src.as_uri())
-    assert got.read_bytes() == src.read_bytes()
-    assert listing(dest_dir) == [export.CHECKPOINT_TAR]
-    mtime = got.stat().st_mtime_ns
-    export.download_checkpoint(got, url="file:///nonexistent/x.tar")  # present: not fetched again
-    assert got.stat().st_mtime_ns == mtime
-
-
-def test_download_failures_are_clean(tmp_path):
-    dest = tmp_path / "dl" / export.CHECKPOINT_TAR
-    with pytest.raises(ToolkitError, match="cannot download file:///nonexistent/x.tar: .*--checkpoint"):
-        export.download_checkpoint(dest, url="file:///nonexistent/x.tar")
-    not_tar = tmp_path / "page.html"
-    not_tar.write_text("<html>proxy login</html>")
-    with pytest.raises(ToolkitError, match="not a readable tar archive"):
-        export.download_checkpoint(dest, url=not_tar.as_uri())
-    assert listing(dest.parent) == []  # no partial download takes the name, no .part left
 
 
 def test_checkpoint_and_download_are_exclusive(ckpt_file, tmp_path):

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "svtr_toolkit"
+from cli_runs import REPO
+
+PACKAGE = REPO / "svtr_toolkit"
 # layer -> the layers it may import (itself always)
 ALLOWED = {
     "base": set(),

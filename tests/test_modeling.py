@@ -2,12 +2,12 @@
 import json
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_runs import REPO
+
 CONFIG = REPO / "rec_svtr_tiny_6local_6global_stn_en.yml"
 
 os.environ.setdefault("GLOG_minloglevel", "2")

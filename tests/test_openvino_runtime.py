@@ -2,8 +2,6 @@
 precision in the command line's vocabulary, what it computed in named in the output and the
 report, the same evaluation and gates, and compare_reports pairing it with onnxruntime."""
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from cli_runs import REPO, run_main
+from cli_runs import run_main, run_process
 from svtr_toolkit import runtime
 from svtr_toolkit.errors import ToolkitError
 from tiny_models import make_fake_onnx, write_lmdb
@@ -169,12 +167,10 @@ def test_golden_rows_on_openvino_in_fp32_and_its_default(golden_export, shared_d
 
 # ----------------------------------------------------------------------------- the scripts
 def test_the_accuracy_script_runs_the_onnx_model_on_openvino_without_a_build(setup):
-    env = dict(os.environ, DATASETS_DIR=setup["data"], MODEL_PATH=setup["model"], RUNTIME="openvino",
-               PRECISION="fp32", ENGINE_DIR=str(setup["tmp"] / "engines"), PYTHON=sys.executable)
-    env.pop("ACC_TARGET", None)
-    proc = subprocess.run(["bash", "scripts/infer_svtr_fp16_accuracy.sh", "--bs", "2", "--acc_target", "0.4"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "the ONNX model on openvino, precision fp32" in proc.stdout
-    assert "runtime: openvino" in proc.stdout and "acc check: expected >= 0.4, got 0.4: PASS" in proc.stdout
+    env = {"DATASETS_DIR": setup["data"], "MODEL_PATH": setup["model"], "RUNTIME": "openvino", "PRECISION": "fp32",
+           "ENGINE_DIR": setup["tmp"] / "engines", "PYTHON": sys.executable, "ACC_TARGET": None}
+    ran = run_process(["scripts/infer_svtr_fp16_accuracy.sh", "--bs", "2", "--acc_target", "0.4"], env=env)
+    assert ran.code == 0, ran.err
+    assert "the ONNX model on openvino, precision fp32" in ran.out
+    assert "runtime: openvino" in ran.out and "acc check: expected >= 0.4, got 0.4: PASS" in ran.out
     assert not (setup["tmp"] / "engines").exists(), "no engine is built for an ONNX runtime"

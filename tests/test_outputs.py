@@ -1,4 +1,4 @@
-"""Issue 24, items 1-3 and 9: a run's outputs never destroy its inputs, only regular files and new
+"""Outputs: a run's outputs never destroy its inputs, only regular files and new
 paths are written, unfinished work is removed only when provably dead, and a full or read-only
 disk is one line, found before the work where it can be.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from cli_runs import REPO, run_main, run_process
+from cli_runs import REPO, run_main, run_process, start_process
 from tiny_models import make_fake_onnx, write_lmdb
 
 OUTPUTS_ARE_NOT_INPUTS = "a run's outputs are never its inputs"
@@ -41,7 +41,7 @@ def infer(case, *args):
                     "--no_progress", *args)
 
 
-# --------------------------------------------------------------------- 1: outputs are never inputs
+# --------------------------------------------------------------------- outputs are never inputs
 @pytest.mark.parametrize("which", ["config", "model", "data.mdb"])
 def test_a_report_that_is_an_input_is_refused_and_the_input_kept(case, which):
     target = {"config": case["config"], "model": case["model"], "data.mdb": case["data"] / "toy" / "data.mdb"}[which]
@@ -77,7 +77,7 @@ def test_the_other_outputs_are_never_their_inputs(case, built, tmp_path):
     assert digest(engine) == digest(built[0]) and digest(model) == digest(case["model"])
 
 
-# --------------------------------------------------------------------- 2: regular files and new paths only
+# --------------------------------------------------------------------- regular files and new paths only
 def test_a_device_node_fifo_or_symlink_report_is_refused_and_left_as_it_is(case, tmp_path):
     node = tmp_path / "null"
     try:
@@ -114,22 +114,21 @@ def test_an_empty_output_path_is_an_error_not_no_output(case):
     assert ran.code == 2 and ran.error == "error: argument --report: an empty path is given"
 
 
-# --------------------------------------------------------------------- 3: only provably dead work is removed
+# --------------------------------------------------------------------- only provably dead work is removed
 def staging_writer(folder, *prefix) -> subprocess.Popen:
     """A process holding a staging folder in ``folder`` (as a build or export does) until killed."""
     code = ("import sys, time; from svtr_toolkit.files import StagingFolder\n"
             f"with StagingFolder({str(folder)!r}) as s:\n"
             "    print(s.path, flush=True); time.sleep(600)")
-    proc = subprocess.Popen([*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = start_process([*prefix, sys.executable, "-c", code], env={"PYTHONPATH": REPO}, stderr=None)
     line = proc.stdout.readline().strip()
     assert line, "the writer did not start"
     return proc
 
 
 def dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
+    child = start_process([sys.executable, "-c", "pass"])
+    child.communicate()
     return child.pid
 
 
@@ -169,7 +168,7 @@ def test_another_containers_work_in_progress_is_kept(tmp_path):
     here, and its folder stays while it lives."""
     from svtr_toolkit.files import write_bytes_atomically
 
-    if subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0:
+    if run_process(["unshare", "--pid", "--fork", "true"]).code != 0:
         pytest.skip("unshare --pid is not permitted here")
     other = staging_writer(tmp_path, "unshare", "--pid", "--fork", "--kill-child")
     try:
@@ -185,16 +184,15 @@ def test_another_containers_work_in_progress_is_kept(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["e.so"]
 
 
-# --------------------------------------------------------------------- 9: full and read-only disks
+# --------------------------------------------------------------------- full and read-only disks
 def private_tmpfs(folder, size, *command, options=""):
     """``command`` with a tmpfs of ``size`` mounted on ``folder`` in a private mount namespace."""
     folder.mkdir(exist_ok=True)
     args = " ".join(f"'{a}'" for a in map(str, command))
     script = f"mount -t tmpfs -o size={size}{options} none '{folder}' && exec {args}"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=4k none '{folder}'"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"a private tmpfs cannot be mounted here: {probe.stderr.decode().strip()}")
+    probe = run_process(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=4k none '{folder}'"])
+    if probe.code != 0:
+        pytest.skip(f"a private tmpfs cannot be mounted here: {probe.err.strip()}")
     return run_process(["unshare", "-m", "sh", "-c", script])
 
 

@@ -1,7 +1,10 @@
-"""Progress in a log (stderr not a terminal): plain lines at quarter marks, never carriage returns."""
+"""Progress in a log (stderr not a terminal): plain lines at quarter marks, never carriage returns;
+an evaluation's progress as it reaches a log, and turned off."""
 import io
 
+from cli_runs import run_main
 from svtr_toolkit.progress import progress
+from tiny_models import make_fake_onnx, write_lmdb
 
 
 def test_plain_lines_carry_the_current_description_and_postfix():
@@ -38,3 +41,13 @@ def test_turned_off_prints_nothing():
     bar.update(4)
     bar.close()
     assert stream.getvalue() == ""
+
+
+def test_an_evaluation_in_a_log_is_plain_lines_and_can_be_turned_off(tmp_path):
+    write_lmdb(tmp_path / "data" / "toy", ["hotel"] * 9)
+    argv = ["--engine", make_fake_onnx(tmp_path / "hotel.onnx"), "--batchsize", 4, "--datasets", tmp_path / "data"]
+    ran = run_main("inference", *argv)
+    assert ran.code == 0 and "\r" not in ran.err
+    assert "eval: 9/9 img (100 %" in ran.err
+    quiet = run_main("inference", *argv, "--no_progress")
+    assert quiet.code == 0 and "eval:" not in quiet.err

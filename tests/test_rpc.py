@@ -1,6 +1,6 @@
 """--rpc: engines built for, run on and tuned on devices behind TVM's RPC tracker.
 
-A tracker and servers run on 127.0.0.1 as separate processes (``rpc.LocalPool``), each server
+A tracker and servers run on 127.0.0.1 as separate processes (``tools/rpc_local.LocalPool``), each server
 with one TVM thread, as two single-core boards would. Every run through RPC is compared with
 the same run here.
 """
@@ -15,18 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from cli_runs import run_main, run_process, start_process
+from rpc_local import LocalPool, free_port
 from shared_data import shared_path
 from svtr_toolkit import rpc
 from svtr_toolkit.errors import ToolkitError
 from tiny_models import SHAPE, make_fake_onnx, tiny_recogniser, write_lmdb
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "svtr-test"
-
-
-def run(args, env=None, timeout=900):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
 def sessions_served(pool) -> list:
@@ -36,7 +32,7 @@ def sessions_served(pool) -> list:
 
 @pytest.fixture(scope="module")
 def pool():
-    with rpc.LocalPool(servers=2, key=KEY, threads=1) as started:
+    with LocalPool(servers=2, key=KEY, threads=1) as started:
         yield started
 
 
@@ -53,14 +49,14 @@ def test_address_round_trips():
 
 
 def test_an_unreachable_tracker_is_one_error_line(tmp_path):
-    port = rpc._free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     model = make_fake_onnx(tmp_path / "fake.onnx")
-    result = run(["build_engine.py", "--model_path", model, "--input", "x:2,3,64,256", "--precision", "fp32",
-                  "--engine_path", tmp_path / "e.so", "--rpc", f"127.0.0.1:{port}:{KEY}"])
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    result = run_main("build_engine", "--model_path", model, "--input", "x:2,3,64,256", "--precision", "fp32",
+                      "--engine_path", tmp_path / "e.so", "--rpc", f"127.0.0.1:{port}:{KEY}")
+    assert result.one_error() == (
         f"error: cannot reach the RPC tracker at 127.0.0.1:{port} ([Errno 111] Connection refused); start one "
-        f"with `python -m tvm.exec.rpc_tracker --port {port}` or fix --rpc"], result.stderr
+        f"with `python -m tvm.exec.rpc_tracker --port {port}` or fix --rpc")
+    assert result.err.strip().splitlines() == [result.error]
     assert not (tmp_path / "e.so").exists()
 
 
@@ -94,10 +90,10 @@ def test_a_server_on_another_tvm_version_is_refused(pool, monkeypatch):
 
 
 def test_a_plain_tvm_server_is_asked_to_describe_itself(pool):
-    port = rpc._free_port()
-    plain = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{pool.port}",
-                              "--key", "plain", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 100)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    port = free_port()
+    plain = start_process([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{pool.port}",
+                           "--key", "plain", "--host", "127.0.0.1", "--port", port, "--port-end", port + 100],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         address = rpc.TrackerAddress("127.0.0.1", pool.port, "plain")
         deadline = time.monotonic() + 60
@@ -164,25 +160,24 @@ def test_scripts_through_rpc_match_a_local_run(pool, golden_export, toy_data, tm
     env = {"MODEL_PATH": model, "DATASETS_DIR": str(toy_data), "ENGINE_DIR": str(tmp_path), "PRECISION": "fp32",
            "LOOP_COUNT": "3", "TARGET": "auto"}
     before = sessions_served(pool)
-    perf = subprocess.run(["bash", "scripts/infer_svtr_fp16_performance.sh", "--bs", "5", "--rpc", str(pool.address)],
-                          cwd=REPO, capture_output=True, text=True, env=dict(os.environ, **env), timeout=900)
-    assert perf.returncode == 0, perf.stderr
-    assert "building fp32 engine for remote CPU" in perf.stdout
-    assert "parity tvm-llvm-fp32@svtr-test vs onnxruntime fp32" in perf.stdout
-    assert f"running on " in perf.stdout and f"key '{KEY}'" in perf.stdout
-    assert "Mean fps:" in perf.stdout
+    perf = run_process(["scripts/infer_svtr_fp16_performance.sh", "--bs", "5", "--rpc", pool.address], env=env,
+                       timeout=900)
+    assert perf.code == 0, perf.err
+    assert "building fp32 engine for remote CPU" in perf.out
+    assert "parity tvm-llvm-fp32@svtr-test vs onnxruntime fp32" in perf.out
+    assert "running on " in perf.out and f"key '{KEY}'" in perf.out
+    assert "Mean fps:" in perf.out
 
-    remote = subprocess.run(["bash", "scripts/infer_svtr_fp16_accuracy.sh", "--bs", "5", "--rpc", str(pool.address)],
-                            cwd=REPO, capture_output=True, text=True, timeout=900,
-                            env=dict(os.environ, **env, REPORT=str(tmp_path / "remote.json")))
-    assert remote.returncode == 0, remote.stderr
-    assert "engine is up to date" in remote.stdout, "the engine built for the device is reused"
+    remote = run_process(["scripts/infer_svtr_fp16_accuracy.sh", "--bs", "5", "--rpc", pool.address],
+                         env={**env, "REPORT": tmp_path / "remote.json"}, timeout=900)
+    assert remote.code == 0, remote.err
+    assert "engine is up to date" in remote.out, "the engine built for the device is reused"
     assert sum(sessions_served(pool)) > sum(before)
 
     engine = tmp_path / "svtr_bs_5_fp32.so"
-    local = run(["inference.py", "--engine", engine, "--batchsize", "5", "--datasets", toy_data,
-                 "--report", tmp_path / "local.json"])
-    assert local.returncode == 0, local.stderr
+    local = run_main("inference", "--engine", engine, "--batchsize", "5", "--datasets", toy_data,
+                     "--report", tmp_path / "local.json")
+    assert local.code == 0, local.err
     there, here = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("remote", "local"))
     assert there["engine"]["device"].endswith(f"key '{KEY}'") and here["engine"]["device"] == "this machine"
     assert there["accuracy"]["predictions"] == here["accuracy"]["predictions"]
@@ -195,14 +190,13 @@ def test_an_evaluation_whose_server_dies_fails_cleanly(tmp_path):
     """The device dies mid-run: one error line, exit 2, and no report."""
     model = make_fake_onnx(tmp_path / "fake.onnx")
     write_lmdb(tmp_path / "data" / "toy", ["hotel", "grand"])
-    with rpc.LocalPool(servers=1, key="dies", threads=1) as dying:
-        built = run(["build_engine.py", "--model_path", model, "--input", "x:2,3,64,256", "--precision", "fp32",
-                     "--engine_path", tmp_path / "e.so", "--rpc", str(dying.address), "--skip_parity"])
-        assert built.returncode == 0, built.stderr
-        proc = subprocess.Popen([sys.executable, "inference.py", "--engine", tmp_path / "e.so", "--batchsize", "2",
-                                 "--datasets", tmp_path / "data", "--perf_only", "--loop_count", "100000000",
-                                 "--report", tmp_path / "report.json", "--rpc", str(dying.address)],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with LocalPool(servers=1, key="dies", threads=1) as dying:
+        built = run_main("build_engine", "--model_path", model, "--input", "x:2,3,64,256", "--precision", "fp32",
+                         "--engine_path", tmp_path / "e.so", "--rpc", dying.address, "--skip_parity")
+        assert built.code == 0, built.err
+        proc = start_process(["inference.py", "--engine", tmp_path / "e.so", "--batchsize", "2",
+                              "--datasets", tmp_path / "data", "--perf_only", "--loop_count", "100000000",
+                              "--report", tmp_path / "report.json", "--rpc", dying.address])
         line = proc.stdout.readline()  # "running on ...": the session is open
         assert "running on" in line, line + proc.stderr.read()
         time.sleep(2)
@@ -231,10 +225,8 @@ def test_tuning_measures_on_every_server_and_survives_one_dying(tmp_path):
     """Candidates are timed on both servers (their own logs count the sessions); a server killed
     mid-run leaves the database whole and the tuning finishes on the other one."""
     model = tiny_recogniser(tmp_path / "tiny.onnx")
-    with rpc.LocalPool(servers=2, key="tune", threads=1) as tuning_pool:
-        proc = subprocess.Popen([sys.executable, *map(str, _tune(tmp_path / "db", model, tuning_pool.address))],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, SVTR_RPC_WAIT_S="20"))
+    with LocalPool(servers=2, key="tune", threads=1) as tuning_pool:
+        proc = start_process(_tune(tmp_path / "db", model, tuning_pool.address), env={"SVTR_RPC_WAIT_S": "20"})
         deadline = time.monotonic() + 300
         while min(sessions_served(tuning_pool)) == 0 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
@@ -253,10 +245,8 @@ def test_tuning_measures_on_every_server_and_survives_one_dying(tmp_path):
 
 def test_tuning_stops_with_what_it_measured_when_every_server_is_gone(tmp_path):
     model = tiny_recogniser(tmp_path / "tiny.onnx")
-    with rpc.LocalPool(servers=1, key="gone", threads=1) as lone:
-        proc = subprocess.Popen([sys.executable, *map(str, _tune(tmp_path / "db", model, lone.address))],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, SVTR_RPC_WAIT_S="5"))
+    with LocalPool(servers=1, key="gone", threads=1) as lone:
+        proc = start_process(_tune(tmp_path / "db", model, lone.address), env={"SVTR_RPC_WAIT_S": "5"})
         progress = tmp_path / "db" / "progress.json"
         deadline = time.monotonic() + 300
         while not progress.exists() and time.monotonic() < deadline:  # one round measured and saved
@@ -274,8 +264,7 @@ def test_the_loopback_pool_tool_starts_and_stops_everything(tmp_path):
     import signal
     import socket
 
-    proc = subprocess.Popen([sys.executable, "tools/rpc_local.py", "--servers", "2", "--key", "try",
-                             "--log_dir", tmp_path], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_process(["tools/rpc_local.py", "--servers", "2", "--key", "try", "--log_dir", tmp_path])
     line = proc.stdout.readline()
     assert "tracker and 2 server(s) ready: --rpc 127.0.0.1:" in line, line + proc.stderr.read()
     address = rpc.TrackerAddress.parse(line.split("--rpc ")[1].split()[0])

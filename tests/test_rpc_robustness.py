@@ -1,4 +1,4 @@
-"""Issue 24, items 4 and 18: every network wait of --rpc ends, in the documented line; the RPC
+"""RPC robustness: every network wait of --rpc ends, in the documented line; the RPC
 server listens on loopback unless told otherwise, and says what another address exposes.
 
 The peers are real sockets: a "tracker" that accepts and never answers, one that answers the
@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from cli_runs import REPO, run_main
+from cli_runs import run_main, run_process, start_process
+from rpc_local import free_port
 from svtr_toolkit import rpc
 from tiny_models import make_fake_onnx, write_lmdb
 
@@ -93,7 +94,7 @@ def case(tmp_path_factory):
     return {"tmp": tmp, "data": tmp / "data", "model": make_fake_onnx(tmp / "m.onnx")}
 
 
-# --------------------------------------------------------------------- 4: every wait ends
+# --------------------------------------------------------------------- every wait ends
 def test_a_tracker_that_accepts_and_never_answers_ends_in_the_wait(case, monkeypatch):
     peer = Peer(silent)
     monkeypatch.setenv("SVTR_RPC_WAIT_S", "5")
@@ -115,15 +116,13 @@ def test_a_silent_tracker_as_a_process_run_with_inference(case):
     peer = Peer(silent)
     try:
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "inference.py", "--engine", str(case["tmp"] / "missing.so"),
-                               "--batchsize", "1", "--datasets", str(case["data"]), "--rpc", f"127.0.0.1:{peer.port}:k"],
-                              cwd=REPO, capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, SVTR_RPC_WAIT_S="5"))
+        ran = run_process(["inference.py", "--engine", case["tmp"] / "missing.so", "--batchsize", "1", "--datasets",
+                           case["data"], "--rpc", f"127.0.0.1:{peer.port}:k"], env={"SVTR_RPC_WAIT_S": "5"}, timeout=120)
         took = time.monotonic() - start
     finally:
         peer.close()
-    assert proc.returncode == 2 and proc.stderr.startswith(f"error: the RPC tracker at 127.0.0.1:{peer.port} "
-                                                           f"accepted the connection but did not answer within 5 s")
+    assert ran.code == 2 and ran.err.startswith(f"error: the RPC tracker at 127.0.0.1:{peer.port} "
+                                                f"accepted the connection but did not answer within 5 s")
     assert took < 40
 
 
@@ -159,7 +158,7 @@ def test_a_tracker_that_answers_the_handshake_but_not_the_summary(monkeypatch):
         peer.close()
 
 
-# --------------------------------------------------------------------- 18: loopback by default
+# --------------------------------------------------------------------- loopback by default
 def outward_address():
     """This machine's address on its default route (no packet is sent), or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -172,10 +171,9 @@ def outward_address():
 
 
 def start_server(tracker_port, *args):
-    port = rpc._free_port()
-    proc = subprocess.Popen([sys.executable, "tools/rpc_server.py", "--tracker", f"127.0.0.1:{tracker_port}",
-                             "--key", "lo", "--port", str(port), "--port_end", str(port + 1), *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    port = free_port()
+    proc = start_process(["tools/rpc_server.py", "--tracker", f"127.0.0.1:{tracker_port}", "--key", "lo", "--port",
+                          port, "--port_end", port + 1, *args], stderr=subprocess.STDOUT, start_new_session=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -190,10 +188,10 @@ def stop(proc):
 
 
 def test_the_rpc_server_listens_on_loopback_unless_told_otherwise():
-    tracker_port = rpc._free_port()
-    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                                str(tracker_port), "--port-end", str(tracker_port + 1), "--silent"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    tracker_port = free_port()
+    tracker = start_process([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+                             tracker_port, "--port-end", tracker_port + 1, "--silent"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         proc, port, lines = start_server(tracker_port)
         try:
@@ -218,12 +216,8 @@ def test_the_rpc_server_listens_on_loopback_unless_told_otherwise():
 
 
 def test_what_each_listening_address_exposes():
-    import importlib.util
+    import rpc_server as tool
 
-    spec = importlib.util.spec_from_file_location("rpc_server_tool", REPO / "tools" / "rpc_server.py")
-    sys.path.insert(0, str(REPO / "tools"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     assert tool.exposure_warning("127.0.0.1", 9090, 9199) is None
     assert tool.exposure_warning("::1", 9090, 9199) is None and tool.exposure_warning("localhost", 1, 2) is None
     assert "listening on 10.0.0.5 (a port in 9090-9198)" in tool.exposure_warning("10.0.0.5", 9090, 9199)

@@ -8,7 +8,8 @@ from svtr_toolkit import files, runtime
 from svtr_toolkit.config import load_config
 from svtr_toolkit.errors import ToolkitError
 from svtr_toolkit.evaluate import report, runner
-from svtr_toolkit.evaluate.data import Dataset, LabelRules, Preprocessor
+from svtr_toolkit.evaluate.data import Dataset, LabelRules
+from svtr_toolkit.preprocess import Preprocessor
 from svtr_toolkit.presets import PRESETS
 from tiny_models import make_fake_onnx, write_lmdb
 
@@ -48,7 +49,7 @@ def test_evaluate_and_the_typed_summary(setup):
     backend = runtime.open_backend(setup["model"], batch_size=4)
     characters = cfg.characters()
     with Dataset(setup["data"], LabelRules.from_config(cfg, characters)) as dataset:
-        result = runner.evaluate(backend, dataset, Preprocessor(cfg.image_shape, cfg.resize), characters, 4)
+        result = runner.evaluate(backend, dataset, Preprocessor.from_config(cfg), characters, 4)
         summary = report.accuracy_summary(dataset, result)
     assert (summary.pooled.samples, summary.pooled.correct, summary.pooled.acc) == (4, 2, 0.5)
     assert summary.rejected == 1 and summary.subsets[0].rejected_by_reason == {"no dictionary character in label": 1}
@@ -60,12 +61,12 @@ def test_evaluate_and_the_typed_summary(setup):
     assert as_json["pooled"] == {"samples": 4, "correct": 2, "acc": 0.5, "norm_edit_dis": as_json["pooled"]["norm_edit_dis"]}
 
 
-def test_benchmark_timing_and_checks(setup):
+def test_the_timed_loop_and_checks(setup):
     cfg = setup["cfg"]
     backend = runtime.open_backend(setup["model"], batch_size=2)
     with Dataset(setup["data"], LabelRules.from_config(cfg, cfg.characters())) as dataset:
-        timing = runner.benchmark(backend, dataset, Preprocessor(cfg.image_shape, cfg.resize), 2, warmup=1,
-                                  loop_count=3, workers=1)
+        timing = runner.timed_loop(backend, dataset, Preprocessor.from_config(cfg), 2, warmup=1,
+                                   loop_count=3, workers=1)
     assert timing.loop_count == 3 and timing.fps > 0 and timing.e2e_fps > 0
     assert set(timing.to_dict()) >= {"mean_ms", "p50_ms", "p99_ms", "fps", "loader_fps", "e2e_fps"}
     assert report.format_perf(timing).startswith("* Mean inference time:")

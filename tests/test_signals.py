@@ -1,5 +1,6 @@
-"""Issue 24, item 5: SIGTERM ends a command whatever it is doing, a call blocked in C code
-included (a Python handler never runs there), and a second Ctrl-C ends it at once.
+"""Signals: SIGTERM ends a command whatever it is doing, a call blocked in C code included (a
+Python handler never runs there), and a second Ctrl-C ends it at once; Ctrl-C and SIGTERM during
+a build are one line and leave no partial engine.
 
 The commands are real processes running ``cli.run_cli``; the C call is TVM's time evaluator on a
 real engine, asked for 10^8 runs (hours), which checks no signals.
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from cli_runs import REPO
+from cli_runs import REPO, Ran, start_process
 from svtr_toolkit.cli import TERM_GRACE_S
 
 # A command whose main prints a line, then does one of two things until a signal ends it.
@@ -48,9 +49,7 @@ COMMAND = textwrap.dedent("""
 
 
 def start(*args) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", COMMAND, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                            start_new_session=True)
+    proc = start_process([sys.executable, "-c", COMMAND, *args], env={"PYTHONPATH": REPO}, start_new_session=True)
     line = proc.stdout.readline()
     assert line.startswith("in "), line + proc.stderr.read()
     time.sleep(0.5)  # inside the call now
@@ -133,3 +132,30 @@ def test_one_ctrl_c_to_a_process_group_with_a_forked_child_is_one(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def interrupt_build(golden_export, tmp_path, sig) -> tuple[Ran, list]:
+    """build_engine.py on the real SVTR, ``sig`` sent in the middle of its compile; the run and
+    what it left in the engine folder."""
+    engines = tmp_path / "engines"
+    proc = start_process(["build_engine.py", "--model_path", golden_export.out_dir / "SVTR_opt.onnx", "--input",
+                          "x:1,3,64,256", "--precision", "fp16", "--target", "llvm", "--tuning_db", "none",
+                          "--engine_path", engines / "e.so"])
+    for line in proc.stdout:  # the compile of the real SVTR takes many seconds after this line
+        if line.startswith("precision plan:"):
+            break
+    time.sleep(1.5)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=300)
+    leftovers = [p.name for p in engines.iterdir()] if engines.exists() else []
+    return Ran(proc.returncode, stdout, stderr), leftovers
+
+
+def test_ctrl_c_during_a_build_is_one_line(golden_export, tmp_path):
+    ran, leftovers = interrupt_build(golden_export, tmp_path, signal.SIGINT)
+    assert ran.one_error(130) == "error: interrupted" and leftovers == []
+
+
+def test_sigterm_during_a_build_cleans_up(golden_export, tmp_path):
+    ran, leftovers = interrupt_build(golden_export, tmp_path, signal.SIGTERM)
+    assert ran.one_error(143) == "error: terminated" and leftovers == []

@@ -1,11 +1,10 @@
 """Targets (the registry and one module per kind), the input spec and TVM's CPU thread pool."""
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from cli_runs import run_process
 from svtr_toolkit import cli
 from svtr_toolkit.compile import targets
 from svtr_toolkit.errors import ToolkitError
@@ -53,11 +52,9 @@ print(threads.use_all_cpu_cores(), tvm.get_global_func("runtime.NumThreads")())
 @pytest.mark.parametrize("user_threads", [None, "1"])
 def test_cpu_engines_get_every_core_unless_the_user_says(user_threads):
     # TVM alone would take half the logical CPUs on x86 (one thread on a 2-vCPU VM)
-    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
-    if user_threads:
-        env["TVM_NUM_THREADS"] = user_threads
-    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=env, capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
+    ran = run_process([sys.executable, "-c", THREADS_PROBE], env={"TVM_NUM_THREADS": user_threads})
+    assert ran.code == 0, ran.err
+    out = ran.out.split()
     expected = int(user_threads) if user_threads else len(os.sched_getaffinity(0))
     assert out == [str(expected), str(expected)]
 

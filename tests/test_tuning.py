@@ -237,9 +237,9 @@ def test_tuning_loads_the_cpu_tensor_intrinsics_only():
         "assert 'tvm.s_tir.tensor_intrin.cuda' not in sys.modules\n"
         "import tvm.s_tir.tensor_intrin.cuda\n"
         "print('ok')\n")
-    import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    from cli_runs import run_process
+
+    done = run_process([sys.executable, "-c", code], timeout=300)
+    assert done.code == 0 and done.out.strip() == "ok", done.err

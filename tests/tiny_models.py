@@ -1,12 +1,16 @@
-"""Small ONNX graphs with the operators SVTR's export contains, for fast engine tests."""
+"""Test data made on the spot: small ONNX graphs with the operators SVTR's export contains (fast
+engine tests), LMDBs, image folders with a label file, and a PP-OCRv4-like config."""
 import os
+from pathlib import Path
 
 import cv2
 import lmdb
 import numpy as np
 import onnx
+import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from cli_runs import REPO
 from svtr_toolkit.config import DEFAULT_CHARACTERS
 
 SHAPE = (2, 3, 8, 16)  # the tiny recogniser's static input
@@ -121,3 +125,28 @@ def write_lmdb(path, labels):
             txn.put(b"label-%09d" % i, label.encode())
         txn.put(b"num-samples", str(len(labels)).encode())
     env.close()
+
+
+def write_images(folder, labels):
+    """One small random PNG per label in ``folder`` and a ``gt.txt`` (tab-separated) naming them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, label in enumerate(labels):
+        ok, buf = cv2.imencode(".png", rng.integers(0, 255, (12, 30, 3), dtype=np.uint8))
+        (folder / f"w{i}.png").write_bytes(buf.tobytes())
+        lines.append(f"w{i}.png\t{label}")
+    (folder / "gt.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "gt.txt"
+
+
+def ppocr_like_config(tmp_path) -> Path:
+    """PP-OCRv4's label rules (its own dictionary with capitals, punctuation and a space, case kept,
+    is_filter) at the fake model's shape and class count (35 characters + space + blank = 37): the
+    fake model's letters keep their class, the digits' classes are capitals and punctuation."""
+    (tmp_path / "dict.txt").write_text("\n".join("DORHGT!&$%abcdefghijklmnopqrstuvwxy") + "\n")
+    cfg = yaml.safe_load((REPO / "configs" / "ch_PP-OCRv4_rec_eval.yml").read_text())
+    cfg["Global"]["character_dict_path"] = str(tmp_path / "dict.txt")
+    cfg["Eval"]["dataset"]["transforms"][2]["RecResizeImg"]["image_shape"] = [3, 64, 256]
+    (tmp_path / "rec.yml").write_text(yaml.safe_dump(cfg))
+    return tmp_path / "rec.yml"

@@ -1,7 +1,7 @@
 """Matmul throughput per kernel: fp32, ToMixedPrecision's fp16 matmul and the K-chunked fp16 kernels.
 
     python tools/bench_kernels.py [--k 32,64,128,256,512] [--m 3200] [--n 256] [--chunks 32,64,128]
-                                  [--rounds 5] [--min_sample_s 0.2] [--out_dir reports]
+                                  [--rounds 5] [--min_sample_s 0.2] [--settle_s 1] [--out_dir reports]
 
 At every K, main(a [M, K], b [K, N]) = matmul(a, b) is compiled for this CPU (llvm, default
 schedule rules, no tuning) as: fp32; fp16-fp32acc (fp16 inputs, fp32 output, as
@@ -10,7 +10,8 @@ ToMixedPrecision leaves the recogniser's products); fp16-k<chunk> per --chunks a
 terms, chunk sums in fp32; wholeK: no chunking). The defaults are SVTR-Tiny's stage-2 products
 at batch 32 (M = 32 images x 100 tokens, N = 256). Each kernel is calibrated to samples of at
 least --min_sample_s, then timed in --rounds interleaved rounds (one sample of every kernel per
-round). The tables give the median GFLOP/s (2*M*N*K / median seconds) with, beside each fp16
+round), every sample once this process is idle (at most --settle_s: TVM's worker threads keep
+spinning after a call returns and would slow the next kernel), as tools/bench_cpu.py does. The tables give the median GFLOP/s (2*M*N*K / median seconds) with, beside each fp16
 kernel, its ratio to fp32 at the same K (the median of the per-round ratios), and each
 kernel's max relative error against the float64 product of the same inputs (max |diff| /
 max |exact|). On a CPU without fp16 arithmetic (no avx512_fp16 / fullfp16) the fp16 kernels
@@ -50,6 +51,7 @@ def positive_int_list(example: str):
 
 def parse_args(argv):
     from svtr_toolkit.bench import kernels
+    from svtr_toolkit.bench.timing import DEFAULT_SETTLE_S
 
     def default_list(values):
         return ",".join(map(str, values))
@@ -67,6 +69,9 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=cli.positive_int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--min_sample_s", type=cli.positive, default=0.2,
                         help="shortest timing sample, seconds (default 0.2)")
+    parser.add_argument("--settle_s", type=cli.nonnegative, default=DEFAULT_SETTLE_S,
+                        help="longest wait, seconds, for this process to go idle before every sample (default "
+                             f"{DEFAULT_SETTLE_S:g}; 0: no wait)")
     parser.add_argument("--out_dir", default="reports", type=cli.path,
                         help=f"where {kernels.JSON_NAME} goes (default reports)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -86,8 +91,8 @@ def main(argv=None):
                    f"matmuls of M={args.m}, N={args.n}, K up to {max(args.k)} (inputs kept for every K)",
                    remedy="use smaller --m, --n or --k")
     report = kernels.matmul_sweep(args.k, args.m, args.n, args.chunks, rounds=args.rounds,
-                                  min_sample_s=args.min_sample_s, log=lambda msg: print(msg, flush=True),
-                                  progress=not args.no_progress)
+                                  min_sample_s=args.min_sample_s, settle_s=args.settle_s,
+                                  log=lambda msg: print(msg, flush=True), progress=not args.no_progress)
     settings = report["settings"]
     emulated = "" if report["fp16_arithmetic"] else f"\nnote: {kernels.EMULATED_NOTE}"
     print()

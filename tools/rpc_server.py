@@ -1,7 +1,7 @@
 """An RPC server for remote builds, runs and tuning: TVM's own server, registered with a tracker,
 that also describes its machine (CPU features, cores, TVM version) to the toolkit.
 
-    python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190       # once (see the README for networks)
+    python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190       # once (see docs/usage.md for networks)
     python tools/rpc_server.py --tracker 127.0.0.1:9190 --key svtr-cpu  # on each device
 
 Then give ``--rpc 127.0.0.1:9190:svtr-cpu`` to build_engine.py, inference.py, tools/tune_cpu.py
@@ -11,7 +11,7 @@ apache-tvm version as the machine that builds.
 TVM RPC has no authentication: whoever reaches the server's port can upload a shared library
 and run it here. The server therefore listens on 127.0.0.1 unless --host names another address
 (then it says what it exposes); across machines, use a private network or SSH tunnels to
-loopback ports (README, "Remote devices").
+loopback ports (docs/usage.md, "Remote devices").
 """
 import ipaddress
 import os

@@ -4,7 +4,7 @@
 - ``flops``: FLOPs per image from the ONNX graph, the model's image shape;
 - ``peak``: the fp32 (MLAS sgemm) and fp16 (TVM) peak probes; ``machine``: the CPU and versions;
 - ``contenders``: the registry of contenders, one module per runtime (onnxruntime, OpenVINO, TVM);
-- ``timing``: cells, warm-up, interleaved rounds; ``output``: figures, table, JSON, plot;
+- ``timing``: cells and the interleaved round loop (the kernel sweep's too); ``output``: figures, table, JSON, plot;
 - ``driver``: ``run_benchmark``, which ties them together.
 - ``kernels``: ``matmul_sweep``, one matmul per arithmetic (fp32, fp16, K-chunked fp16) timed alone;
 - ``profile``: ``profile_vm``, an engine's time per kernel (the Relax VM's instrument hook).
@@ -21,4 +21,4 @@ from .output import (ORT_NAME, WRONG_BELOW, add_comparisons, cell_result, format
 from .peak import (describe_peak, gemm_flops, matmul_model, measure_fp16_flops, measure_gemm_flops,  # noqa: F401
                    measure_peak, merge_peaks, peak_for)
 from .timing import (Cell, calls_per_sample, images_per_second, interleaved_order, run_rounds,  # noqa: F401
-                     summarize, time_calls, warm_up)
+                     sample_rounds, summarize, time_calls)

@@ -12,9 +12,10 @@ compiled by the host llvm target's pipeline with the default schedule rules, no 
 
 A whole model hides where the fp16 time goes (layer norms, softmax, convolutions, copies);
 this isolates the products the chunked accumulation changes, at the recogniser's own shapes.
-Every kernel is timed after calibration (calls per sample >= ``min_sample_s``) in rounds that
-take one sample of each, the start rotated per round (``timing.interleaved_order``), so a
-burst of load from elsewhere lands on all kernels alike.
+The kernels are timed by the benchmark's round loop (``timing.sample_rounds``): calibrated
+(calls per sample >= ``min_sample_s``), then rounds of one sample each, the start rotated per
+round, every sample after the wait for idle (at most ``settle_s``), so a burst of load from
+elsewhere lands on all kernels alike and no kernel pays for the previous one's spinning threads.
 
 All kernels read the same values: the inputs are drawn in fp32 and rounded to fp16, so the
 fp32 kernel gets exactly what the fp16 ones get and the float64 product is the exact answer
@@ -31,10 +32,9 @@ import numpy as np
 
 from .. import files
 from ..errors import ToolkitError
-from ..progress import progress as progress_bar
 from ..table import render_table
 from .machine import machine_info
-from .timing import calibrate, interleaved_order, summarize
+from .timing import DEFAULT_SETTLE_S, describe_idle_waits, sample_rounds, summarize, wait_until_idle
 
 DEFAULT_KS = (32, 64, 128, 256, 512)
 DEFAULT_M = 3200  # SVTR-Tiny stage 2 at batch 32: 32 images x 100 tokens
@@ -143,6 +143,7 @@ class KernelRun:
     evaluator: object = None  # (calls) -> seconds per call; None for a kernel that is not timed
     calls: int = 1
     samples_s: list = field(default_factory=list)  # seconds per call, one per round
+    idle_wait_s: list = field(default_factory=list)  # seconds waited for idle before each sample
     errors: dict = field(default_factory=dict)
 
     @property
@@ -182,9 +183,11 @@ def _check_positive(name: str, values) -> list:
 
 
 def matmul_sweep(ks=DEFAULT_KS, m: int = DEFAULT_M, n: int = DEFAULT_N, chunks=DEFAULT_CHUNKS, rounds: int = 5,
-                 min_sample_s: float = 0.2, log=print, progress: bool = True, seed: int = 0) -> dict:
+                 min_sample_s: float = 0.2, log=print, progress: bool = True, seed: int = 0,
+                 settle_s: float = DEFAULT_SETTLE_S) -> dict:
     """Compile every variant (``variants(chunks)``) at every K, check each against the float64
-    product on the same inputs, time them interleaved; returns the report (JSON-able).
+    product on the same inputs, time them interleaved (``settle_s``: the longest wait for idle
+    before each sample, 0 for none); returns the report (JSON-able).
 
     A kernel no rule scheduled is flagged (``unscheduled``) and left out of the timing: an
     unscheduled TIR loop nest runs on one thread without vectors and its figure would only
@@ -199,8 +202,9 @@ def matmul_sweep(ks=DEFAULT_KS, m: int = DEFAULT_M, n: int = DEFAULT_N, chunks=D
     ks = sorted(set(_check_positive("ks", ks)))
     m, n = _check_positive("m", [m])[0], _check_positive("n", [n])[0]
     kinds = variants(chunks)
-    if rounds < 1 or not min_sample_s > 0:
-        raise ToolkitError(f"rounds must be >= 1 and min_sample_s > 0, got {rounds} and {min_sample_s}")
+    if rounds < 1 or not min_sample_s > 0 or not settle_s >= 0:
+        raise ToolkitError(f"rounds must be >= 1, min_sample_s > 0 and settle_s >= 0, got {rounds}, {min_sample_s} "
+                           f"and {settle_s}")
 
     threads = use_all_cpu_cores()
     machine = machine_info({"tvm": tvm.__version__})
@@ -241,18 +245,9 @@ def matmul_sweep(ks=DEFAULT_KS, m: int = DEFAULT_M, n: int = DEFAULT_N, chunks=D
             runs.append(run)
 
     timed = [run for run in runs if run.evaluator is not None]
-    for run in timed:
-        run.calls, per_call = calibrate(run.evaluator, min_sample_s)
-        log(f"calibrated {run.label}: {per_call * 1e3:.3g} ms/call -> {run.calls} call(s) per sample")
-    order = interleaved_order(len(timed), rounds)
-    bar = progress_bar(len(order), "samples", "timing", enabled=progress)
-    try:
-        for _, index in order:
-            run = timed[index]
-            run.samples_s.append(run.evaluator(run.calls))
-            bar.update(1)
-    finally:
-        bar.close()
+    sample_rounds(timed, rounds, min_sample_s, lambda run, calls: run.evaluator(calls), log=log, progress=progress,
+                  wait_for_idle=lambda: wait_until_idle(settle_s))
+    log(describe_idle_waits(timed, settle_s))
 
     return {
         "machine": machine,
@@ -261,7 +256,8 @@ def matmul_sweep(ks=DEFAULT_KS, m: int = DEFAULT_M, n: int = DEFAULT_N, chunks=D
         "notes": notes,
         "settings": {
             "m": m, "n": n, "ks": ks, "chunks": [v.chunk for v in kinds if v.chunk], "rounds": rounds,
-            "min_sample_s": min_sample_s, "seed": seed, "tvm_threads": threads, "target": target.spec,
+            "min_sample_s": min_sample_s, "settle_s": settle_s, "seed": seed, "tvm_threads": threads,
+            "target": target.spec,
             "target_description": target.description,
             "kernels": [v.name for v in kinds],
             "module": "main(a [M, K], b [K, N]) = matmul(a, b, out_dtype=float32); fp16-k*/fp16-wholeK through "
@@ -270,7 +266,8 @@ def matmul_sweep(ks=DEFAULT_KS, m: int = DEFAULT_M, n: int = DEFAULT_N, chunks=D
             "inputs": "uniform [-1, 1] drawn in fp32 (seed, K), rounded to fp16: all kernels read the same values",
             "errors": "against the float64 product of the same inputs; max_rel_err = max |diff| / max |exact|",
             "flops": "2 * M * N * K per call; median_gflops = flops / median seconds per call",
-            "interleaving": "round-robin over the timed kernels, start rotated each round",
+            "interleaving": "round-robin over the timed kernels, start rotated each round, every sample after "
+                            "the wait for idle (at most settle_s)",
         },
         "results": _results(runs),
     }
@@ -287,7 +284,7 @@ def _results(runs) -> list:
             "unscheduled": run.unscheduled, "unexpected_rules": run.unexpected_rules,
             "timed": run.evaluator is not None, "compile_s": run.compile_s, "flops": run.flops,
             "calls_per_sample": run.calls if run.samples_s else None,
-            "seconds_per_call": list(run.samples_s), "gflops": gflops,
+            "seconds_per_call": list(run.samples_s), "idle_wait_s": list(run.idle_wait_s), "gflops": gflops,
             "median_gflops": run.flops / seconds["median"] / 1e9 if seconds["median"] else None,
             "min_gflops": run.flops / seconds["max"] / 1e9 if seconds["max"] else None,
             "max_gflops": run.flops / seconds["min"] / 1e9 if seconds["min"] else None,

@@ -3,12 +3,13 @@
 - fp32: the better of onnxruntime's MLAS sgemm on an n^3 MatMul (a model built in memory) and an
   fp32 matmul at an SVTR MLP shape compiled by the toolkit's default rules, on all cores and on
   one. MLAS picks its kernels from the CPU it runs on; numpy's OpenBLAS may not know a newer CPU
-  and then under-reads the peak several times. Neither probe is always the faster (the README
-  gives both readings per machine), and a peak that a contender's own kernels beat would put its
+  and then under-reads the peak several times. Neither probe is always the faster (the JSON
+  keeps both readings), and a peak that a contender's own kernels beat would put its
   "% peak" above what the CPU allows.
-- fp16: where the CPU has fp16 arithmetic (x86 avx512_fp16, ARMv8.2 fp16), a vectorised fp16
-  matmul with fp16 accumulation compiled by TVM for the host (the instructions the CPU's fp16
-  FMA uses); elsewhere there is no fp16 figure and fp16 engines are set against the fp32 peak.
+- fp16: where the CPU has fp16 arithmetic (x86 avx512_fp16, ARMv8.2 fp16), an fp16 matmul at the
+  same shape compiled by the default rules with fp16 accumulation over the whole K (the K-chunked
+  kernel without its fp32 chunk sums: the CPU's fp16 FMAs); elsewhere there is no fp16 figure and
+  fp16 engines are set against the fp32 peak.
 - bf16: where the CPU has AMX-BF16, the bf16 plan's product by weights as the build compiles
   it (AMX tiles); elsewhere bf16 engines (bf16 values in fp32 arithmetic) are set against the
   fp32 peak.
@@ -20,6 +21,7 @@ import subprocess
 import sys
 
 from ..errors import ToolkitError
+from .kernels import FP32, WHOLE_K
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,69 +62,35 @@ def ort_sgemm_flops(n: int, repeats: int, threads: int) -> float:
     return gemm_flops(n) / best
 
 
-def tvm_matmul_flops(dtype: str = "float16", m: int = 1024, n: int = 256, k: int = 256, repeats: int = 5) -> float:
-    """Best FLOP/s of an m x n x k matmul in ``dtype`` (accumulating in ``dtype``) that TVM
-    compiles for this host: j vectorised at two vectors, 8 rows unrolled, tiles over all cores."""
-    import numpy as np
-    import tvm
-    from tvm import te
-
-    from ..compile.schedule_rules.common import CpuModel
-    from ..compile.targets import host_cpu_target
-    from ..threads import use_all_cpu_cores
-
-    use_all_cpu_cores()
-    target = host_cpu_target().tvm_target()
-    a = te.placeholder((m, k), dtype, name="A")
-    b = te.placeholder((k, n), dtype, name="B")
-    r = te.reduce_axis((0, k), name="k")
-    c = te.compute((m, n), lambda i, j: te.sum(a[i, r] * b[r, j], axis=r), name="C")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([a, b, c]))
-    block = sch.get_sblock("C")
-    i, j, kk = sch.get_loops(block)
-    lanes = CpuModel.of(target).lanes(tvm.DataType(dtype).bits)
-    io, ii = sch.split(i, [None, 8])
-    jo, ji = sch.split(j, [None, 2 * lanes])
-    sch.reorder(jo, io, kk, ii, ji)
-    tile = sch.fuse(jo, io)
-    sch.parallel(tile)
-    out = sch.cache_write(block, 0, "global")
-    sch.reverse_compute_at(out, tile)
-    sch.unroll(ii)
-    sch.vectorize(ji)
-    init = sch.decompose_reduction(block, kk)
-    for blk in (out, init):
-        sch.vectorize(sch.get_loops(blk)[-1])
-    lib = tvm.compile(sch.mod, target=target)
-    dev = tvm.cpu()
-    rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.standard_normal(shape).astype(dtype), dev) for shape in ((m, k), (k, n), (m, n))]
-    timer = lib.mod.time_evaluator("main", dev, number=20, repeat=repeats)
-    return 2.0 * m * n * k / min(timer(*args).results)
-
-
-# The compiled fp32 probe: SVTR-Tiny's last MLP product at batch 32 (50 tokens x 32 images, K 1024).
+# The compiled probes' product: SVTR-Tiny's last MLP product at batch 32 (50 tokens x 32 images, K 1024).
 RULE_PROBE_MNK = (1600, 256, 1024)
+# The fp16 probe's kernel: fp16 operands summed in fp16 over the whole K (no fp32 chunk sums), the
+# most an fp16 CPU's FMAs give through the default rules (chunked-contraction).
+FP16_PROBE_KERNEL = WHOLE_K
 
 
-def tvm_rule_matmul_flops(m: int = RULE_PROBE_MNK[0], n: int = RULE_PROBE_MNK[1], k: int = RULE_PROBE_MNK[2],
-                          repeats: int = 5) -> float:
-    """Best FLOP/s of an fp32 m x n x k matmul compiled for this host by the default schedule
-    rules (the kernel an engine's MLP gets), on the threads TVM_NUM_THREADS gives it. Its b is
-    an input, whose K x nr panels the rule packs at run time; an engine's constant weights are
-    packed at build time instead, which at this shape reads the same (a long K pays for the copy)."""
+def tvm_rule_matmul_flops(kernel: str = FP32, m: int = RULE_PROBE_MNK[0], n: int = RULE_PROBE_MNK[1],
+                          k: int = RULE_PROBE_MNK[2], repeats: int = 5) -> float:
+    """Best FLOP/s of an m x n x k matmul compiled for this host by the default schedule rules, as
+    the kernel sweep compiles its ``kernel`` (``kernels.variants``: FP32, or FP16_PROBE_KERNEL),
+    on the threads TVM_NUM_THREADS gives it. Its b is an input, whose K x nr panels the rule packs
+    at run time; an engine's constant weights are packed at build time instead, which at this
+    shape reads the same (a long K pays for the copy)."""
     import numpy as np
     import tvm
     from tvm import relax
 
     from ..compile.targets import host_cpu_target
-    from .kernels import FP32, compile_kernel, variants
+    from .kernels import compile_kernel, variants
 
-    executable, _ = compile_kernel(next(v for v in variants() if v.name == FP32), m, n, k, host_cpu_target())
+    variant = next((v for v in variants() if v.name == kernel), None)
+    if variant is None:
+        raise ToolkitError(f"no kernel {kernel!r} to probe (choose from {', '.join(v.name for v in variants())})")
+    executable, _ = compile_kernel(variant, m, n, k, host_cpu_target())
     dev = tvm.cpu()
     vm = relax.VirtualMachine(executable, dev)
     rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.standard_normal(shape).astype("float32"), dev) for shape in ((m, k), (k, n))]
+    args = [tvm.runtime.tensor(rng.standard_normal(shape).astype(variant.dtype), dev) for shape in ((m, k), (k, n))]
     timer = vm.time_evaluator("main", dev, number=10, repeat=repeats)
     return 2.0 * m * n * k / min(timer(*args).results)
 
@@ -192,12 +160,12 @@ def measure_gemm_flops(n: int = 2048, repeats: int = 3, threads: int = 1) -> flo
 
 def measure_rule_matmul_flops(threads: int) -> float:
     """Best FLOP/s of the default rules' fp32 matmul on ``threads`` threads, in a fresh process."""
-    return _probe("tvm_rule_matmul_flops()", env_threads=threads, exact_threads=threads == 1)
+    return _probe(f"tvm_rule_matmul_flops({FP32!r})", env_threads=threads, exact_threads=threads == 1)
 
 
 def measure_fp16_flops(cores: int) -> float:
-    """Best FLOP/s of TVM's fp16 matmul on every core, in a fresh process."""
-    return _probe("tvm_matmul_flops('float16')", env_threads=cores)
+    """Best FLOP/s of the default rules' fp16 matmul (fp16 accumulation) on every core, in a fresh process."""
+    return _probe(f"tvm_rule_matmul_flops({FP16_PROBE_KERNEL!r})", env_threads=cores)
 
 
 def measure_bf16_flops(cores: int) -> float:
@@ -232,7 +200,8 @@ def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: b
         "one_core_flops": max(readings["mlas_one_core_flops"], readings["rules_one_core_flops"]),
         "fp32_readings": readings,
         "fp16_arithmetic": bool(fp16_arithmetic),
-        "fp16_probe": "TVM fp16 matmul 1024x256x256, fp16 accumulation" if fp16_arithmetic else None,
+        "fp16_probe": (f"TVM default-rules fp16 matmul M={m} N={nn} K={k}, fp16 accumulation over the whole K"
+                       if fp16_arithmetic else None),
         "fp16_flops": measure_fp16_flops(cores) if fp16_arithmetic else None,
         "bf16_arithmetic": bool(bf16_arithmetic),
         "bf16_probe": (f"TVM bf16 product by weights M={BF16_PROBE_MNK[0]} N={BF16_PROBE_MNK[1]} K={BF16_PROBE_MNK[2]}, "

@@ -115,15 +115,9 @@ def calibrate(seconds_per_call, min_sample_s: float) -> tuple:
     return calls_per_sample(per_call, min_sample_s), per_call
 
 
-def warm_up(cell: Cell, batch_array, min_sample_s: float) -> float:
-    """One untimed call, then calibrate ``cell.calls``; returns the seconds per call seen."""
-    cell.calls, per_call = calibrate(lambda calls: time_calls(cell.backend, batch_array, calls), min_sample_s)
-    return per_call
-
-
-def describe_idle_waits(cells, max_s: float) -> str:
-    """One line on the waits for idle before the samples (``Cell.idle_wait_s``)."""
-    waits = [w for cell in cells for w in cell.idle_wait_s]
+def describe_idle_waits(units, max_s: float) -> str:
+    """One line on the waits for idle before the samples (each unit's ``idle_wait_s``)."""
+    waits = [w for unit in units for w in unit.idle_wait_s]
     if max_s <= 0 or not waits:
         return "no wait for idle before the samples (--settle_s 0)"
     line = (f"waits for idle before the samples: median {statistics.median(waits) * 1e3:.0f} ms, "
@@ -131,30 +125,42 @@ def describe_idle_waits(cells, max_s: float) -> str:
     capped = sum(w >= max_s for w in waits)
     if capped:
         line += (f"; warning: {capped} of {len(waits)} stopped at the {max_s} s limit with this process still "
-                 f"busy, so those samples may include another contender's spinning threads")
+                 f"busy, so those samples may include the spinning threads of what ran before them")
     return line
+
+
+def sample_rounds(units, rounds: int, min_sample_s: float, seconds_per_call, log=print, progress=True,
+                  wait_for_idle=wait_until_idle) -> None:
+    """The round loop every timing of the benchmark shares (the contenders' cells, the kernel
+    sweep's kernels). Each unit has ``label``, ``calls``, ``samples_s`` and ``idle_wait_s``;
+    ``seconds_per_call(unit, calls)`` times ``calls`` back-to-back calls of it and returns the
+    seconds per call. Every unit is calibrated (``calls`` per sample >= ``min_sample_s``), then
+    ``rounds`` rounds take one sample of each in ``interleaved_order``. ``wait_for_idle()`` runs
+    before every calibration and every sample and returns the seconds it waited (see the module);
+    the waits before the samples are kept per unit (``idle_wait_s``)."""
+    for unit in units:
+        wait_for_idle()
+        unit.calls, per_call = calibrate(lambda calls: seconds_per_call(unit, calls), min_sample_s)
+        log(f"warm-up {unit.label}: {per_call * 1e3:.4g} ms/call -> {unit.calls} call(s) per sample")
+    order = interleaved_order(len(units), rounds)
+    bar = progress_bar(len(order), "samples", "timing", enabled=progress)
+    try:
+        for r, index in order:
+            unit = units[index]
+            bar.set_description(f"round {r + 1}/{rounds} {unit.label}")
+            unit.idle_wait_s.append(wait_for_idle())
+            unit.samples_s.append(seconds_per_call(unit, unit.calls))
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def run_rounds(cells, rounds: int, min_sample_s: float, log=print, progress=True, image_chw=None,
                wait_for_idle=wait_until_idle) -> None:
-    """Warm up and calibrate every cell, then take ``rounds`` interleaved samples of each, on a
-    fixed [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes).
-    ``wait_for_idle()`` runs before every warm-up and sample and returns the seconds it waited
-    (see the module); the waits are kept per cell (``Cell.idle_wait_s``)."""
+    """``sample_rounds`` over the contenders' cells, each timed by ``run`` calls on a fixed
+    [-1, 1] batch of ``image_chw`` (default: what each cell's backend takes)."""
     inputs = {}
     for cell in cells:
         inputs.setdefault(cell.batch, random_batch((cell.batch, *(image_chw or cell.backend.input_shape[1:]))))
-        wait_for_idle()
-        per_call = warm_up(cell, inputs[cell.batch], min_sample_s)
-        log(f"warm-up {cell.label}: {per_call * 1e3:.1f} ms/call -> {cell.calls} call(s) per sample")
-    order = interleaved_order(len(cells), rounds)
-    bar = progress_bar(len(order), "samples", "timing", enabled=progress)
-    try:
-        for r, index in order:
-            cell = cells[index]
-            bar.set_description(f"round {r + 1}/{rounds} {cell.label}")
-            cell.idle_wait_s.append(wait_for_idle())
-            cell.samples_s.append(time_calls(cell.backend, inputs[cell.batch], cell.calls))
-            bar.update(1)
-    finally:
-        bar.close()
+    sample_rounds(cells, rounds, min_sample_s, lambda cell, calls: time_calls(cell.backend, inputs[cell.batch], calls),
+                  log=log, progress=progress, wait_for_idle=wait_for_idle)

@@ -1,4 +1,5 @@
-"""LMDB evaluation data with PaddleOCR's exact label rules and preprocessing.
+"""LMDB evaluation data with PaddleOCR's exact label rules, in batches (the images
+preprocessed by ``svtr_toolkit.preprocess``).
 
 Layout (clovaai ``data_lmdb_release``): every folder holding a ``data.mdb`` under the data
 directory is one LMDB with keys ``num-samples`` and 1-based ``image-%09d`` / ``label-%09d``.
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..errors import ToolkitError, first_line
 from ..files import require_file, require_folder
+from ..preprocess import Preprocessor, decode_image
 from .metrics import normalize_text
 
 REJECT_EMPTY = "empty label"
@@ -240,62 +242,6 @@ class Dataset:
 
     def __exit__(self, *exc):
         self.close()
-
-
-class Preprocessor:
-    """PaddleOCR's eval resize + normalise, written into a float32 CHW slot in [-1, 1].
-
-    ``stretch``: SVTRRecResizeImg(padding=False), a plain ``cv2.resize`` to (W, H).
-    ``pad``: RecResizeImg / resize_norm_img, keep aspect ratio, width capped at W, zeros on
-    the right (zero after normalisation, as PaddleOCR pads).
-    """
-
-    def __init__(self, image_shape, resize: str):
-        c, self.height, self.width = image_shape
-        if c != 3:
-            raise ToolkitError(f"only 3-channel (BGR) input is supported, the config asks for {c}")
-        if resize not in ("stretch", "pad"):
-            raise ToolkitError(f"unknown resize kind {resize!r}")
-        self.shape = tuple(image_shape)
-        self.resize = resize
-        # PaddleOCR: float32, /255, -0.5, /0.5 elementwise; a table gives the same bits.
-        lut = np.arange(256, dtype=np.float32) / 255
-        lut -= 0.5
-        lut /= 0.5
-        self.lut = lut
-
-    def check_input(self, backend) -> None:
-        """The engine must take exactly what this preprocessing produces."""
-        if any(dim is not None and dim != want for dim, want in zip(backend.input_shape[1:], self.shape)):
-            raise ToolkitError(
-                f"the engine takes '{backend.input_name}' of shape {list(backend.input_shape)}, but the config "
-                f"preprocesses images to {list(self.shape)}; wrong config for this engine?"
-            )
-
-    def resized_width(self, h: int, w: int) -> int:
-        if self.resize == "stretch":
-            return self.width
-        return min(self.width, int(math.ceil(self.height * (w / float(h)))))
-
-    def __call__(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        if out is None:
-            out = np.empty(self.shape, np.float32)
-        rw = self.resized_width(*img.shape[:2])
-        resized = cv2.resize(img, (rw, self.height))
-        out[:, :, :rw] = cv2.LUT(resized, self.lut).transpose(2, 0, 1)
-        out[:, :, rw:] = 0.0
-        return out
-
-
-def decode_image(buf) -> np.ndarray | None:
-    """``cv2.imdecode(buf, 1)``: BGR HWC uint8, or None when the bytes are not an image, or
-    one OpenCV refuses to decode (a header claiming more than CV_IO_MAX_IMAGE_PIXELS pixels)."""
-    if not buf:
-        return None
-    try:
-        return cv2.imdecode(np.frombuffer(buf, np.uint8), 1)
-    except cv2.error:
-        return None
 
 
 @dataclass

@@ -15,10 +15,10 @@ import lmdb
 from ..errors import ToolkitError, first_line
 from ..files import (StagingFolder, check_output_folder, check_outputs_apart, kind_of, no_space_error, require_file,
                      require_folder, require_space)
+from ..preprocess import decode_image
 from ..table import render_table
 from .data import (IMAGE_MISSING, IMAGE_UNDECODABLE, NUM_SAMPLES_KEY, REJECT_EMPTY, REJECT_NOT_UTF8,
-                   REJECT_NOTHING_TO_SCORE, REJECT_TOO_LONG, Dataset, LabelRules, decode_image, find_lmdbs, image_key,
-                   label_key)
+                   REJECT_NOTHING_TO_SCORE, REJECT_TOO_LONG, Dataset, LabelRules, find_lmdbs, image_key, label_key)
 
 
 def read_label_file(path: str) -> list[tuple[str, str]]:

@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import ToolkitError
-from .data import Dataset, Preprocessor, iter_batches
+from ..preprocess import Preprocessor
+from .data import Dataset, iter_batches
 
 LOADGEN_VERSION = "6.0.17"  # requirements.txt
 SCENARIOS = ("SingleStream", "Offline", "Server")

@@ -1,10 +1,11 @@
 """What an evaluation or timing run prints and writes: typed results, the table, the
-metricResult line, threshold checks."""
+metricResult line, threshold checks, and the --report record that holds them all."""
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..files import sha256_bytes
 from ..table import render_table
 from .data import Dataset
 from .runner import EvalResult, Timing
@@ -174,3 +175,32 @@ def metric_result(values: dict) -> str:
     (e.g. ``'weights': 'untrained'``) as is."""
     return str({"metricResult": {k: v if isinstance(v, str) else round(float(v), 4)
                                  for k, v in values.items() if v is not None}})
+
+
+def run_record(*, perf_only: bool, scenario, engine_path: str, backend, batch_size: int, datasets: str, workers: int,
+               cfg, characters) -> dict:
+    """The --report's description of a run (its figures and checks are added as they come): the
+    mode, the engine and the runtime that ran it, the model's weights, the data, and the config's
+    rules with a digest of the character dictionary."""
+    return {
+        "mode": "performance" if perf_only else "accuracy",
+        "scenario": scenario if perf_only else None,
+        "engine": {"path": os.path.abspath(engine_path), "backend": backend.name, "device": backend.device_description,
+                   "input_name": backend.input_name, "input_shape": list(backend.input_shape),
+                   **backend.runtime_description()},
+        "model": {"sha256": backend.model_sha256, "weights": backend.weights},
+        "batch_size": batch_size,
+        "datasets": os.path.abspath(datasets),
+        "workers": workers,
+        "config": {"path": cfg.path, "sha256": cfg.digest, "image_shape": list(cfg.image_shape),
+                   "resize": cfg.resize, "max_text_length": cfg.max_text_length, "lowercase": cfg.lowercase,
+                   "ignore_space": cfg.ignore_space, "is_filter": cfg.is_filter, "characters": len(characters),
+                   "dictionary_sha256": sha256_bytes("\n".join(characters).encode("utf-8"))},
+    }
+
+
+def record_checks(record: dict, checks: list) -> bool:
+    """The run's gate checks into ``record``; whether all passed (a run without gates passes)."""
+    record["checks"] = [check.to_dict() for check in checks]
+    record["passed"] = all(check.passed for check in checks)
+    return record["passed"]

@@ -1,4 +1,5 @@
-"""The one loop: batches from the dataset through a backend, scored or timed."""
+"""The two loops of inference.py: batches from the dataset through a backend, scored
+(``evaluate``) or timed (``timed_loop``, the model zoo's --perf_only figure)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +9,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import ToolkitError
+from ..preprocess import Preprocessor
 from ..progress import progress as progress_bar
-from .data import Dataset, Preprocessor, iter_batches
+from .data import Dataset, iter_batches
 from .metrics import RecMetric, ctc_greedy_decode
 
 
@@ -82,8 +84,8 @@ class Timing:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def benchmark(backend, dataset: Dataset, preprocess: Preprocessor, batch_size: int, *,
-              warmup=3, loop_count=20, workers=2) -> Timing:
+def timed_loop(backend, dataset: Dataset, preprocess: Preprocessor, batch_size: int, *,
+               warmup=3, loop_count=20, workers=2) -> Timing:
     """Compute-only timing (the backend's own timer), loader-only and end-to-end throughput.
 
     ``loop_count`` (at least 1) batches are timed after ``warmup`` untimed ones."""
