@@ -1,6 +1,9 @@
 """bf16 engines: the plan (operands of the recogniser's matrix products rounded to bf16, fp32
-sums and everything else fp32), AMX kernels where the CPU has AMX-BF16 (cross-compiled for an
-AMX target on any x86 host, run where the host has it), and the golden SVTR rows."""
+sums and everything else fp32), AMX kernels where the CPU has AMX-BF16 and vdpbf16ps kernels
+where it has avx512_bf16 only (cross-compiled for both on any x86 host, run where the host has
+them), and the golden SVTR rows."""
+import re
+
 import numpy as np
 import pytest
 
@@ -45,7 +48,7 @@ def bf16_weight(k, n, seed=1):
 
 
 @pytest.mark.skipif(host().arch != "x86_64", reason="cross-compiles for x86-64 targets")
-def test_bf16_products_are_amx_tile_kernels_where_the_target_has_amx():
+def test_bf16_products_are_amx_tiles_or_dot_products_as_the_target_has():
     weight = bf16_weight(96, 80)
     mod = rounded_matmul((2, 40, 96), weight, np.zeros(80, np.float32))
     executable, report = compile_for(mod, XEON.spec())
@@ -53,23 +56,67 @@ def test_bf16_products_are_amx_tile_kernels_where_the_target_has_amx():
     asm = executable.mod.imports[0].inspect_source("asm")
     for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
         assert instruction in asm, instruction
-    # a CPU with avx512_bf16 but no AMX: the same product in fp32 arithmetic on bf16 values
+    # avx512_bf16 without AMX: dot products of bf16 pairs on zmm registers
     executable, report = compile_for(mod, ZEN4.spec())
-    assert "amx-bf16" not in report.values()
-    assert "tdpbf16ps" not in executable.mod.imports[0].inspect_source("asm")
+    assert "avx512-bf16" in report.values() and "amx-bf16" not in report.values(), report
+    asm = executable.mod.imports[0].inspect_source("asm")
+    assert "tdpbf16ps" not in asm
+    assert re.search(r"vdpbf16ps\s+[^\n]*%zmm\d+, %zmm\d+", asm)
+    # no bf16 arithmetic: the rounded values in fp32 arithmetic
+    executable, report = compile_for(mod, CLASSES["zen3-avx2"].spec())
+    assert not {"amx-bf16", "avx512-bf16"} & set(report.values()), report
+    assert "bf16ps" not in executable.mod.imports[0].inspect_source("asm")
 
 
-def host_runs_amx() -> bool:
+def host_bf16_instructions() -> str | None:
+    """The bf16 kernels this host runs: "amx-bf16", "avx512-bf16" or None."""
+    from svtr_toolkit.compile.arithmetic import AMX_BF16, bf16_matrix_instructions
     from svtr_toolkit.compile.targets import host_cpu_target
-    from svtr_toolkit.compile.arithmetic import has_bf16_matrix_arithmetic
     from svtr_toolkit.runtime.library import request_amx_state
 
-    return has_bf16_matrix_arithmetic(host_cpu_target().spec) and request_amx_state() is None
+    instructions = bf16_matrix_instructions(host_cpu_target().spec)
+    if instructions == AMX_BF16 and request_amx_state() is not None:
+        return None
+    return instructions
+
+
+def vdpbf16ps_model(x, weight):
+    """x [M, K] @ weight [K, N] as the dot-product kernel computes it, in numpy: for each pair of
+    terms in order, the odd term's product added to the fp32 sum, rounded, then the even term's
+    (the order of Intel's description of vdpbf16ps; products of bf16 values are exact in fp32)."""
+    sums = np.zeros((x.shape[0], weight.shape[1]), np.float32)
+    for p in range(0, x.shape[1], 2):
+        for term in (p + 1, p):
+            sums = (sums + x[:, term, None] * weight[term]).astype(np.float32)
+    return sums
+
+
+@pytest.mark.skipif("avx512bf16" not in host().features, reason="needs a CPU with avx512_bf16 to run vdpbf16ps")
+@pytest.mark.parametrize("x_shape, k, n", [((2, 40, 96), 96, 80), ((64, 120), 120, 60), ((3, 50, 64), 64, 200)])
+def test_dot_product_kernels_match_a_numpy_model_bit_for_bit(x_shape, k, n):
+    """Compiled for this host without AMX (so the dot-product rule takes the product): equal bit
+    for bit to the numpy model of vdpbf16ps over the bf16-rounded operands."""
+    from svtr_toolkit.compile.targets import host_cpu_target
+
+    spec = dict(host_cpu_target().spec)
+    spec["mattr"] = [a for a in spec.get("mattr") or [] if not a.startswith("+amx")]
+    weight = bf16_weight(k, n)
+    x = np.random.default_rng(3).uniform(-1, 1, x_shape).astype(np.float32)
+    executable, report = compile_for(rounded_matmul(x_shape, weight), spec)
+    assert "avx512-bf16" in report.values(), report
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    padded = -(-k // 32) * 32  # the kernel's zero padding of K adds exact zeros
+    rows = np.zeros((int(np.prod(x_shape[:-1])), padded), np.float32)
+    rows[:, :k] = round_to(x, "bf16").reshape(-1, k)
+    weights = np.zeros((padded, n), np.float32)
+    weights[:k] = weight
+    expected = vdpbf16ps_model(rows, weights).reshape(got.shape)
+    assert np.array_equal(got, expected), f"{np.mean(got == expected):.2%} equal"
 
 
 @pytest.mark.parametrize("x_shape, k, n", [((2, 40, 96), 96, 80), ((3, 2, 80, 240), 240, 240), ((64, 120), 120, 60)])
 def test_bf16_products_are_the_exact_products_of_bf16_values_summed_in_fp32(x_shape, k, n):
-    """On this host's CPU (AMX tiles where it has them): every output is the sum of the exact
+    """On this host's CPU (AMX tiles or dot products where it has them): every output is the sum of the exact
     products of the bf16-rounded operands, within the error bound of an fp32 sum of k terms in
     any order (AMX's internal order of additions is not published, so not bit for bit), and
     far closer to it than the bf16 rounding of the operands moves it."""
@@ -78,8 +125,8 @@ def test_bf16_products_are_the_exact_products_of_bf16_values_summed_in_fp32(x_sh
     weight = bf16_weight(k, n)
     x = np.random.default_rng(2).uniform(-1, 1, x_shape).astype(np.float32)
     executable, report = compile_for(rounded_matmul(x_shape, weight), host_cpu_target().spec)
-    if host_runs_amx():
-        assert "amx-bf16" in report.values(), report
+    if host_bf16_instructions():
+        assert host_bf16_instructions() in report.values(), report
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     products = round_to(x, "bf16").astype(np.float64)[..., :, None] * weight.astype(np.float64)
     exact = products.sum(axis=-2)
@@ -89,20 +136,21 @@ def test_bf16_products_are_the_exact_products_of_bf16_values_summed_in_fp32(x_sh
     assert np.abs(got - exact).max() < 0.01 * np.abs(unrounded - exact).max()
 
 
-@pytest.mark.parametrize("spec, amx", [(XEON, True), (ZEN4, False), (CLASSES["zen3-avx2"], False)])
-def test_the_build_says_what_bf16_computes_in(spec, amx):
+@pytest.mark.parametrize("spec, instructions", [(XEON, "AMX tiles"), (ZEN4, "AVX-512 BF16 dot products"),
+                                                (CLASSES["zen3-avx2"], None)])
+def test_the_build_says_what_bf16_computes_in(spec, instructions):
     from svtr_toolkit.compile.targets import llvm
 
     arithmetic = llvm.arithmetic(spec.spec(), "bf16")
     note = llvm.precision_note(spec.spec(), "bf16")
-    assert ("AMX" in arithmetic) == amx and ("emulated" in arithmetic) == (not amx)
-    assert (note is None) == amx
+    assert (instructions is None) == ("emulated" in arithmetic) == (note is not None)
+    assert instructions is None or instructions in arithmetic
 
 
 def test_bf16_engine_keeps_the_argmax_of_its_plan_on_golden_rows(golden_export, shared_dir, tmp_path):
     """Differential: the engine against onnxruntime running the same bf16 plan (``emulate_plan``)
     and against fp32. bf16 keeps 8 significant bits: the plan itself moves near-tied steps
-    (onnxruntime's emulation: 2 of these 350 steps), and the engine (AMX sums in another order)
+    (onnxruntime's emulation: 2 of these 350 steps), and the engine (its sums in another order)
     may move other near-ties, but no more than the plan does plus one step."""
     import onnx
     import onnxruntime as ort
@@ -119,8 +167,8 @@ def test_bf16_engine_keeps_the_argmax_of_its_plan_on_golden_rows(golden_export, 
     meta = build_engine(onnx_path, "x", x.shape, "bf16", targets.select_target("llvm"), path, log=lambda *_: None,
                         tuning_dir=None)
     assert "rectifier fp32" in meta["precision_plan"] and "head fp32" in meta["precision_plan"]
-    if host_runs_amx():
-        assert meta["schedules"]["rules"].get("amx-bf16", 0) > 0
+    if host_bf16_instructions():
+        assert meta["schedules"]["rules"].get(host_bf16_instructions(), 0) > 0
     out = runtime.load_engine(path).run(x)
     session = lambda model: ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # noqa: E731
     fp32 = session(onnx_path).run(None, {"x": x})[0]

@@ -10,9 +10,9 @@
   same shape compiled by the default rules with fp16 accumulation over the whole K (the K-chunked
   kernel without its fp32 chunk sums: the CPU's fp16 FMAs); elsewhere there is no fp16 figure and
   fp16 engines are set against the fp32 peak.
-- bf16: where the CPU has AMX-BF16, the bf16 plan's product by weights as the build compiles
-  it (AMX tiles); elsewhere bf16 engines (bf16 values in fp32 arithmetic) are set against the
-  fp32 peak.
+- bf16: where the CPU has bf16 arithmetic the toolkit uses (AMX-BF16 or avx512_bf16), the
+  bf16 plan's product by weights as the build compiles it (AMX tiles or vdpbf16ps); elsewhere
+  bf16 engines (bf16 values in fp32 arithmetic) are set against the fp32 peak.
 """
 from __future__ import annotations
 
@@ -95,24 +95,26 @@ def tvm_rule_matmul_flops(kernel: str = FP32, m: int = RULE_PROBE_MNK[0], n: int
     return 2.0 * m * n * k / min(timer(*args).results)
 
 
-# The bf16 probe: a product by weights of the bf16 plan, large enough for whole AMX tiles.
+# The bf16 probe: a product by weights of the bf16 plan, in whole AMX tiles and register tiles.
 BF16_PROBE_MNK = (3200, 512, 512)
 
 
 def tvm_bf16_matmul_flops(m: int = BF16_PROBE_MNK[0], n: int = BF16_PROBE_MNK[1], k: int = BF16_PROBE_MNK[2],
                           repeats: int = 5) -> float:
     """Best FLOP/s of a bf16 product by weights (bf16-rounded activations, bf16 weights, fp32
-    sums) compiled for this host by the default build: AMX tile kernels where the CPU has them."""
+    sums) compiled for this host by the default build: AMX tiles or vdpbf16ps, as the CPU has."""
     import numpy as np
     import tvm
     from tvm import relax
 
+    from ..compile.arithmetic import AMX_BF16, bf16_matrix_instructions
     from ..compile.targets import host_cpu_target
     from ..runtime.library import request_amx_state
 
-    refused = request_amx_state()
-    if refused:
-        raise ToolkitError(f"the bf16 probe needs AMX: {refused}")
+    instructions = bf16_matrix_instructions(host_cpu_target().spec)
+    refused = request_amx_state() if instructions == AMX_BF16 else None
+    if instructions is None or refused:
+        raise ToolkitError(f"the bf16 probe needs bf16 arithmetic: {refused or 'this CPU has none the toolkit uses'}")
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((m, k), "float32"))
     rng = np.random.default_rng(0)
@@ -126,8 +128,8 @@ def tvm_bf16_matmul_flops(m: int = BF16_PROBE_MNK[0], n: int = BF16_PROBE_MNK[1]
     tvm_target = target.tvm_target()
     report = {}
     executable = tvm.compile(bb.get(), tvm_target, relax_pipeline=target.module.pipeline(tvm_target, None, report))
-    if "amx-bf16" not in report.values():
-        raise ToolkitError(f"the bf16 probe's product was not an AMX kernel ({report})")
+    if instructions not in report.values():
+        raise ToolkitError(f"the bf16 probe's product was not a {instructions} kernel ({report})")
     dev = tvm.cpu()
     vm = relax.VirtualMachine(executable, dev)
     timer = vm.time_evaluator("main", dev, number=10, repeat=repeats)
@@ -176,16 +178,17 @@ def measure_bf16_flops(cores: int) -> float:
 def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: bool | None = None,
                  bf16_arithmetic: bool | None = None) -> dict:
     """fp32 (all cores, one core) and, on CPUs with fp16 arithmetic, fp16 and, on CPUs with bf16
-    matrix arithmetic (AMX), bf16 peaks in FLOP/s."""
+    arithmetic the toolkit uses (AMX tiles, vdpbf16ps), bf16 peaks in FLOP/s."""
     if fp16_arithmetic is None:
         from ..cpu_features import host
 
         fp16_arithmetic = host().has_fp16_arithmetic
-    if bf16_arithmetic is None:
-        from ..compile.targets import host_cpu_target
-        from ..compile.arithmetic import has_bf16_matrix_arithmetic
+    from ..compile.arithmetic import bf16_matrix_instructions
+    from ..compile.targets import host_cpu_target
 
-        bf16_arithmetic = has_bf16_matrix_arithmetic(host_cpu_target().spec)
+    instructions = bf16_matrix_instructions(host_cpu_target().spec)
+    if bf16_arithmetic is None:
+        bf16_arithmetic = instructions is not None
     readings = {
         "mlas_all_cores_flops": measure_gemm_flops(n, repeats, threads=cores),
         "mlas_one_core_flops": measure_gemm_flops(n, repeats, threads=1),
@@ -205,7 +208,7 @@ def measure_peak(cores: int, n: int = 2048, repeats: int = 3, fp16_arithmetic: b
         "fp16_flops": measure_fp16_flops(cores) if fp16_arithmetic else None,
         "bf16_arithmetic": bool(bf16_arithmetic),
         "bf16_probe": (f"TVM bf16 product by weights M={BF16_PROBE_MNK[0]} N={BF16_PROBE_MNK[1]} K={BF16_PROBE_MNK[2]}, "
-                       "AMX tiles, fp32 sums") if bf16_arithmetic else None,
+                       f"{instructions} kernels, fp32 sums") if bf16_arithmetic else None,
         "bf16_flops": measure_bf16_flops(cores) if bf16_arithmetic else None,
     }
 

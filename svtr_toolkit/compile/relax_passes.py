@@ -272,31 +272,32 @@ def pack_weights(target):
 
 def bf16_matmuls(target):
     """Matmuls of a bf16 engine whose weight is a constant of bf16 values and whose input the
-    plan rounds to bf16 (``astype(astype(x, bfloat16), float32)``) become AMX kernels
-    (``schedule_rules.amx``) reading x itself: the kernel rounds x to bf16 as it converts it (the
-    same round to nearest even), multiplies bf16 by bf16 and sums in fp32, the weights packed at
-    build time into panels of bf16 pairs. Only for targets with AMX-BF16; every other product of
-    a bf16 engine computes its rounded operands in fp32.
+    plan rounds to bf16 (``astype(astype(x, bfloat16), float32)``) become bf16 kernels reading
+    x itself: the kernel rounds x to bf16 as it converts it (the same round to nearest even),
+    multiplies bf16 by bf16 and sums in fp32, the weights packed at build time into panels of
+    bf16 pairs. Scheduled on AMX tiles (``schedule_rules.amx``) or with AVX-512 BF16 dot
+    products (``schedule_rules.bf16_dot``); only for targets with one of them, every other
+    product of a bf16 engine computes its rounded operands in fp32.
 
     Why: a tile instruction multiplies a 16 x 32 block of bf16 activations by a 32 x 16 block of
-    weights (16,384 FLOP); fp32 FMAs on AVX-512 do 32 per instruction (docs give the measured
-    effect). The products of bf16 values are exact in fp32, so the only difference from the
-    storage plan's fp32 arithmetic is the order of the fp32 sums. Run before ``bf16_rounding``
-    (which replaces the pattern this one reads) and after the pointwise convolutions became
-    matmuls.
+    weights (16,384 FLOP) and a ``vdpbf16ps`` does 64 FLOP where an fp32 FMA on AVX-512 does 32
+    (docs give the measured effect). The products of bf16 values are exact in fp32, so the only
+    difference from the storage plan's fp32 arithmetic is the order of the fp32 sums. Run before
+    ``bf16_rounding`` (which replaces the pattern this one reads) and after the pointwise
+    convolutions became matmuls.
     """
     import numpy as np
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, wildcard
 
     from .onnx_passes import round_to
-    from .arithmetic import has_bf16_matrix_arithmetic
+    from .arithmetic import has_bf16_matrix_arithmetic, target_spec
 
     value, weight = wildcard(), is_const()
     narrow = is_op("relax.astype")(value)
     rounded = is_op("relax.astype")(narrow)
     pattern = is_op("relax.matmul")(rounded, weight)
-    spec = {"kind": "llvm", "mattr": [str(a) for a in target.attrs.get("mattr") or []]}
+    spec = target_spec(target)
 
     def rewriter(call, matches, builder):
         if not has_bf16_matrix_arithmetic(spec):
@@ -408,7 +409,7 @@ def _fp16_chunked_matmul(x_shape, k, n, padded, nr, chunk):
 
 
 def _bf16_pair_panels(weights):
-    """A [K, N] float32 weight of bf16 values as AMX weight tiles' layout: [Np / 16, Kp / 2, 16, 2]
+    """A [K, N] float32 weight of bf16 values as AMX weight tiles' (and vdpbf16ps') layout: [Np / 16, Kp / 2, 16, 2]
     uint16 bf16 bits (16 output columns per panel, each row a pair of reduction terms per column),
     K padded to 32 terms and N to 16 columns with zeros; returns (panels, Kp, Np)."""
     import numpy as np

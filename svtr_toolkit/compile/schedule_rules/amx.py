@@ -22,6 +22,7 @@ process must have asked the kernel for the AMX state first (``runtime.library``)
 """
 from __future__ import annotations
 
+from ..arithmetic import AMX_BF16, bf16_matrix_instructions, target_spec
 from .common import divisor_near, int_extent
 from .rule import CpuRule
 
@@ -50,11 +51,11 @@ def tile_rows(rows: int) -> int:
 
 
 class AmxContraction(CpuRule):
-    name = "amx-bf16"
+    name = AMX_BF16
 
     def schedule(self, sch, blocks, target):
         names = [b.name for b in blocks]
-        if A_BLOCK not in names or MATMUL_BLOCK not in names:
+        if bf16_matrix_instructions(target_spec(target)) != AMX_BF16 or A_BLOCK not in names or MATMUL_BLOCK not in names:
             return False
         a_block, main = blocks[names.index(A_BLOCK)], blocks[names.index(MATMUL_BLOCK)]
         after = blocks[names.index(MATMUL_BLOCK) + 1:]

@@ -91,8 +91,9 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
     if precision == "bf16":
         if has_bf16_matrix_arithmetic(spec):
             return None
-        return ("this CPU has no bf16 matrix arithmetic the toolkit uses (AMX tiles): bf16 here means bf16 values "
-                "(weights and activations rounded to bf16) in fp32 arithmetic, about as fast as an fp32 engine")
+        return ("this CPU has no bf16 arithmetic the toolkit uses (AMX tiles or AVX-512 BF16 dot products): bf16 here "
+                "means bf16 values (weights and activations rounded to bf16) in fp32 arithmetic, about as fast as an "
+                "fp32 engine")
     if precision != "fp16":
         return None
     from ..arithmetic import has_fp16_arithmetic
@@ -111,7 +112,7 @@ def precision_note(spec: dict, precision: str, accumulate: dict | None = None) -
 def arithmetic(spec: dict, precision: str, accumulate: dict | None = None) -> str:
     """What an engine of ``precision`` computes its matrix products in on this CPU, in words;
     "emulated" when the precision's values are computed in fp32 arithmetic."""
-    from ..arithmetic import has_bf16_matrix_arithmetic, has_fp16_arithmetic
+    from ..arithmetic import AMX_BF16, AVX512_BF16, bf16_matrix_instructions, has_fp16_arithmetic
 
     if precision == "fp32":
         return "fp32"
@@ -120,6 +121,9 @@ def arithmetic(spec: dict, precision: str, accumulate: dict | None = None) -> st
             return "fp32 (fp16 values: emulated)"
         return ("fp16 products by weights (fp16 sums over K-chunks, fp32 across), fp32 elsewhere"
                 if has_fp16_arithmetic(spec) else "fp16 products by weights (every fp16 operation emulated), fp32 elsewhere")
-    if has_bf16_matrix_arithmetic(spec):
+    instructions = bf16_matrix_instructions(spec)
+    if instructions == AMX_BF16:
         return "bf16 matrix products (AMX tiles, fp32 sums), fp32 elsewhere"
+    if instructions == AVX512_BF16:
+        return "bf16 matrix products (AVX-512 BF16 dot products, fp32 sums), fp32 elsewhere"
     return "fp32 (bf16 values: emulated)"

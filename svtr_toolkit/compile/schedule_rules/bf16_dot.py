@@ -1,0 +1,181 @@
+"""bf16 matrix products with AVX-512 BF16 dot products (``vdpbf16ps``), fp32 sums.
+
+The same kernel as the AMX rule's (``relax_passes.bf16_matmuls``: blocks ``bf16_a``,
+``bf16_matmul``, at most an elementwise epilogue; weights as panels of bf16 pairs
+[Np / 16, Kp / 2, 16, 2]), for CPUs with avx512_bf16 and no AMX (AMD Zen 4, Intel Cooper
+Lake). One ``vdpbf16ps`` adds to 16 fp32 sums the products of 16 pairs of bf16 weights by one
+pair of bf16 activations (64 FLOP, twice an fp32 FMA's 32), and the pair layout of the
+panels is the one it reads. Scheduled as:
+
+- a parallel loop over blocks of output rows, the block's activations converted to bf16 once;
+- per column tile of ``nr`` vectors (16 columns each) and row tile of ``mr`` rows, a register
+  tile of ``mr x nr`` fp32 accumulators over the whole reduction: for each pair of terms,
+  ``nr`` weight vectors loaded and each row's activation pair broadcast to them;
+- the epilogue per row tile from the tile's sums.
+
+TVM's TIR cannot hold a vector of bf16 values for LLVM (it legalises them to fp32), so the one
+instruction is a small LLVM IR function imported into the kernel (``pragma_import_llvm``)
+and called on int32 vectors that carry the bf16 pairs' bits; LLVM inlines it.
+"""
+from __future__ import annotations
+
+from ..arithmetic import AVX512_BF16, bf16_matrix_instructions, target_spec
+from .amx import A_BLOCK, MATMUL_BLOCK, TILE_COLS, TILE_K
+from .common import divisor_near, int_extent
+from .rule import CpuRule
+
+# zmm registers for the accumulators of a register tile: 32 less the nr weight vectors and
+# the broadcast activation pairs in flight.
+MAX_ACCUMULATORS = 24
+MAX_COL_VECTORS = 4
+MAX_BLOCK_ROWS = 128  # rows per parallel task at most (their bf16 copy stays in L1/L2)
+DOT = "svtr_dpbf16ps"
+
+# The instruction as LLVM IR: LLVM's intrinsic takes <32 x bfloat> operands, a type TIR's
+# vectors cannot carry; the int32 lanes hold the same bits (a pair of bf16 values each).
+DOT_IR = f"""
+define linkonce_odr <16 x float> @{DOT}(<16 x float> %sums, <16 x i32> %a, <16 x i32> %b) #0 {{
+  %x = bitcast <16 x i32> %a to <32 x bfloat>
+  %y = bitcast <16 x i32> %b to <32 x bfloat>
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %sums, <32 x bfloat> %x, <32 x bfloat> %y)
+  ret <16 x float> %r
+}}
+declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+attributes #0 = {{ alwaysinline nounwind "target-features"="+avx512bf16,+avx512f,+avx512bw" }}
+"""
+
+
+def register_tile(rows: int, padded_width: int) -> tuple[int, int]:
+    """(mr rows, nr vectors) of the register tile: the widest column tile up to 4 vectors that
+    divides the width, then the most rows that divide the block and fit the accumulators."""
+    vectors = padded_width // TILE_COLS
+    nr = max(v for v in range(1, MAX_COL_VECTORS + 1) if vectors % v == 0)
+    return divisor_near(rows, MAX_ACCUMULATORS // nr), nr
+
+
+class Bf16DotContraction(CpuRule):
+    name = AVX512_BF16
+
+    def schedule(self, sch, blocks, target):
+        names = [b.name for b in blocks]
+        if bf16_matrix_instructions(target_spec(target)) != AVX512_BF16 or A_BLOCK not in names or MATMUL_BLOCK not in names:
+            return False
+        a_block, main = blocks[names.index(A_BLOCK)], blocks[names.index(MATMUL_BLOCK)]
+        after = blocks[names.index(MATMUL_BLOCK) + 1:]
+        if not all(b.is_injective() for b in after) or names.index(A_BLOCK) != names.index(MATMUL_BLOCK) - 1:
+            return False
+        loops = sch.get_loops(main.block_rv)
+        extents = [int_extent(sch, loop) for loop in loops]
+        if None in extents or len(loops) < 3:
+            return False
+        *outer, rows_loop, cols_loop, k_loop = loops
+        rows, width, depth = extents[-3:]
+        if width % TILE_COLS or depth % TILE_K:
+            return False
+        block_rows = rows if rows <= MAX_BLOCK_ROWS else divisor_near(rows, MAX_BLOCK_ROWS, lowest=8)
+        mr, nr = register_tile(block_rows, width)
+
+        # tile: row blocks (parallel with everything outside them), column tiles, row tiles
+        ro, ri = sch.split(rows_loop, [None, block_rows])
+        co, ci = sch.split(cols_loop, [None, nr * TILE_COLS])
+        rio, rii = sch.split(ri, [None, mr])
+        sch.reorder(*outer, ro, co, rio, rii, ci, k_loop)
+        task = sch.fuse(*outer, ro)
+        sch.parallel(task)
+        # the activations of a row block converted once, for all its column tiles
+        sch.compute_at(a_block.block_rv, task, preserve_unit_loops=True)
+        _vectorise_innermost(sch, a_block.block_rv, 32)
+        # the epilogue per row tile, from the sums the register tile stored
+        for block in after[:-1]:
+            sch.compute_inline(block.block_rv)
+        if after:
+            epilogue = after[-1].block_rv
+            sch.set_scope(main.block_rv, 0, "local")
+        else:
+            epilogue = sch.cache_write(main.block_rv, 0, "local")
+        sch.reverse_compute_at(epilogue, rio, preserve_unit_loops=True)
+        _vectorise_innermost(sch, epilogue, 16)
+        sch.tensorize(rii, register_intrinsic(mr, nr, depth))
+        return True
+
+
+def _vectorise_innermost(sch, block, lanes: int) -> None:
+    inner = sch.get_loops(block)[-1]
+    extent = int_extent(sch, inner) or 1
+    if extent % lanes == 0 and extent > lanes:
+        _, inner = sch.split(inner, [None, lanes])
+    if (int_extent(sch, inner) or 1) > 1:
+        sch.vectorize(inner)
+
+
+_REGISTERED: set = set()
+
+
+def register_intrinsic(mr: int, nr: int, depth: int) -> str:
+    """The name of a TensorIntrin computing C[mr, 16 * nr] = A[mr, depth] @ B for bf16 bits A
+    (row stride free) and B panels [nr, depth / 2, 16, 2], C fp32: registered on first use."""
+    name = f"svtr_bf16_dot_{mr}x{nr * TILE_COLS}x{depth}"
+    if name not in _REGISTERED:
+        from tvm.s_tir import TensorIntrin
+
+        TensorIntrin.register(name, *_intrinsic(mr, nr, depth), override=True)
+        _REGISTERED.add(name)
+    return name
+
+
+def _intrinsic(mr: int, nr: int, depth: int):
+    """(description, implementation) PrimFuncs of ``register_intrinsic``."""
+    from tvm.script import tirx as T
+
+    width = nr * TILE_COLS
+    pairs = depth // 2
+
+    def as_float(bits):
+        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", bits), T.uint32(16)))
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (mr, depth), "uint16", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (nr, pairs, 16, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (mr, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(A[0:mr, 0:depth], B[0:nr, 0:pairs, 0:16, 0:2])
+            T.writes(C[0:mr, 0:width])
+            for i, j, k in T.grid(mr, width, depth):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    T.reads(C[vi, vj], A[vi, vk], B[vj // 16, vk // 2, vj % 16, vk % 2])
+                    T.writes(C[vi, vj])
+                    with T.init():
+                        C[vi, vj] = T.float32(0)
+                    C[vi, vj] = C[vi, vj] + as_float(A[vi, vk]) * as_float(B[vj // 16, vk // 2, vj % 16, vk % 2])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (mr, depth), "uint16", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (nr, pairs, 16, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (mr, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(A[0:mr, 0:depth], B[0:nr, 0:pairs, 0:16, 0:2])
+            T.writes(C[0:mr, 0:width])
+            panels = T.decl_buffer((nr * depth * 16,), "uint16", data=B.data, elem_offset=B.elem_offset)
+            sums = T.alloc_buffer((mr * width,), "float32", scope="local")
+            with T.attr(0, "pragma_import_llvm", DOT_IR):
+                for q in T.unroll(mr * nr):
+                    sums[T.Ramp(q * 16, 1, 16)] = T.Broadcast(T.float32(0), 16)
+                for p in range(pairs):
+                    for r in T.unroll(mr):
+                        for t in T.unroll(nr):
+                            sums[T.Ramp((r * nr + t) * 16, 1, 16)] = T.call_extern(
+                                "float32x16", DOT, sums[T.Ramp((r * nr + t) * 16, 1, 16)],
+                                T.reinterpret("int32x16", panels[T.Ramp(t * depth * 16 + p * 32, 1, 32)]),
+                                T.Broadcast(T.reinterpret("int32", A[r, T.Ramp(p * 2, 1, 2)]), 16))
+                for r in T.unroll(mr):
+                    for t in T.unroll(nr):
+                        C[r, T.Ramp(t * 16, 1, 16)] = sums[T.Ramp((r * nr + t) * 16, 1, 16)]
+
+    return desc, impl
