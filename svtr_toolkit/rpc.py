@@ -16,12 +16,10 @@ A tracker and servers on one machine, for trying this out and for the tests, are
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import platform
-import signal
 import socket
 import struct
 import threading
@@ -235,26 +233,30 @@ def answer_seconds() -> float:
     return min(ANSWER_S, wait_seconds())
 
 
-@contextlib.contextmanager
-def _answer_within(seconds: float):
-    """Bound a wait inside TVM's C++ (a session's handshake, a first call over it), which has no
-    timeout of its own: SIGALRM interrupts the blocking receive, TVM runs Python's handler when
-    a receive is interrupted, and the handler's ``_Silent`` ends the call. Unbounded outside the
-    main thread, where Python cannot set signal handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _answer_within(seconds: float, call):
+    """``call()`` (a session's handshake, a first call over it: waits inside TVM's C++, which has
+    no timeout of its own), or ``_Silent`` when it has not returned within ``seconds``.
 
-    def expire(signum, frame):
+    The call runs on a daemon thread (TVM's calls release the GIL) and this thread waits for it.
+    A call still blocked stays blocked until its peer closes or the process exits; nothing of it
+    is used. Not SIGALRM: an exception raised by a signal handler inside TVM's receive unwinds
+    through its half-built session, which crashed the process (SIGSEGV) in the test suite."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="svtr-rpc-call", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
         raise _Silent()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def request_session(address: TrackerAddress, wait_s: float | None = None, session_timeout_s: float = 0):
@@ -286,8 +288,7 @@ def request_session(address: TrackerAddress, wait_s: float | None = None, sessio
         raise ToolkitError(f"the RPC tracker at {address.host}:{address.port} refused the request: {reply}")
     host, port, matchkey = reply[1]
     try:
-        with _answer_within(answer_s):
-            return rpc.connect(host, port, matchkey, session_timeout=session_timeout_s)
+        return _answer_within(answer_s, lambda: rpc.connect(host, port, matchkey, session_timeout=session_timeout_s))
     except _Silent:
         raise ToolkitError(f"the RPC server {host}:{port} under key '{address.key}' accepted the session but did not "
                            f"answer within {answer_s:g} s (a hung server?)") from None
@@ -310,8 +311,7 @@ def connect(address: TrackerAddress, wait_s: float | None = None) -> RemoteDevic
     session = request_session(address, wait_s)
     answer_s = answer_seconds() if wait_s is None else min(ANSWER_S, wait_s)
     try:
-        with _answer_within(answer_s):
-            info = json.loads(session.get_function(DEVICE_INFO_FUNC)())
+        info = json.loads(_answer_within(answer_s, lambda: session.get_function(DEVICE_INFO_FUNC)()))
     except _Silent:
         raise ToolkitError(f"the RPC server under key '{address.key}' did not describe itself within {answer_s:g} s "
                            f"(a hung server?)") from None
