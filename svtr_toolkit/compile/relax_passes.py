@@ -414,7 +414,7 @@ def _bf16_pair_panels(weights):
     K padded to 32 terms and N to 16 columns with zeros; returns (panels, Kp, Np)."""
     import numpy as np
 
-    from .schedule_rules.amx import TILE_COLS, TILE_K
+    from .schedule_rules.bf16_product import TILE_COLS, TILE_K
 
     k, n = weights.shape
     k_padded, n_padded = -(-k // TILE_K) * TILE_K, -(-n // TILE_COLS) * TILE_COLS
@@ -430,7 +430,7 @@ def _bf16_matmul(x_shape, k, n, k_padded, n_padded):
     padded)."""
     from tvm import te, tirx
 
-    from .schedule_rules.amx import A_BLOCK, MATMUL_BLOCK, TILE_COLS
+    from .schedule_rules.bf16_product import A_BLOCK, MATMUL_BLOCK, TILE_COLS
 
     a = te.placeholder(_int64(x_shape), "float32", "A")
     b = te.placeholder(_int64((n_padded // TILE_COLS, k_padded // 2, TILE_COLS, 2)), "uint16", "B")

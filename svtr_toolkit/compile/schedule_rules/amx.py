@@ -1,10 +1,7 @@
 """bf16 matrix products on AMX tiles (Intel AMX-BF16: ``tdpbf16ps``), fp32 sums.
 
-The kernel (``relax_passes.bf16_matmuls``) has three blocks: ``bf16_a`` (the activations'
-bf16 bits, their reduction axis padded with zeros to whole 32-term tile rows), ``bf16_matmul``
-(the fp32 sums over the padded reduction, output columns padded to whole 16-column tiles,
-reading the weights as panels of bf16 pairs [Np / 16, Kp / 2, 16, 2]), and at most an
-elementwise epilogue (the columns kept, bias, activation, rounding). Scheduled as:
+The kernel of ``bf16_product`` (``bf16_a``, ``bf16_matmul``, at most an elementwise epilogue:
+the columns kept, bias, activation, rounding). Scheduled as:
 
 - a parallel loop over blocks of output rows (an image row of an NHWC map: the rows along the
   output width) and over column blocks of ``cols`` tile columns;
@@ -23,14 +20,12 @@ process must have asked the kernel for the AMX state first (``runtime.library``)
 from __future__ import annotations
 
 from ..arithmetic import AMX_BF16, bf16_matrix_instructions, target_spec
-from .common import divisor_near, int_extent
+from . import bf16_product
+from .bf16_product import TILE_COLS
+from .common import divisor_near
 from .rule import CpuRule
 
-A_BLOCK = "bf16_a"
-MATMUL_BLOCK = "bf16_matmul"
 TILE_ROWS = 16  # rows of an AMX tile
-TILE_K = 32  # bf16 terms per tile row (64 bytes)
-TILE_COLS = 16  # fp32 columns of an accumulator tile (64 bytes)
 MAX_COL_TILES = 3  # accumulators per call: 3 + 1 activation tile + 3 weight tiles <= 8 registers
 # Rows per parallel task at most (a long 2-D product is cut into blocks this size).
 MAX_BLOCK_ROWS = 128
@@ -54,55 +49,26 @@ class AmxContraction(CpuRule):
     name = AMX_BF16
 
     def schedule(self, sch, blocks, target):
-        names = [b.name for b in blocks]
-        if bf16_matrix_instructions(target_spec(target)) != AMX_BF16 or A_BLOCK not in names or MATMUL_BLOCK not in names:
+        if bf16_matrix_instructions(target_spec(target)) != AMX_BF16:
             return False
-        a_block, main = blocks[names.index(A_BLOCK)], blocks[names.index(MATMUL_BLOCK)]
-        after = blocks[names.index(MATMUL_BLOCK) + 1:]
-        if not all(b.is_injective() for b in after) or names.index(A_BLOCK) != names.index(MATMUL_BLOCK) - 1:
+        product = bf16_product.match(sch, blocks)
+        if product is None:
             return False
-        loops = sch.get_loops(main.block_rv)
-        extents = [int_extent(sch, loop) for loop in loops]
-        if None in extents or len(loops) < 3:
-            return False
-        *outer, rows_loop, cols_loop, k_loop = loops
-        rows, width, depth = extents[-3:]
-        if width % TILE_COLS or depth % TILE_K:
-            return False
+        rows = product.rows
         block_rows = rows if rows <= MAX_BLOCK_ROWS else divisor_near(rows, MAX_BLOCK_ROWS, lowest=TILE_ROWS)
         mt = tile_rows(block_rows)
-        cols = column_tiles(width)
+        cols = column_tiles(product.width)
 
         # tile: row blocks and column blocks, parallel over everything outside the block
-        ro, ri = sch.split(rows_loop, [None, block_rows])
-        co, ci = sch.split(cols_loop, [None, cols * TILE_COLS])
-        sch.reorder(*outer, ro, co, ri, ci, k_loop)
-        task = sch.fuse(*outer, ro)
+        ro, ri = sch.split(product.rows_loop, [None, block_rows])
+        co, ci = sch.split(product.cols_loop, [None, cols * TILE_COLS])
+        sch.reorder(*product.outer, ro, co, ri, ci, product.k_loop)
+        task = sch.fuse(*product.outer, ro)
         sch.parallel(task)
-        # the activations of a row block converted once, for all its column blocks
-        sch.compute_at(a_block.block_rv, task, preserve_unit_loops=True)
-        _vectorise_innermost(sch, a_block.block_rv, 32)
-        # the epilogue per block, from the sums the tiles stored in the block's local buffer
-        for block in after[:-1]:
-            sch.compute_inline(block.block_rv)
-        if after:
-            epilogue = after[-1].block_rv
-            sch.set_scope(main.block_rv, 0, "local")
-        else:
-            epilogue = sch.cache_write(main.block_rv, 0, "local")
-        sch.reverse_compute_at(epilogue, co, preserve_unit_loops=True)
-        _vectorise_innermost(sch, epilogue, 16)
-        sch.tensorize(ri, register_intrinsic(block_rows, mt, cols, depth))
+        bf16_product.convert_once_per_task(sch, product, task)
+        bf16_product.epilogue_at(sch, product, co)
+        sch.tensorize(ri, register_intrinsic(block_rows, mt, cols, product.depth))
         return True
-
-
-def _vectorise_innermost(sch, block, lanes: int) -> None:
-    inner = sch.get_loops(block)[-1]
-    extent = int_extent(sch, inner) or 1
-    if extent % lanes == 0 and extent > lanes:
-        _, inner = sch.split(inner, [None, lanes])
-    if (int_extent(sch, inner) or 1) > 1:
-        sch.vectorize(inner)
 
 
 _REGISTERED: set = set()

@@ -1,9 +1,7 @@
 """bf16 matrix products with AVX-512 BF16 dot products (``vdpbf16ps``), fp32 sums.
 
-The same kernel as the AMX rule's (``relax_passes.bf16_matmuls``: blocks ``bf16_a``,
-``bf16_matmul``, at most an elementwise epilogue; weights as panels of bf16 pairs
-[Np / 16, Kp / 2, 16, 2]), for CPUs with avx512_bf16 and no AMX (AMD Zen 4, Intel Cooper
-Lake). One ``vdpbf16ps`` adds to 16 fp32 sums the products of 16 pairs of bf16 weights by one
+The kernel of ``bf16_product`` (the AMX rule's too), for CPUs with avx512_bf16 and no AMX (AMD
+Zen 4, Intel Cooper Lake). One ``vdpbf16ps`` adds to 16 fp32 sums the products of 16 pairs of bf16 weights by one
 pair of bf16 activations (64 FLOP, twice an fp32 FMA's 32), and the pair layout of the
 panels is the one it reads. Scheduled as:
 
@@ -20,8 +18,9 @@ and called on int32 vectors that carry the bf16 pairs' bits; LLVM inlines it.
 from __future__ import annotations
 
 from ..arithmetic import AVX512_BF16, bf16_matrix_instructions, target_spec
-from .amx import A_BLOCK, MATMUL_BLOCK, TILE_COLS, TILE_K
-from .common import divisor_near, int_extent
+from . import bf16_product
+from .bf16_product import TILE_COLS
+from .common import divisor_near
 from .rule import CpuRule
 
 # zmm registers for the accumulators of a register tile: 32 less the nr weight vectors and
@@ -57,55 +56,26 @@ class Bf16DotContraction(CpuRule):
     name = AVX512_BF16
 
     def schedule(self, sch, blocks, target):
-        names = [b.name for b in blocks]
-        if bf16_matrix_instructions(target_spec(target)) != AVX512_BF16 or A_BLOCK not in names or MATMUL_BLOCK not in names:
+        if bf16_matrix_instructions(target_spec(target)) != AVX512_BF16:
             return False
-        a_block, main = blocks[names.index(A_BLOCK)], blocks[names.index(MATMUL_BLOCK)]
-        after = blocks[names.index(MATMUL_BLOCK) + 1:]
-        if not all(b.is_injective() for b in after) or names.index(A_BLOCK) != names.index(MATMUL_BLOCK) - 1:
+        product = bf16_product.match(sch, blocks)
+        if product is None:
             return False
-        loops = sch.get_loops(main.block_rv)
-        extents = [int_extent(sch, loop) for loop in loops]
-        if None in extents or len(loops) < 3:
-            return False
-        *outer, rows_loop, cols_loop, k_loop = loops
-        rows, width, depth = extents[-3:]
-        if width % TILE_COLS or depth % TILE_K:
-            return False
+        rows = product.rows
         block_rows = rows if rows <= MAX_BLOCK_ROWS else divisor_near(rows, MAX_BLOCK_ROWS, lowest=8)
-        mr, nr = register_tile(block_rows, width)
+        mr, nr = register_tile(block_rows, product.width)
 
         # tile: row blocks (parallel with everything outside them), column tiles, row tiles
-        ro, ri = sch.split(rows_loop, [None, block_rows])
-        co, ci = sch.split(cols_loop, [None, nr * TILE_COLS])
+        ro, ri = sch.split(product.rows_loop, [None, block_rows])
+        co, ci = sch.split(product.cols_loop, [None, nr * TILE_COLS])
         rio, rii = sch.split(ri, [None, mr])
-        sch.reorder(*outer, ro, co, rio, rii, ci, k_loop)
-        task = sch.fuse(*outer, ro)
+        sch.reorder(*product.outer, ro, co, rio, rii, ci, product.k_loop)
+        task = sch.fuse(*product.outer, ro)
         sch.parallel(task)
-        # the activations of a row block converted once, for all its column tiles
-        sch.compute_at(a_block.block_rv, task, preserve_unit_loops=True)
-        _vectorise_innermost(sch, a_block.block_rv, 32)
-        # the epilogue per row tile, from the sums the register tile stored
-        for block in after[:-1]:
-            sch.compute_inline(block.block_rv)
-        if after:
-            epilogue = after[-1].block_rv
-            sch.set_scope(main.block_rv, 0, "local")
-        else:
-            epilogue = sch.cache_write(main.block_rv, 0, "local")
-        sch.reverse_compute_at(epilogue, rio, preserve_unit_loops=True)
-        _vectorise_innermost(sch, epilogue, 16)
-        sch.tensorize(rii, register_intrinsic(mr, nr, depth))
+        bf16_product.convert_once_per_task(sch, product, task)
+        bf16_product.epilogue_at(sch, product, rio)  # per row tile, from the register tile's sums
+        sch.tensorize(rii, register_intrinsic(mr, nr, product.depth))
         return True
-
-
-def _vectorise_innermost(sch, block, lanes: int) -> None:
-    inner = sch.get_loops(block)[-1]
-    extent = int_extent(sch, inner) or 1
-    if extent % lanes == 0 and extent > lanes:
-        _, inner = sch.split(inner, [None, lanes])
-    if (int_extent(sch, inner) or 1) > 1:
-        sch.vectorize(inner)
 
 
 _REGISTERED: set = set()

@@ -1,0 +1,81 @@
+"""The bf16 plan's product kernel as ``relax_passes.bf16_matmuls`` builds it, and the steps the
+two rules that schedule it share (``amx``: AMX tiles; ``bf16_dot``: AVX-512 BF16 dot products).
+
+The kernel: ``bf16_a`` (the activations' bf16 bits, the reduction padded with zeros to whole
+32-term rows), ``bf16_matmul`` (fp32 sums over the padded reduction, output columns padded to
+whole 16-column vectors, the weights as panels of bf16 pairs [Np / 16, Kp / 2, 16, 2]: the
+layout both AMX weight tiles and ``vdpbf16ps`` read), then at most an elementwise epilogue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import int_extent
+
+A_BLOCK = "bf16_a"
+MATMUL_BLOCK = "bf16_matmul"
+TILE_COLS = 16  # fp32 columns of an accumulator vector / AMX tile row (64 bytes)
+TILE_K = 32  # bf16 terms the reduction is padded to (an AMX tile row: 64 bytes)
+
+
+@dataclass
+class Bf16Product:
+    a_block: object  # dlight BlockInfo of bf16_a
+    main: object  # ... of bf16_matmul
+    after: list  # the epilogue's blocks
+    outer: list  # loops outside the rows (batch, image rows)
+    rows_loop: object
+    cols_loop: object
+    k_loop: object
+    rows: int
+    width: int  # padded output columns
+    depth: int  # padded reduction
+
+
+def match(sch, blocks) -> Bf16Product | None:
+    """The kernel's blocks and loops, or None when ``blocks`` are not this kernel."""
+    names = [b.name for b in blocks]
+    if A_BLOCK not in names or MATMUL_BLOCK not in names or names.index(A_BLOCK) != names.index(MATMUL_BLOCK) - 1:
+        return None
+    after = blocks[names.index(MATMUL_BLOCK) + 1:]
+    if not all(b.is_injective() for b in after):
+        return None
+    main = blocks[names.index(MATMUL_BLOCK)]
+    loops = sch.get_loops(main.block_rv)
+    extents = [int_extent(sch, loop) for loop in loops]
+    if None in extents or len(loops) < 3:
+        return None
+    *outer, rows_loop, cols_loop, k_loop = loops
+    rows, width, depth = extents[-3:]
+    if width % TILE_COLS or depth % TILE_K:
+        return None
+    return Bf16Product(blocks[names.index(A_BLOCK)], main, after, outer, rows_loop, cols_loop, k_loop, rows, width, depth)
+
+
+def convert_once_per_task(sch, product: Bf16Product, task) -> None:
+    """The activations of a parallel task's rows converted to bf16 once, for all its column tiles."""
+    sch.compute_at(product.a_block.block_rv, task, preserve_unit_loops=True)
+    vectorise_innermost(sch, product.a_block.block_rv, 32)
+
+
+def epilogue_at(sch, product: Bf16Product, loop) -> None:
+    """The epilogue computed under ``loop`` from the sums the tiles stored in a local buffer
+    (the buffer's extent is what the loop's body writes)."""
+    for block in product.after[:-1]:
+        sch.compute_inline(block.block_rv)
+    if product.after:
+        epilogue = product.after[-1].block_rv
+        sch.set_scope(product.main.block_rv, 0, "local")
+    else:
+        epilogue = sch.cache_write(product.main.block_rv, 0, "local")
+    sch.reverse_compute_at(epilogue, loop, preserve_unit_loops=True)
+    vectorise_innermost(sch, epilogue, TILE_COLS)
+
+
+def vectorise_innermost(sch, block, lanes: int) -> None:
+    inner = sch.get_loops(block)[-1]
+    extent = int_extent(sch, inner) or 1
+    if extent % lanes == 0 and extent > lanes:
+        _, inner = sch.split(inner, [None, lanes])
+    if (int_extent(sch, inner) or 1) > 1:
+        sch.vectorize(inner)
