@@ -68,6 +68,25 @@ def test_bf16_products_are_amx_tiles_or_dot_products_as_the_target_has():
     assert "bf16ps" not in executable.mod.imports[0].inspect_source("asm")
 
 
+@pytest.mark.parametrize("cpu, rule", [(XEON, "amx-bf16"), (ZEN4, "avx512-bf16")])
+def test_a_batch_one_product_is_split_across_the_cores(cpu, rule):
+    """100 rows at batch 1 (SVTR's later stages): at least two parallel tasks per core, not one
+    block of all the rows on one core."""
+    from svtr_toolkit.compile.schedule_rules import first_rule
+    from svtr_toolkit.compile.targets import BuildTarget, llvm
+
+    mod = rounded_matmul((1, 100, 96), bf16_weight(96, 192))
+    target = BuildTarget(cpu.spec(), "test").tvm_target()
+    with target:
+        lowered = llvm.lower(mod, target)
+        kernels = [f for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+        scheduled = [first_rule(f, target) for f in kernels]
+    (sch,) = [sch for name, sch in scheduled if name == rule]
+    task = sch.get(sch.get_loops(sch.get_sblock("bf16_a"))[0])  # the conversion runs once per task
+    assert task.kind == tvm.tirx.ForKind.PARALLEL
+    assert int(task.extent) >= 2 * cpu.spec()["num-cores"], int(task.extent)
+
+
 def host_bf16_instructions() -> str | None:
     """The bf16 kernels this host runs: "amx-bf16", "avx512-bf16" or None."""
     from svtr_toolkit.compile.arithmetic import AMX_BF16, bf16_matrix_instructions

@@ -22,7 +22,7 @@ from __future__ import annotations
 from ..arithmetic import AMX_BF16, bf16_matrix_instructions, target_spec
 from . import bf16_product
 from .bf16_product import TILE_COLS
-from .common import divisor_near
+from .common import CpuModel, divisor_near
 from .rule import CpuRule
 
 TILE_ROWS = 16  # rows of an AMX tile
@@ -54,8 +54,7 @@ class AmxContraction(CpuRule):
         product = bf16_product.match(sch, blocks)
         if product is None:
             return False
-        rows = product.rows
-        block_rows = rows if rows <= MAX_BLOCK_ROWS else divisor_near(rows, MAX_BLOCK_ROWS, lowest=TILE_ROWS)
+        block_rows = product.block_rows(CpuModel.of(target).cores, MAX_BLOCK_ROWS, lowest=TILE_ROWS)
         mt = tile_rows(block_rows)
         cols = column_tiles(product.width)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..arithmetic import AVX512_BF16, bf16_matrix_instructions, target_spec
 from . import bf16_product
 from .bf16_product import TILE_COLS
-from .common import divisor_near
+from .common import CpuModel, divisor_near
 from .rule import CpuRule
 
 # zmm registers for the accumulators of a register tile: 32 less the nr weight vectors and
@@ -61,8 +61,7 @@ class Bf16DotContraction(CpuRule):
         product = bf16_product.match(sch, blocks)
         if product is None:
             return False
-        rows = product.rows
-        block_rows = rows if rows <= MAX_BLOCK_ROWS else divisor_near(rows, MAX_BLOCK_ROWS, lowest=8)
+        block_rows = product.block_rows(CpuModel.of(target).cores, MAX_BLOCK_ROWS, lowest=8)
         mr, nr = register_tile(block_rows, product.width)
 
         # tile: row blocks (parallel with everything outside them), column tiles, row tiles

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import int_extent
+from .common import divisor_near, int_extent
 
 A_BLOCK = "bf16_a"
 MATMUL_BLOCK = "bf16_matmul"
@@ -30,6 +30,18 @@ class Bf16Product:
     rows: int
     width: int  # padded output columns
     depth: int  # padded reduction
+    outer_extent: int  # iterations of the outer loops together
+
+    def block_rows(self, cores: int, most: int, lowest: int) -> int:
+        """Rows per parallel task: at most ``most`` and a divisor of the rows (at least
+        ``lowest`` where one exists), fewer where that leaves under two tasks per core (a
+        batch-1 product of 100 rows would otherwise run on one core)."""
+        want = most
+        while True:
+            block = self.rows if self.rows <= want else divisor_near(self.rows, want, lowest)
+            if want <= lowest or self.outer_extent * (self.rows // block) >= 2 * cores:
+                return block
+            want //= 2
 
 
 def match(sch, blocks) -> Bf16Product | None:
@@ -49,7 +61,11 @@ def match(sch, blocks) -> Bf16Product | None:
     rows, width, depth = extents[-3:]
     if width % TILE_COLS or depth % TILE_K:
         return None
-    return Bf16Product(blocks[names.index(A_BLOCK)], main, after, outer, rows_loop, cols_loop, k_loop, rows, width, depth)
+    outer_extent = 1
+    for extent in extents[:-3]:
+        outer_extent *= extent
+    return Bf16Product(blocks[names.index(A_BLOCK)], main, after, outer, rows_loop, cols_loop, k_loop, rows, width, depth,
+                       outer_extent)
 
 
 def convert_once_per_task(sch, product: Bf16Product, task) -> None:
