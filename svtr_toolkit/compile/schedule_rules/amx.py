@@ -20,8 +20,7 @@ process must have asked the kernel for the AMX state first (``runtime.library``)
 from __future__ import annotations
 
 from ..arithmetic import AMX_BF16, bf16_matrix_instructions, target_spec
-from . import bf16_product
-from .bf16_product import TILE_COLS
+from .bf16_product import TILE_COLS, convert_once_per_task, epilogue_at, match_product
 from .common import CpuModel, divisor_near
 from .rule import CpuRule
 
@@ -51,7 +50,7 @@ class AmxContraction(CpuRule):
     def schedule(self, sch, blocks, target):
         if bf16_matrix_instructions(target_spec(target)) != AMX_BF16:
             return False
-        product = bf16_product.match(sch, blocks)
+        product = match_product(sch, blocks)
         if product is None:
             return False
         block_rows = product.block_rows(CpuModel.of(target).cores, MAX_BLOCK_ROWS, lowest=TILE_ROWS)
@@ -64,8 +63,8 @@ class AmxContraction(CpuRule):
         sch.reorder(*product.outer, ro, co, ri, ci, product.k_loop)
         task = sch.fuse(*product.outer, ro)
         sch.parallel(task)
-        bf16_product.convert_once_per_task(sch, product, task)
-        bf16_product.epilogue_at(sch, product, co)
+        convert_once_per_task(sch, product, task)
+        epilogue_at(sch, product, co)
         sch.tensorize(ri, register_intrinsic(block_rows, mt, cols, product.depth))
         return True
 

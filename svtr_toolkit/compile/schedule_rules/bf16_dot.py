@@ -18,8 +18,7 @@ and called on int32 vectors that carry the bf16 pairs' bits; LLVM inlines it.
 from __future__ import annotations
 
 from ..arithmetic import AVX512_BF16, bf16_matrix_instructions, target_spec
-from . import bf16_product
-from .bf16_product import TILE_COLS
+from .bf16_product import TILE_COLS, convert_once_per_task, epilogue_at, match_product
 from .common import CpuModel, divisor_near
 from .rule import CpuRule
 
@@ -58,7 +57,7 @@ class Bf16DotContraction(CpuRule):
     def schedule(self, sch, blocks, target):
         if bf16_matrix_instructions(target_spec(target)) != AVX512_BF16:
             return False
-        product = bf16_product.match(sch, blocks)
+        product = match_product(sch, blocks)
         if product is None:
             return False
         block_rows = product.block_rows(CpuModel.of(target).cores, MAX_BLOCK_ROWS, lowest=8)
@@ -71,8 +70,8 @@ class Bf16DotContraction(CpuRule):
         sch.reorder(*product.outer, ro, co, rio, rii, ci, product.k_loop)
         task = sch.fuse(*product.outer, ro)
         sch.parallel(task)
-        bf16_product.convert_once_per_task(sch, product, task)
-        bf16_product.epilogue_at(sch, product, rio)  # per row tile, from the register tile's sums
+        convert_once_per_task(sch, product, task)
+        epilogue_at(sch, product, rio)  # per row tile, from the register tile's sums
         sch.tensorize(rii, register_intrinsic(mr, nr, product.depth))
         return True
 

@@ -44,7 +44,7 @@ class Bf16Product:
             want //= 2
 
 
-def match(sch, blocks) -> Bf16Product | None:
+def match_product(sch, blocks) -> Bf16Product | None:
     """The kernel's blocks and loops, or None when ``blocks`` are not this kernel."""
     names = [b.name for b in blocks]
     if A_BLOCK not in names or MATMUL_BLOCK not in names or names.index(A_BLOCK) != names.index(MATMUL_BLOCK) - 1:
