@@ -87,6 +87,18 @@ def test_a_batch_one_product_is_split_across_the_cores(cpu, rule):
     assert int(task.extent) >= 2 * cpu.spec()["num-cores"], int(task.extent)
 
 
+def test_the_bf16_product_has_a_flop_count():
+    """tools/profile_engine.py --flops rates kernels by TVM's FLOP estimate: the bf16 product's
+    is its padded product's 2*M*N*K plus the conversion's few integer operations per term."""
+    from svtr_toolkit.compile.targets import BuildTarget, llvm
+    from svtr_toolkit.compile.tuning.coverage import prim_func_flops
+
+    lowered = llvm.lower(rounded_matmul((2, 40, 96), bf16_weight(96, 80)), BuildTarget(ZEN4.spec(), "t").tvm_target())
+    (kernel,) = [f for gv, f in lowered.functions_items() if "bf16" in gv.name_hint]
+    flops = prim_func_flops(tvm.IRModule({"main": kernel}))
+    assert flops is not None and 1.0 <= flops / (2 * 80 * 96 * 80) < 1.05, flops
+
+
 def host_bf16_instructions() -> str | None:
     """The bf16 kernels this host runs: "amx-bf16", "avx512-bf16" or None."""
     from svtr_toolkit.compile.arithmetic import AMX_BF16, bf16_matrix_instructions
