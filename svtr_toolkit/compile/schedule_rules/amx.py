@@ -19,10 +19,9 @@ process must have asked the kernel for the AMX state first (``runtime.library``)
 """
 from __future__ import annotations
 
-from ..arithmetic import AMX_BF16, bf16_matrix_instructions, target_spec
-from .bf16_product import TILE_COLS, convert_once_per_task, epilogue_at, match_product
-from .common import CpuModel, divisor_near
-from .rule import CpuRule
+from ..arithmetic import AMX_BF16
+from .bf16_product import TILE_COLS, Bf16ProductRule, convert_once_per_task, epilogue_at, product_description
+from .common import divisor_near
 
 TILE_ROWS = 16  # rows of an AMX tile
 MAX_COL_TILES = 3  # accumulators per call: 3 + 1 activation tile + 3 weight tiles <= 8 registers
@@ -44,16 +43,13 @@ def tile_rows(rows: int) -> int:
     return divisor_near(rows, TILE_ROWS)
 
 
-class AmxContraction(CpuRule):
+class AmxContraction(Bf16ProductRule):
     name = AMX_BF16
+    instructions = AMX_BF16
+    max_block_rows = MAX_BLOCK_ROWS
+    lowest_block_rows = TILE_ROWS
 
-    def schedule(self, sch, blocks, target):
-        if bf16_matrix_instructions(target_spec(target)) != AMX_BF16:
-            return False
-        product = match_product(sch, blocks)
-        if product is None:
-            return False
-        block_rows = product.block_rows(CpuModel.of(target).cores, MAX_BLOCK_ROWS, lowest=TILE_ROWS)
+    def tile(self, sch, product, block_rows):
         mt = tile_rows(block_rows)
         cols = column_tiles(product.width)
 
@@ -66,7 +62,6 @@ class AmxContraction(CpuRule):
         convert_once_per_task(sch, product, task)
         epilogue_at(sch, product, co)
         sch.tensorize(ri, register_intrinsic(block_rows, mt, cols, product.depth))
-        return True
 
 
 _REGISTERED: set = set()
@@ -91,28 +86,6 @@ def _intrinsic(rows: int, mt: int, cols: int, depth: int):
     from tvm.script import tirx as T
 
     width = cols * TILE_COLS
-
-    def as_float(bits):
-        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", bits), T.uint32(16)))
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa = T.int64()
-        sc = T.int64()
-        A = T.match_buffer(a, (rows, depth), "uint16", strides=[sa, 1], offset_factor=1)
-        B = T.match_buffer(b, (cols, depth // 2, 16, 2), "uint16", offset_factor=1)
-        C = T.match_buffer(c, (rows, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
-        with T.sblock("root"):
-            T.reads(A[0:rows, 0:depth], B[0:cols, 0:depth // 2, 0:16, 0:2])
-            T.writes(C[0:rows, 0:width])
-            for i, j, k in T.grid(rows, width, depth):
-                with T.sblock("update"):
-                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    T.reads(C[vi, vj], A[vi, vk], B[vj // 16, vk // 2, vj % 16, vk % 2])
-                    T.writes(C[vi, vj])
-                    with T.init():
-                        C[vi, vj] = T.float32(0)
-                    C[vi, vj] = C[vi, vj] + as_float(A[vi, vk]) * as_float(B[vj // 16, vk // 2, vj % 16, vk % 2])
 
     def intrin(name, *args):
         return T.evaluate(T.call_llvm_intrin("void", name, *args))
@@ -149,4 +122,4 @@ def _intrinsic(rows: int, mt: int, cols: int, depth: int):
                     intrin("llvm.x86.tilestored64", T.Cast("int8", t), T.address_of(C[r * mt, t * 16]), sc * 4)
             intrin("llvm.x86.tilerelease")
 
-    return desc, impl
+    return product_description(rows, cols, depth), impl

@@ -1,9 +1,9 @@
 """bf16 matrix products with AVX-512 BF16 dot products (``vdpbf16ps``), fp32 sums.
 
-The kernel of ``bf16_product`` (the AMX rule's too), for CPUs with avx512_bf16 and no AMX (AMD
-Zen 4, Intel Cooper Lake). One ``vdpbf16ps`` adds to 16 fp32 sums the products of 16 pairs of bf16 weights by one
-pair of bf16 activations (64 FLOP, twice an fp32 FMA's 32), and the pair layout of the
-panels is the one it reads. Scheduled as:
+The kernel of ``bf16_product`` (the AMX rule's too), for CPUs with avx512_bf16 and no AMX
+(AMD Zen 4, Intel Cooper Lake). One ``vdpbf16ps`` adds to 16 fp32 sums the products of 16 pairs
+of bf16 weights by one pair of bf16 activations (64 FLOP, twice an fp32 FMA's 32), and the pair
+layout of the panels is the one it reads. Scheduled as:
 
 - a parallel loop over blocks of output rows, the block's activations converted to bf16 once;
 - per column tile of ``nr`` vectors (16 columns each) and row tile of ``mr`` rows, a register
@@ -17,10 +17,9 @@ and called on int32 vectors that carry the bf16 pairs' bits; LLVM inlines it.
 """
 from __future__ import annotations
 
-from ..arithmetic import AVX512_BF16, bf16_matrix_instructions, target_spec
-from .bf16_product import TILE_COLS, convert_once_per_task, epilogue_at, match_product
-from .common import CpuModel, divisor_near
-from .rule import CpuRule
+from ..arithmetic import AVX512_BF16
+from .bf16_product import TILE_COLS, Bf16ProductRule, convert_once_per_task, epilogue_at, product_description
+from .common import divisor_near
 
 # zmm registers for the accumulators of a register tile: 32 less the nr weight vectors and
 # the broadcast activation pairs in flight.
@@ -51,16 +50,12 @@ def register_tile(rows: int, padded_width: int) -> tuple[int, int]:
     return divisor_near(rows, MAX_ACCUMULATORS // nr), nr
 
 
-class Bf16DotContraction(CpuRule):
+class Bf16DotContraction(Bf16ProductRule):
     name = AVX512_BF16
+    instructions = AVX512_BF16
+    max_block_rows = MAX_BLOCK_ROWS
 
-    def schedule(self, sch, blocks, target):
-        if bf16_matrix_instructions(target_spec(target)) != AVX512_BF16:
-            return False
-        product = match_product(sch, blocks)
-        if product is None:
-            return False
-        block_rows = product.block_rows(CpuModel.of(target).cores, MAX_BLOCK_ROWS, lowest=8)
+    def tile(self, sch, product, block_rows):
         mr, nr = register_tile(block_rows, product.width)
 
         # tile: row blocks (parallel with everything outside them), column tiles, row tiles
@@ -73,7 +68,6 @@ class Bf16DotContraction(CpuRule):
         convert_once_per_task(sch, product, task)
         epilogue_at(sch, product, rio)  # per row tile, from the register tile's sums
         sch.tensorize(rii, register_intrinsic(mr, nr, product.depth))
-        return True
 
 
 _REGISTERED: set = set()
@@ -97,28 +91,6 @@ def _intrinsic(mr: int, nr: int, depth: int):
 
     width = nr * TILE_COLS
     pairs = depth // 2
-
-    def as_float(bits):
-        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", bits), T.uint32(16)))
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa = T.int64()
-        sc = T.int64()
-        A = T.match_buffer(a, (mr, depth), "uint16", strides=[sa, 1], offset_factor=1)
-        B = T.match_buffer(b, (nr, pairs, 16, 2), "uint16", offset_factor=1)
-        C = T.match_buffer(c, (mr, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
-        with T.sblock("root"):
-            T.reads(A[0:mr, 0:depth], B[0:nr, 0:pairs, 0:16, 0:2])
-            T.writes(C[0:mr, 0:width])
-            for i, j, k in T.grid(mr, width, depth):
-                with T.sblock("update"):
-                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    T.reads(C[vi, vj], A[vi, vk], B[vj // 16, vk // 2, vj % 16, vk % 2])
-                    T.writes(C[vi, vj])
-                    with T.init():
-                        C[vi, vj] = T.float32(0)
-                    C[vi, vj] = C[vi, vj] + as_float(A[vi, vk]) * as_float(B[vj // 16, vk // 2, vj % 16, vk % 2])
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -146,4 +118,4 @@ def _intrinsic(mr: int, nr: int, depth: int):
                     for t in T.unroll(nr):
                         C[r, T.Ramp(t * 16, 1, 16)] = sums[T.Ramp((r * nr + t) * 16, 1, 16)]
 
-    return desc, impl
+    return product_description(mr, nr, depth), impl

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import divisor_near, int_extent
+from ..arithmetic import bf16_matrix_instructions, target_spec
+from .common import CpuModel, divisor_near, int_extent
+from .rule import CpuRule
 
 A_BLOCK = "bf16_a"
 MATMUL_BLOCK = "bf16_matmul"
@@ -95,3 +97,58 @@ def vectorise_innermost(sch, block, lanes: int) -> None:
         _, inner = sch.split(inner, [None, lanes])
     if (int_extent(sch, inner) or 1) > 1:
         sch.vectorize(inner)
+
+
+class Bf16ProductRule(CpuRule):
+    """A rule for this kernel on targets with one set of bf16 ``instructions``: matches the
+    target and the kernel, picks the rows per parallel task, and leaves the tiling to ``tile``."""
+
+    instructions = ""  # arithmetic.AMX_BF16 or arithmetic.AVX512_BF16
+    max_block_rows = 128
+    lowest_block_rows = 8
+
+    def schedule(self, sch, blocks, target):
+        if bf16_matrix_instructions(target_spec(target)) != self.instructions:
+            return False
+        product = match_product(sch, blocks)
+        if product is None:
+            return False
+        block_rows = product.block_rows(CpuModel.of(target).cores, self.max_block_rows, self.lowest_block_rows)
+        self.tile(sch, product, block_rows)
+        return True
+
+    def tile(self, sch, product: Bf16Product, block_rows: int) -> None:
+        raise NotImplementedError
+
+
+def product_description(rows: int, col_tiles: int, depth: int):
+    """The TensorIntrin description both rules' intrinsics implement: C[rows, 16 * col_tiles]
+    = A[rows, depth] @ B for bf16 bits A (row stride free) and B panels [col_tiles, depth / 2,
+    16, 2], C fp32 in a local buffer (row stride free), zeroed first."""
+    from tvm.script import tirx as T
+
+    width = col_tiles * TILE_COLS
+
+    def as_float(bits):
+        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", bits), T.uint32(16)))
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (rows, depth), "uint16", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (col_tiles, depth // 2, 16, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (rows, width), "float32", strides=[sc, 1], offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:depth], B[0:col_tiles, 0:depth // 2, 0:16, 0:2])
+            T.writes(C[0:rows, 0:width])
+            for i, j, k in T.grid(rows, width, depth):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    T.reads(C[vi, vj], A[vi, vk], B[vj // 16, vk // 2, vj % 16, vk % 2])
+                    T.writes(C[vi, vj])
+                    with T.init():
+                        C[vi, vj] = T.float32(0)
+                    C[vi, vj] = C[vi, vj] + as_float(A[vi, vk]) * as_float(B[vj // 16, vk // 2, vj % 16, vk % 2])
+
+    return desc
