@@ -62,8 +62,6 @@ def built(tiny, tmp_path_factory):
     return path, meta
 
 
-
-
 def _paddle():
     """paddle, quiet, or the test is skipped where it is not installed."""
     os.environ.setdefault("GLOG_minloglevel", "2")

@@ -11,10 +11,10 @@ terms, chunk sums in fp32; wholeK: no chunking). The defaults are SVTR-Tiny's st
 at batch 32 (M = 32 images x 100 tokens, N = 256). Each kernel is calibrated to samples of at
 least --min_sample_s, then timed in --rounds interleaved rounds (one sample of every kernel per
 round), every sample once this process is idle (at most --settle_s: TVM's worker threads keep
-spinning after a call returns and would slow the next kernel), as tools/bench_cpu.py does. The tables give the median GFLOP/s (2*M*N*K / median seconds) with, beside each fp16
-kernel, its ratio to fp32 at the same K (the median of the per-round ratios), and each
-kernel's max relative error against the float64 product of the same inputs (max |diff| /
-max |exact|). On a CPU without fp16 arithmetic (no avx512_fp16 / fullfp16) the fp16 kernels
+spinning after a call returns and would slow the next kernel), as tools/bench_cpu.py does. The
+tables give the median GFLOP/s (2*M*N*K / median seconds) with, beside each fp16 kernel, its
+ratio to fp32 at the same K (the median of the per-round ratios), and each kernel's max relative
+error against the float64 product of the same inputs (max |diff| / max |exact|). On a CPU without fp16 arithmetic (no avx512_fp16 / fullfp16) the fp16 kernels
 are emulated and slow. Every number goes to OUT_DIR/bench_kernels.json.
 """
 import argparse
