@@ -39,17 +39,18 @@ def data(*shape, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
 
 
-def conv_nchw(x, w, pad, groups=1):
+def conv_nchw(x, w, pad, groups=1, strides=(1, 1)):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
+    sh, sw = strides
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    out = np.zeros((n, o, h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1), np.float64)
+    out = np.zeros((n, o, (h + 2 * pad - kh) // sh + 1, (wd + 2 * pad - kw) // sw + 1), np.float64)
     per = o // groups
     for oc in range(o):
         g = oc // per
         for i in range(kh):
             for j in range(kw):
-                patch = xp[:, g * cg:(g + 1) * cg, i:i + out.shape[2], j:j + out.shape[3]]
+                patch = xp[:, g * cg:(g + 1) * cg, i:i + sh * out.shape[2]:sh, j:j + sw * out.shape[3]:sw]
                 out[:, oc] += np.einsum("nchw,c->nhw", patch, w[oc, :, i, j])
     return out
 
@@ -71,6 +72,16 @@ CASES = {
     "depthwise 5x5 convolution NCHW, zero padding": (
         lambda x, w: relax.op.nn.conv2d(x, w, padding=2, groups=16), [(2, 16, 6, 40), (16, 1, 5, 5)],
         lambda x, w: conv_nchw(x, w, 2, groups=16), "depthwise"),
+    # PP-OCRv4's strided depthwise shapes; the tall map's padded window exceeds one task's
+    # budget, so its rows are split into strips that each fill their own window
+    "depthwise 3x3, stride (1, 2), a map tall enough for strips of rows": (
+        lambda x, w: relax.op.nn.conv2d(x, w, strides=(1, 2), padding=1, groups=64),
+        [(1, 64, 48, 162), (64, 1, 3, 3)],
+        lambda x, w: conv_nchw(x, w, 1, groups=64, strides=(1, 2)), "depthwise"),
+    "depthwise 5x5, stride (2, 1)": (
+        lambda x, w: relax.op.nn.conv2d(x, w, strides=(2, 1), padding=2, groups=48),
+        [(2, 48, 6, 20), (48, 1, 5, 5)],
+        lambda x, w: conv_nchw(x, w, 2, groups=48, strides=(2, 1)), "depthwise"),
     "3x3 convolution NHWC/HWIO": (
         lambda x, w: relax.op.nn.conv2d(x, w, padding=1, data_layout="NHWC", kernel_layout="HWIO"),
         [(2, 6, 25, 16), (3, 3, 16, 32)],

@@ -21,6 +21,11 @@ from .rule import CpuRule
 # sums then live in L1, 16 measured 1.3-1.5x over 8).
 TILE_VECTORS = 16
 
+# The largest padded window a task fills for its strip of output rows: small beside a 1-2 MiB
+# L2, so the strip's taps read it from cache (strips of 4 to 12 rows measured alike; a window
+# per register tile instead copied each input k times and more, and cost 2x in all).
+WINDOW_BYTES = 128 * 1024
+
 
 class DepthwiseConv(CpuRule):
     name = "depthwise"
@@ -36,8 +41,8 @@ class DepthwiseConv(CpuRule):
         extents = [int_extent(sch, loop) for loop in loops]
         if None in extents:
             return False
-        anchor, tile_rows, tile_vector = self._tile(sch, target, main, spatial, reduce, extents)
-        self._windows(sch, windows, anchor, target)
+        task, anchor, tile_rows, tile_vector = self._tile(sch, target, main, spatial, reduce, extents, windows)
+        self._windows(sch, windows, task, target)
         self._epilogue(sch, blocks, main, anchor, reduce)
         if (int_extent(sch, tile_rows) or 1) > 1:
             sch.unroll(tile_rows)
@@ -97,10 +102,12 @@ class DepthwiseConv(CpuRule):
             vectorise_whole(sch, inner, lanes)
 
     @staticmethod
-    def _tile(sch, target, main, spatial, reduce, extents):
+    def _tile(sch, target, main, spatial, reduce, extents, windows):
         """mr output columns x nr channels per register tile, the window's taps between the
-        tile loops and the tile, one parallel loop over channel blocks, images, rows and
-        column blocks (channel blocks outermost: consecutive tiles then share input rows)."""
+        tile loops and the tile. One parallel task per channel block, image and strip of output
+        rows: the strip's padded window is filled once per task (``_windows``) and serves every
+        tile of the strip, whose windows overlap (a k x k window per tile copied each input
+        k times or more)."""
         lanes = CpuModel.of(target).lanes(sch.get(main.block_rv).writes[0].source.dtype.bits)
         n_spatial = len(spatial)
         loops = [it.loop_rv for it in main.iters]
@@ -110,10 +117,17 @@ class DepthwiseConv(CpuRule):
         mr = divisor_near(extents[n_spatial - 2], max(1, TILE_VECTORS // vectors))
         jo, ji = sch.split(s_loops[-1], [None, nr])
         io, ii = sch.split(s_loops[-2], [None, mr])
-        sch.reorder(jo, *s_loops[:-2], io, *r_loops, ii, ji)
-        tile = sch.fuse(jo, *s_loops[:-2], io)
-        sch.parallel(tile)
-        return tile, ii, ji
+        outer = list(s_loops[:-2])
+        strip = []
+        if windows and n_spatial >= 3:
+            strip_rows = _strip_rows(sch, windows[0], extents[n_spatial - 3], extents[n_spatial], nr)
+            ho, hi = sch.split(outer[-1], [None, strip_rows])
+            outer[-1:] = [ho]
+            strip = [hi]
+        sch.reorder(jo, *outer, *strip, io, *r_loops, ii, ji)
+        task = sch.fuse(jo, *outer)
+        sch.parallel(task)
+        return task, io, ii, ji
 
     @staticmethod
     def _epilogue(sch, blocks, main, anchor, reduce):
@@ -133,6 +147,19 @@ class DepthwiseConv(CpuRule):
             inner = sch.get_loops(block)[-1]
             if (int_extent(sch, inner) or 1) > 1:
                 sch.vectorize(inner)
+
+
+def _strip_rows(sch, window, rows: int, taps: int, nr: int) -> int:
+    """Output rows per task: the most (a divisor of ``rows``) whose padded window (the rows
+    they read, ``taps`` high, by the padded width and nr channels) fits WINDOW_BYTES."""
+    padded = sch.get(window).writes[0].source
+    height, width = (int(x) for x in padded.shape[-3:-1])
+    stride = (height - taps) // (rows - 1) if rows > 1 else 1
+    row_bytes = width * nr * padded.dtype.bits // 8
+    for strip in range(rows, 0, -1):
+        if rows % strip == 0 and ((strip - 1) * stride + taps) * row_bytes <= WINDOW_BYTES:
+            return strip
+    return 1
 
 
 def _local(sch, block) -> None:
