@@ -142,10 +142,13 @@ def vectorise_nest(sch, block, target, under=None) -> bool:
     if not loops or None in extents:
         return False
     lanes = CpuModel.of(target).lanes(sch.get(block).writes[0].source.dtype.bits)
+    # The vector tile divides the innermost axis even when the loops are fused, so no vector
+    # straddles two rows: a read broadcast along the other axes (a [N, 1, 1, C] scale of an
+    # [N, H, W, C] map) indexes by the fused index modulo the row, which is then one
+    # contiguous load per vector instead of a gather.
+    inner = vector_factor(extents[-1], lanes)
     if len(loops) > 1 and extents[-1] % lanes == 0:
         loops = [sch.fuse(*loops)]
-        extents = [int_extent(sch, loops[0])]
-    inner = vector_factor(extents[-1], lanes)
     outer, vector = sch.split(loops[-1], [None, inner])
     if len(loops) > 1:
         outer = sch.fuse(*loops[:-1], outer)
