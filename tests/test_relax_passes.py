@@ -106,3 +106,46 @@ def test_engine_of_the_channels_last_network_matches_onnxruntime(conv_model, tmp
     got = runtime.load_engine(path).run(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def squeeze_excitation_model(tmp_path_factory):
+    """PP-OCRv4's squeeze-excitation: the map averaged to one pixel, two 1x1 convolutions over
+    it, the map scaled by the result."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.4, (4, 8, 1, 1)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b0"),
+             numpy_helper.from_array(rng.normal(0, 0.4, (8, 4, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1")]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Conv", ["pooled", "w0", "b0"], ["c0"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], kernel_shape=[1, 1]),
+             helper.make_node("HardSigmoid", ["c1"], ["gate"], alpha=0.2, beta=0.5),
+             helper.make_node("Mul", ["x", "gate"], ["y"])]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8, 5, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 8, 5, 7])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    path = str(tmp_path_factory.mktemp("se") / "se.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def test_pointwise_convolutions_over_one_pixel_take_the_images_as_their_rows(squeeze_excitation_model, tmp_path):
+    shape = (3, 8, 5, 7)
+    mod = through(relax_module(squeeze_excitation_model, shape), relax_passes.canonical_elementwise(),
+                  relax_passes.network_to_nhwc(), "fold", relax_passes.pointwise_convs_as_matmuls())
+    text = mod["main"].script()
+    assert "R.nn.conv2d(" not in text
+    # both products read the pooled map as [images, channels]: 3 rows, not 3 batches of one row
+    products = re.findall(r"R\.matmul\((\w+),", text)
+    assert len(products) == 2
+    for name in products:
+        assert re.search(rf"{name}\b[^\n]*= R\.reshape\([^\n]*R\.shape\(\[3, [48]\]\)", text), text
+    x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+    expected = ort.InferenceSession(squeeze_excitation_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    path = str(tmp_path / "se.so")
+    build.build_engine(squeeze_excitation_model, "x", shape, "fp32", targets.select_target("llvm"), path,
+                       log=lambda *_: None, tuning_dir=None)
+    np.testing.assert_allclose(runtime.load_engine(path).run(x), expected, atol=1e-5, rtol=0)

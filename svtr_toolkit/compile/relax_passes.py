@@ -181,7 +181,8 @@ def network_to_nhwc():
 def pointwise_convs_as_matmuls():
     """NHWC/HWIO convolutions with a 1x1 window, stride 1, no padding and one group become
     ``matmul(x, w[Ci, Co])``: the same sum over the input channels, which
-    ``pack_weights`` then lays out in register-tile panels like any weight matmul."""
+    ``pack_weights`` then lays out in register-tile panels like any weight matmul. Over a
+    one-pixel map the images become the product's rows (``x`` read as [N, Ci])."""
     from tvm import relax
     from tvm.relax.dpl import is_op, wildcard
 
@@ -198,8 +199,17 @@ def pointwise_convs_as_matmuls():
                 or int(attrs.groups) != 1 or (kh, kw) != (1, 1) \
                 or any(int(s) != 1 for s in attrs.strides) or any(int(p) != 0 for p in attrs.padding):
             return call
-        return relax.op.matmul(matches[data], relax.op.reshape(matches[weight], [cin, cout]),
-                               out_dtype=_out_dtype(attrs))
+        x, w = matches[data], relax.op.reshape(matches[weight], [cin, cout])
+        try:
+            n, h, wd, _ = (int(d) for d in x.ty.shape)
+        except (TypeError, ValueError, AttributeError):
+            n = h = wd = None
+        if (h, wd) == (1, 1):
+            # A map of one pixel per image (a squeeze-excitation's): as [N, 1, 1, C] the matmul
+            # has one row per image and no register tile fits; as [N, C] the images are its rows.
+            product = relax.op.matmul(relax.op.reshape(x, [n, cin]), w, out_dtype=_out_dtype(attrs))
+            return relax.op.reshape(product, [n, 1, 1, cout])
+        return relax.op.matmul(x, w, out_dtype=_out_dtype(attrs))
 
     return _call_rewrite_pass(pattern, rewriter, "PointwiseConvsAsMatmuls")
 
