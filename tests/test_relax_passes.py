@@ -149,3 +149,27 @@ def test_pointwise_convolutions_over_one_pixel_take_the_images_as_their_rows(squ
     build.build_engine(squeeze_excitation_model, "x", shape, "fp32", targets.select_target("llvm"), path,
                        log=lambda *_: None, tuning_dir=None)
     np.testing.assert_allclose(runtime.load_engine(path).run(x), expected, atol=1e-5, rtol=0)
+
+
+def test_an_opset_12_softmax_over_the_last_axis_runs_in_place_without_reshapes(tmp_path):
+    """ONNX Softmax before opset 13 is defined on the input flattened to 2-D; over the last
+    axis that is the softmax of the input itself, and the importer's reshape back to the
+    output's shape (a copy of the whole output) goes."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["y"], axis=2)]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 11])],
+                              [numpy_helper.from_array(rng.normal(0, 1, (7, 11)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 8
+    path = str(tmp_path / "head.onnx")
+    onnx.save(model, path)
+    text = relax_module(path, (2, 5, 7))["main"].script()
+    assert "R.reshape(" not in text, text
+    x = rng.uniform(-2, 2, (2, 5, 7)).astype(np.float32)
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    engine = str(tmp_path / "head.so")
+    build.build_engine(path, "x", (2, 5, 7), "fp32", targets.select_target("llvm"), engine, log=lambda *_: None,
+                       tuning_dir=None)
+    np.testing.assert_allclose(runtime.load_engine(engine).run(x), expected, atol=1e-6, rtol=1e-5)

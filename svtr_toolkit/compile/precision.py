@@ -24,6 +24,7 @@ import warnings
 
 from ..errors import ToolkitError, last_line, pending_interrupt
 from .onnx_passes import emulate_storage, prepare_onnx, split_at_grid_sample, split_ctc_head
+from .relax_passes import softmax_in_place
 
 REDUCED = ("fp16", "bf16")
 MODES = ("mixed", "storage")
@@ -36,11 +37,12 @@ def _import(model, input_name, shape):
         with warnings.catch_warnings():
             # paddle2onnx's tensor names have dots; the importer renames them and warns each time
             warnings.filterwarnings("ignore", message="Renaming name")
-            return from_onnx(model, shape_dict={input_name: list(shape)})
+            imported = from_onnx(model, shape_dict={input_name: list(shape)})
     except Exception as exc:  # the importer raises assorted errors for unsupported graphs
         if pending_interrupt() is not None:
             raise pending_interrupt() from None
         raise ToolkitError(f"TVM cannot import the model: {last_line(exc)}")
+    return softmax_in_place()(imported)
 
 
 def reduced_plan(model):
