@@ -154,12 +154,10 @@ def _strip_rows(sch, window, rows: int, taps: int, nr: int) -> int:
     they read, ``taps`` high, by the padded width and nr channels) fits WINDOW_BYTES."""
     padded = sch.get(window).writes[0].source
     height, width = (int(x) for x in padded.shape[-3:-1])
-    stride = (height - taps) // (rows - 1) if rows > 1 else 1
+    stride = max(1, (height - taps) // (rows - 1)) if rows > 1 else 1
     row_bytes = width * nr * padded.dtype.bits // 8
-    for strip in range(rows, 0, -1):
-        if rows % strip == 0 and ((strip - 1) * stride + taps) * row_bytes <= WINDOW_BYTES:
-            return strip
-    return 1
+    fitting = (WINDOW_BYTES // row_bytes - taps) // stride + 1
+    return divisor_near(rows, max(1, fitting))
 
 
 def _local(sch, block) -> None:
