@@ -35,6 +35,8 @@ def expected_rule(name: str, func, mattr) -> str:
         return "amx-bf16" if "+amx-bf16" in mattr else "avx512-bf16"
     if any(n.startswith("chunk_partial") for n in names):
         return "chunked-contraction"
+    if "attention_scores" in names and "attention_values" in names:
+        return "attention"
     if not reductions:
         return "injective"
     if len(reductions) > 1 or "softmax" in name:

@@ -246,6 +246,119 @@ def pointwise_convs_as_matmuls():
     return _call_rewrite_pass(pattern, rewriter, "PointwiseConvsAsMatmuls")
 
 
+def fused_attention(target):
+    """``matmul(softmax(matmul(q, permute_dims(k)) [+ mask]), v)`` with the softmax over the keys
+    (the last axis) becomes one kernel (``schedule_rules.attention``) reading q, k and v as they
+    are, [..., tokens, d], and the mask, a constant [queries, keys], transposed at build time.
+    The kernel's output has the queries padded to whole vectors (``attention.query_block``); a
+    strided slice, which fuses into the transpose that follows, drops the padding.
+
+    Why: SVTR's attention products have 32-term reductions against 50- to 200-wide rows, and the
+    softmax between them reads and writes the whole score tensor; split, the three kernels ran at
+    a third to a half of the packed matmuls' speed (docs give the measured effect). fp32 only,
+    CPU targets only: the kernel uses TVM's fast_exp, as the fast softmax it replaces.
+    """
+    import numpy as np
+    from tvm import relax, s_tir
+    from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
+
+    from .schedule_rules.attention import query_block
+    from .schedule_rules.common import CpuModel
+
+    q, k, v, mask = wildcard(), wildcard(), wildcard(), is_const()
+    keys_t = is_op("relax.permute_dims")(k)
+    scores = is_op("relax.matmul")(q, keys_t)
+    softmaxes = [is_op("relax.call_tir")(wildcard(), is_tuple([is_op("relax.add")(scores, mask)])),
+                 is_op("relax.call_tir")(wildcard(), is_tuple([scores]))]
+    patterns = [is_op("relax.matmul")(softmax, v) for softmax in softmaxes]
+    queries_per_task = query_block(CpuModel.of(target))
+
+    def softmax_over_last_axis(call, builder) -> bool:
+        """Is ``call`` a call to TVM's fast softmax over its input's last axis?"""
+        func = builder.get()[call.args[0]]
+        try:
+            sch = s_tir.Schedule(func)
+            axis = int(sch.get(sch.get_sblock("T_softmax_norm")).annotations["axis"])
+        except Exception:  # not a softmax kernel (any other call_tir): nothing to fuse
+            return False
+        return axis == len(call.ty.shape) - 1
+
+    def rewriter(call, matches, builder):
+        softmax = next(p for p in softmaxes if p in matches)
+        if not softmax_over_last_axis(matches[softmax], builder):
+            return call
+        mask_value = matches[mask].value.numpy() if softmax is softmaxes[0] else None
+        queries, keys, values = matches[q], matches[k], matches[v]
+        try:
+            q_shape, k_shape, v_shape = ([int(d) for d in t.ty.shape] for t in (queries, keys, values))
+            axes = [int(a) for a in matches[keys_t].attrs.axes]
+        except (TypeError, ValueError, AttributeError):
+            return call
+        rank = len(q_shape)
+        lead, (tq, depth) = q_shape[:-2], q_shape[-2:]
+        tk = k_shape[-2]
+        if rank < 2 or len(k_shape) != rank or len(v_shape) != rank or k_shape != [*lead, tk, depth] \
+                or v_shape[:-1] != [*lead, tk] or axes != [*range(rank - 2), rank - 1, rank - 2] \
+                or any(str(t.ty.dtype) != "float32" for t in (queries, keys, values)):
+            return call
+        padded = -(-tq // queries_per_task) * queries_per_task
+        inputs = [queries, keys, values]
+        if mask_value is not None:
+            if mask_value.ndim < 2 or any(d != 1 for d in mask_value.shape[:-2]) or mask_value.shape[-2:] != (tq, tk):
+                return call  # a mask per head or per image: not this kernel's
+            transposed = mask_value.reshape(tq, tk).T.astype("float32")
+            tail = np.repeat(transposed[:, -1:], padded - tq, axis=1)  # the padded queries repeat the last
+            inputs.append(relax.const(np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))))
+        kernel = builder.add_func(_attention_kernel(lead, tq, tk, depth, v_shape[-1], padded, mask_value is not None),
+                                  "attention")
+        out = relax.call_tir(kernel, inputs, relax.TensorType([*lead, padded, v_shape[-1]], "float32"))
+        if padded == tq:
+            return out
+        return relax.op.strided_slice(out, axes=[rank - 2], begin=[0], end=[tq])
+
+    return _kernel_rewrite_pass(patterns, rewriter, "FusedAttention")
+
+
+_OPAQUE = 8  # TVM's OpPatternKind kOpaque: fused with nothing
+
+
+def _attention_kernel(lead, tq, tk, depth, width, padded, masked: bool):
+    """The TE definition ``schedule_rules.attention`` schedules (its docstring gives the steps)."""
+    from tvm import te, topi
+
+    from .schedule_rules import attention as names
+
+    q = te.placeholder(_int64((*lead, tq, depth)), "float32", "Q")
+    k = te.placeholder(_int64((*lead, tk, depth)), "float32", "K")
+    v = te.placeholder(_int64((*lead, tk, width)), "float32", "V")
+    mask = te.placeholder(_int64((tk, padded)), "float32", "mask_t")
+    queries = te.compute(_int64((*lead, depth, padded)),
+                         lambda *ix: q[(*ix[:-2], te.min(ix[-1], tq - 1), ix[-2])], name=names.QUERIES)
+    d = te.reduce_axis(tuple(_int64((0, depth))), "d")
+    scores = te.compute(_int64((*lead, tk, padded)),
+                        lambda *ix: te.sum(k[(*ix[:-2], ix[-2], d)] * queries[(*ix[:-2], d, ix[-1])], axis=d),
+                        name=names.SCORES)
+    if masked:
+        scores = te.compute(scores.shape, lambda *ix: scores[ix] + mask[ix[-2], ix[-1]], name=names.MASKED)
+    j = te.reduce_axis(tuple(_int64((0, tk))), "j")
+    top = te.compute(_int64((*lead, padded)), lambda *ix: te.max(scores[(*ix[:-1], j, ix[-1])], axis=j),
+                     name=names.MAX)
+    delta = te.compute(scores.shape, lambda *ix: scores[ix] - top[(*ix[:-2], ix[-1])], name=names.DELTA)
+    exp = topi.math.fast_exp(delta)
+    j = te.reduce_axis(tuple(_int64((0, tk))), "j")
+    total = te.compute(_int64((*lead, padded)), lambda *ix: te.sum(exp[(*ix[:-1], j, ix[-1])], axis=j),
+                       name=names.SUM)
+    j = te.reduce_axis(tuple(_int64((0, tk))), "j")
+    values = te.compute(_int64((*lead, padded, width)),
+                        lambda *ix: te.sum(exp[(*ix[:-2], j, ix[-2])] * v[(*ix[:-2], j, ix[-1])], axis=j),
+                        name=names.VALUES)
+    out = te.compute(values.shape, lambda *ix: values[ix] / total[ix[:-1]], name=names.OUT)
+    # Opaque to FuseOps: the strided slice that drops the padded queries then fuses into the
+    # transpose after it, instead of into this kernel, where it would be one more serial pass.
+    func = te.create_prim_func([q, k, v, *([mask] if masked else []), out]).without_attr("global_symbol")
+    return func.with_attr("op_pattern", _OPAQUE)
+
+
 def pack_weights(target):
     """Matmuls by a constant weight [K, N] and NHWC convolutions (one group, a KxK window) by a
     constant HWIO weight read it as panels packed at build time, [ceil(N / nr), K, nr] and

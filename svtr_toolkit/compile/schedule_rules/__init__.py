@@ -8,6 +8,7 @@ that none did), for the build's report.
 from __future__ import annotations
 
 from .amx import AmxContraction
+from .attention import FusedAttention
 from .bf16_dot import Bf16DotContraction
 from .chunked_contraction import ChunkedContraction
 from .contraction import TiledContraction
@@ -23,8 +24,9 @@ def default_rules() -> list:
     # Contractions before row reductions: a matmul with an elementwise epilogue also
     # matches dlight's Reduction pattern (reduction then injective), and would lose its
     # register tiling there; so would a channels-last pooling its vectors along the channels.
-    # The K-chunked fp16 and the bf16 (AMX or dot-product) matmuls are recognised by their block names only.
-    return [AmxContraction(), Bf16DotContraction(), ChunkedContraction(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
+    # The K-chunked fp16 and the bf16 (AMX or dot-product) matmuls and the fused attention are
+    # recognised by their block names only.
+    return [AmxContraction(), Bf16DotContraction(), ChunkedContraction(), FusedAttention(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
             RowReduction(), Injective(), ParallelFallback()]
 
 
