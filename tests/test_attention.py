@@ -88,6 +88,44 @@ def test_attention_is_one_kernel_that_matches_numpy(lead, tokens, depth, masked,
     np.testing.assert_allclose(got, reference(q, k, v, mask), rtol=1e-5, atol=1e-5)  # fp32 sums of up to 200 terms
 
 
+def qkv_attention(batch, tokens, heads, depth, mask):
+    """SVTR's attention as its ONNX export imports: q, k, v cut out of one [batch, tokens,
+    3 * heads * depth] product (reshape, transpose, slices, squeezes), q scaled, the heads'
+    outputs transposed back to [batch, tokens, heads * depth]."""
+    def build(qkv):
+        split = relax.op.permute_dims(relax.op.reshape(qkv, [batch, tokens, 3, heads, depth]), [2, 0, 3, 1, 4])
+        bb = relax.BlockBuilder.current()
+        q, k, v = (bb.emit(relax.op.squeeze(relax.op.strided_slice(split, axes=[0], begin=[n], end=[n + 1]), axis=[0]))
+                   for n in range(3))
+        out = attention(mask)(bb.emit(relax.op.multiply(q, relax.const(depth ** -0.5, "float32"))), k, v)
+        return relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), [batch, tokens, heads * depth])
+    return build
+
+
+def test_q_k_v_are_read_where_the_qkv_product_put_them_and_the_output_as_the_next_product_reads_it():
+    """No copy of q, k, v or of the output around the kernel: the slices and transposes are
+    index arithmetic inside it, and the reshape to [batch, tokens, heads * depth] that the
+    next product (SVTR's projection) reads is a view."""
+    batch, tokens, heads, depth = 2, 50, 2, 32
+    mask = local_mask(tokens, 6)
+    projection = data(heads * depth, heads * depth, seed=5)
+
+    def build(qkv):
+        return relax.op.matmul(qkv_attention(batch, tokens, heads, depth, mask)(qkv), relax.const(projection))
+
+    mod = module(build, (batch, tokens, 3 * heads * depth))
+    target = host_cpu_target().tvm_target()
+    executable = tvm.compile(mod, target, relax_pipeline=host_cpu_target().module.pipeline(target, None, {}))
+    called = re.findall(r"^\s*call\s+(\S+)\s+in:", executable.as_text(), re.M)
+    assert [name for name in called if not name.startswith("vm.builtin")] == ["attention", "matmul"], called
+    qkv = data(batch, tokens, 3 * heads * depth, seed=4, scale=2.0)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(qkv, tvm.cpu())).numpy()
+    q, k, v = qkv.reshape(batch, tokens, 3, heads, depth).transpose(2, 0, 3, 1, 4)
+    heads_out = reference(q * np.float32(depth ** -0.5), k, v, mask)
+    expected = heads_out.transpose(0, 2, 1, 3).reshape(batch, tokens, -1) @ projection
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("why, build, shapes", [
     ("softmax over the queries", attention(softmax_axis=-2), [(2, 16, 8)] * 3),
     ("a mask per head", attention(mask=np.zeros((2, 16, 16), np.float32)), [(2, 16, 8)] * 3),
@@ -111,7 +149,8 @@ def test_register_tiles_are_whole_vectors_of_the_target(spec, register, lanes):
     target = tvm.target.Target(spec)
     (rule, sch), = [found for found in kernels(mod, target).values() if found[0] == "attention"]
     padded = -(-100 // lanes) * lanes
-    assert f"T.Buffer((T.int64(2), T.int64(2), T.int64({padded}), T.int64(32))" in sch.mod["main"].script()
+    assert re.search(rf"attention_values = T.sblock_alloc_buffer\(\(T.int64\(2\), T.int64\(2\), T.int64\({padded}\)",
+                     sch.mod["main"].script())
     executable = tvm.compile(mod, target, relax_pipeline=llvm.pipeline(target))
     asm = executable.mod.imports[0].inspect_source("asm")
     fmas = re.findall(rf"vfmadd\d{{3}}ps\s+([^\n]*%{register}\d+)", asm)

@@ -18,11 +18,14 @@ def _call_rewrite_pass(pattern, rewriter, name: str):
     return _pass
 
 
-def _kernel_rewrite_pass(patterns, rewriter, name: str):
+def _kernel_rewrite_pass(patterns, rewriter, name: str, bindings: bool = False):
     """As ``_call_rewrite_pass``, for rewrites that add kernels: ``rewriter(call, matches,
-    builder)`` may ``builder.add_func`` a PrimFunc and call it; every pattern is applied in turn."""
+    builder)`` may ``builder.add_func`` a PrimFunc and call it; every pattern is applied in turn.
+    With ``bindings``, ``rewriter(call, matches, builder, bound)`` also gets {var: its value}
+    of the function, to look through variables past what the pattern matched."""
     import tvm
     from tvm import relax
+    from tvm.relax.analysis import get_var2val
     from tvm.relax.dpl import rewrite_call
 
     @tvm.transform.module_pass(opt_level=0, name=name)
@@ -31,7 +34,8 @@ def _kernel_rewrite_pass(patterns, rewriter, name: str):
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 for pattern in patterns:
-                    func = rewrite_call(pattern, lambda call, matches: rewriter(call, matches, builder), func)
+                    extra = (get_var2val(func),) if bindings else ()
+                    func = rewrite_call(pattern, lambda call, matches: rewriter(call, matches, builder, *extra), func)
                 builder.update_func(gv, func)
         return builder.get()
 
@@ -248,15 +252,17 @@ def pointwise_convs_as_matmuls():
 
 def fused_attention(target):
     """``matmul(softmax(matmul(q, permute_dims(k)) [+ mask]), v)`` with the softmax over the keys
-    (the last axis) becomes one kernel (``schedule_rules.attention``) reading q, k and v as they
-    are, [..., tokens, d], and the mask, a constant [queries, keys], transposed at build time.
-    The kernel's output has the queries padded to whole vectors (``attention.query_block``); a
-    strided slice, which fuses into the transpose that follows, drops the padding.
+    (the last axis) becomes one kernel (``schedule_rules.attention``). q, k and v are read where
+    they lie: through the reshapes, transposes, slices and squeezes that cut them out of one
+    qkv product (``_view``), q with its scalar scale; the mask, a constant [queries, keys], is
+    transposed at build time. When a transpose of the heads and the tokens follows (the
+    heads' outputs concatenated per token), the kernel writes that layout itself.
 
     Why: SVTR's attention products have 32-term reductions against 50- to 200-wide rows, and the
     softmax between them reads and writes the whole score tensor; split, the three kernels ran at
-    a third to a half of the packed matmuls' speed (docs give the measured effect). fp32 only,
-    CPU targets only: the kernel uses TVM's fast_exp, as the fast softmax it replaces.
+    a third to a half of the packed matmuls' speed, and the copies of q, k, v and of the output
+    around them were kernels of their own (docs give the measured effect). fp32 only, CPU
+    targets only: the kernel uses TVM's fast_exp, as the fast softmax it replaces.
     """
     import numpy as np
     from tvm import relax, s_tir
@@ -270,7 +276,8 @@ def fused_attention(target):
     scores = is_op("relax.matmul")(q, keys_t)
     softmaxes = [is_op("relax.call_tir")(wildcard(), is_tuple([is_op("relax.add")(scores, mask)])),
                  is_op("relax.call_tir")(wildcard(), is_tuple([scores]))]
-    patterns = [is_op("relax.matmul")(softmax, v) for softmax in softmaxes]
+    products = [is_op("relax.matmul")(softmax, v) for softmax in softmaxes]
+    patterns = [is_op("relax.permute_dims")(product) for product in products] + products
     queries_per_task = query_block(CpuModel.of(target))
 
     def softmax_over_last_axis(call, builder) -> bool:
@@ -283,15 +290,16 @@ def fused_attention(target):
             return False
         return axis == len(call.ty.shape) - 1
 
-    def rewriter(call, matches, builder):
-        softmax = next(p for p in softmaxes if p in matches)
+    def rewriter(call, matches, builder, bound):
+        product = next(p for p in products if p in matches)
+        softmax = softmaxes[products.index(product)]
         if not softmax_over_last_axis(matches[softmax], builder):
             return call
         mask_value = matches[mask].value.numpy() if softmax is softmaxes[0] else None
-        queries, keys, values = matches[q], matches[k], matches[v]
         try:
-            q_shape, k_shape, v_shape = ([int(d) for d in t.ty.shape] for t in (queries, keys, values))
+            q_shape, k_shape, v_shape = ([int(d) for d in matches[t].ty.shape] for t in (q, k, v))
             axes = [int(a) for a in matches[keys_t].attrs.axes]
+            out_axes = [int(a) for a in call.attrs.axes] if call.op.name == "relax.permute_dims" else None
         except (TypeError, ValueError, AttributeError):
             return call
         rank = len(q_shape)
@@ -299,44 +307,161 @@ def fused_attention(target):
         tk = k_shape[-2]
         if rank < 2 or len(k_shape) != rank or len(v_shape) != rank or k_shape != [*lead, tk, depth] \
                 or v_shape[:-1] != [*lead, tk] or axes != [*range(rank - 2), rank - 1, rank - 2] \
-                or any(str(t.ty.dtype) != "float32" for t in (queries, keys, values)):
+                or any(str(matches[t].ty.dtype) != "float32" for t in (q, k, v)):
             return call
+        if out_axes is not None and (rank != 4 or out_axes != [0, 2, 1, 3]):
+            return call  # another transpose of the output: the pattern without it takes the product
         padded = -(-tq // queries_per_task) * queries_per_task
-        inputs = [queries, keys, values]
+        views = [_view(matches[t], bound, scaled=t is q) for t in (q, k, v)]
+        inputs, reads = [], []  # the distinct source tensors; the one each view reads
+        for view in views:
+            known = [n for n, source in enumerate(inputs) if source.same_as(view.source)]
+            reads.append(known[0] if known else len(inputs))
+            if not known:
+                inputs.append(view.source)
+        try:
+            source_shapes = [[int(d) for d in source.ty.shape] for source in inputs]
+        except (TypeError, ValueError, AttributeError):
+            return call
+        masks = []
         if mask_value is not None:
             if mask_value.ndim < 2 or any(d != 1 for d in mask_value.shape[:-2]) or mask_value.shape[-2:] != (tq, tk):
                 return call  # a mask per head or per image: not this kernel's
             transposed = mask_value.reshape(tq, tk).T.astype("float32")
             tail = np.repeat(transposed[:, -1:], padded - tq, axis=1)  # the padded queries repeat the last
-            inputs.append(relax.const(np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))))
-        kernel = builder.add_func(_attention_kernel(lead, tq, tk, depth, v_shape[-1], padded, mask_value is not None),
-                                  "attention")
-        out = relax.call_tir(kernel, inputs, relax.TensorType([*lead, padded, v_shape[-1]], "float32"))
-        if padded == tq:
-            return out
-        return relax.op.strided_slice(out, axes=[rank - 2], begin=[0], end=[tq])
+            masks = [np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))]
+            inputs.append(relax.const(masks[0]))
+        out_shape = [*lead, tq, v_shape[-1]] if out_axes is None else [lead[0], tq, lead[1], v_shape[-1]]
+        kernel = _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, v_shape[-1], padded, bool(masks),
+                                   out_axes is not None)
+        return relax.call_tir(builder.add_func(kernel, "attention"), inputs, relax.TensorType(out_shape, "float32"))
 
-    return _kernel_rewrite_pass(patterns, rewriter, "FusedAttention")
+    return _kernel_rewrite_pass(patterns, rewriter, "FusedAttention", bindings=True)
+
+
+class _View:
+    """A tensor read through layout ops: ``source`` and the ops from the tensor down to it
+    (each a reshape, permute_dims, strided_slice or squeeze), and a scalar ``scale`` applied."""
+
+    OPS = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.squeeze")
+
+    def __init__(self, source, steps, scale=None):
+        self.source, self.steps, self.scale = source, steps, scale
+
+    def index(self, index):
+        """The source's index of the tensor's element at ``index`` (TE expressions)."""
+        from tvm import tirx
+
+        for call in self.steps:
+            op, in_shape = call.op.name, [int(d) for d in call.args[0].ty.shape]
+            if op == "relax.squeeze":
+                axes = call.attrs.axis
+                dropped = ({int(a) % len(in_shape) for a in axes} if axes is not None
+                           else {n for n, d in enumerate(in_shape) if d == 1})
+                rest = iter(index)
+                index = [0 if n in dropped else next(rest) for n in range(len(in_shape))]
+            elif op == "relax.permute_dims":
+                axes = call.attrs.axes
+                axes = [int(a) for a in axes] if axes is not None else list(range(len(in_shape)))[::-1]
+                moved = [None] * len(in_shape)
+                for n, axis in enumerate(axes):
+                    moved[axis] = index[n]
+                index = moved
+            elif op == "relax.strided_slice":
+                axes, begin = ([int(v) for v in arg.fields] for arg in call.args[1:3])
+                strides = [int(v) for v in call.args[4].fields] if len(call.args) > 4 else [1] * len(axes)
+                index = list(index)
+                for axis, start, stride in zip(axes, begin, strides):
+                    axis %= len(in_shape)
+                    index[axis] = (start % in_shape[axis]) + index[axis] * stride
+            else:  # reshape: the same element in row-major order
+                linear = 0
+                for i, d in zip(index, [int(d) for d in call.ty.shape]):
+                    linear = linear * d + i
+                index = []
+                for d in reversed(in_shape):
+                    index.insert(0, tirx.floormod(linear, d))
+                    linear = tirx.floordiv(linear, d)
+        return index
+
+
+def _view(expr, bound, scaled: bool = False) -> _View:
+    """``expr`` as a _View of the tensor its layout ops read (``expr`` itself when there are
+    none); with ``scaled``, a multiply by a scalar constant on top is part of the view."""
+    from tvm import relax
+
+    def value(e):
+        return bound.get(e, e) if isinstance(e, relax.Var) else e
+
+    scale = None
+    node = value(expr)
+    if scaled and isinstance(node, relax.Call) and node.op.name == "relax.multiply" \
+            and _scalar_const(node.args[1]) is not None:
+        scale, expr = float(_scalar_const(node.args[1]).value.numpy()), node.args[0]
+    steps, node = [], value(expr)
+    while isinstance(node, relax.Call) and node.op.name in _View.OPS and _static(node):
+        steps.append(node)
+        expr = node.args[0]
+        node = value(expr)
+    return _View(expr, steps, scale)
+
+
+def _static(call) -> bool:
+    """Are the shapes of ``call`` and of its input known numbers, and its slice bounds plain?"""
+    try:
+        [int(d) for d in call.ty.shape] and [int(d) for d in call.args[0].ty.shape]
+        if call.op.name == "relax.strided_slice":
+            [int(v) for arg in call.args[1:] for v in arg.fields]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
 _OPAQUE = 8  # TVM's OpPatternKind kOpaque: fused with nothing
 
 
-def _attention_kernel(lead, tq, tk, depth, width, padded, masked: bool):
-    """The TE definition ``schedule_rules.attention`` schedules (its docstring gives the steps)."""
-    from tvm import te, topi
+def _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, width, padded, masked: bool,
+                      heads_inside: bool):
+    """The TE definition ``schedule_rules.attention`` schedules (its docstring gives the steps):
+    q, k, v read through their ``views`` of the distinct source tensors; the output [*lead, tq,
+    width], or with ``heads_inside`` [batch, tq, heads, width]."""
+    from tvm import te, tirx, topi
 
     from .schedule_rules import attention as names
 
-    q = te.placeholder(_int64((*lead, tq, depth)), "float32", "Q")
-    k = te.placeholder(_int64((*lead, tk, depth)), "float32", "K")
-    v = te.placeholder(_int64((*lead, tk, width)), "float32", "V")
+    from tvm import ir
+    from tvm.sym.analyzer import Analyzer
+
+    sources = [te.placeholder(_int64(shape), "float32", f"source{n}") for n, shape in enumerate(source_shapes)]
+    # The views' index arithmetic (a reshape's divisions and remainders) simplified with the
+    # bounds of each compute's axes, bound as each compute is defined: left as they are, the
+    # divisions stay in the kernel's inner loops.
+    bounds = Analyzer()
+
+    def ranged(shape, body, *reductions):
+        def bound_body(*index):
+            for var, extent in zip(index, _int64(shape)):
+                bounds.bind(var, ir.Range(tirx.const(0, "int64"), extent))
+            for axis in reductions:
+                bounds.bind(axis.var, axis.dom)
+            return body(*index)
+        return bound_body
+
+    def reader(view, source):
+        def read(*index):
+            value = source[tuple(bounds.simplify(i) for i in view.index(list(index)))]
+            return value if view.scale is None else value * tirx.const(view.scale, "float32")
+        return read
+
+    q, k, v = (reader(view, sources[n]) for view, n in zip(views, reads))
     mask = te.placeholder(_int64((tk, padded)), "float32", "mask_t")
     queries = te.compute(_int64((*lead, depth, padded)),
-                         lambda *ix: q[(*ix[:-2], te.min(ix[-1], tq - 1), ix[-2])], name=names.QUERIES)
+                         ranged((*lead, depth, padded), lambda *ix: q(*ix[:-2], te.min(ix[-1], tq - 1), ix[-2])),
+                         name=names.QUERIES)
     d = te.reduce_axis(tuple(_int64((0, depth))), "d")
     scores = te.compute(_int64((*lead, tk, padded)),
-                        lambda *ix: te.sum(k[(*ix[:-2], ix[-2], d)] * queries[(*ix[:-2], d, ix[-1])], axis=d),
+                        ranged((*lead, tk, padded),
+                               lambda *ix: te.sum(k(*ix[:-2], ix[-2], d) * queries[(*ix[:-2], d, ix[-1])], axis=d), d),
                         name=names.SCORES)
     if masked:
         scores = te.compute(scores.shape, lambda *ix: scores[ix] + mask[ix[-2], ix[-1]], name=names.MASKED)
@@ -350,12 +475,16 @@ def _attention_kernel(lead, tq, tk, depth, width, padded, masked: bool):
                        name=names.SUM)
     j = te.reduce_axis(tuple(_int64((0, tk))), "j")
     values = te.compute(_int64((*lead, padded, width)),
-                        lambda *ix: te.sum(exp[(*ix[:-2], j, ix[-2])] * v[(*ix[:-2], j, ix[-1])], axis=j),
+                        ranged((*lead, padded, width),
+                               lambda *ix: te.sum(exp[(*ix[:-2], j, ix[-2])] * v(*ix[:-2], j, ix[-1]), axis=j), j),
                         name=names.VALUES)
-    out = te.compute(values.shape, lambda *ix: values[ix] / total[ix[:-1]], name=names.OUT)
-    # Opaque to FuseOps: the strided slice that drops the padded queries then fuses into the
-    # transpose after it, instead of into this kernel, where it would be one more serial pass.
-    func = te.create_prim_func([q, k, v, *([mask] if masked else []), out]).without_attr("global_symbol")
+    if heads_inside:
+        out = te.compute(_int64((lead[0], tq, lead[1], width)),
+                         lambda n, i, h, y: values[n, h, i, y] / total[n, h, i], name=names.OUT)
+    else:
+        out = te.compute(_int64((*lead, tq, width)), lambda *ix: values[ix] / total[ix[:-1]], name=names.OUT)
+    # Opaque to FuseOps: nothing else is computed in this kernel's loops.
+    func = te.create_prim_func([*sources, *([mask] if masked else []), out]).without_attr("global_symbol")
     return func.with_attr("op_pattern", _OPAQUE)
 
 

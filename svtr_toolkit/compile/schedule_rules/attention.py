@@ -54,7 +54,7 @@ class FusedAttention(CpuRule):
         if not {QUERIES, SCORES, MAX, SUM, VALUES, OUT} <= names:
             return False
         model = CpuModel.of(target)
-        task = self.task(sch, query_block(model))
+        task = self.task(sch, next(b for b in blocks if b.name == OUT), query_block(model))
         self.values(sch, task, model)
         self.softmax(sch, task, MASKED in names)
         self.scores(sch, task, model)
@@ -64,12 +64,22 @@ class FusedAttention(CpuRule):
     # steps
 
     @staticmethod
-    def task(sch, queries: int):
-        """The output's query axis in blocks of ``queries``; the blocks and every axis before
-        them (batch, heads) fused into one parallel loop; V's columns vectorised."""
-        *lead, rows, cols = sch.get_loops(sch.get_sblock(OUT))
+    def task(sch, out, queries: int):
+        """The output's query axis (the one its division by the sums indexes them with) in
+        blocks of ``queries``, the last block partial (the output has the real queries only);
+        those blocks and the other axes but V's columns (batch, heads) fused into one parallel
+        loop; V's columns vectorised."""
+        from tvm.tirx.analysis import undefined_vars
+
+        stmt = sch.get(out.block_rv)
+        sums = next(region for region in stmt.reads if region.source.name == SUM)
+        query = {var.name for var in undefined_vars(sums.region[-1].min)}
+        *loops, cols = [it.loop_rv for it in out.iters]
+        rows = next(it.loop_rv for it in out.iters if it.var.name in query)
+        loops = [loop for loop in loops if not sch.get(loop).same_as(sch.get(rows))]
         outer, inner = sch.split(rows, [None, queries])
-        task = sch.fuse(*lead, outer)
+        sch.reorder(*loops, outer, inner, cols)
+        task = sch.fuse(*loops, outer)
         sch.parallel(task)
         sch.vectorize(cols)
         return task
