@@ -173,3 +173,46 @@ def test_an_opset_12_softmax_over_the_last_axis_runs_in_place_without_reshapes(t
     build.build_engine(path, "x", (2, 5, 7), "fp32", targets.select_target("llvm"), engine, log=lambda *_: None,
                        tuning_dir=None)
     np.testing.assert_allclose(runtime.load_engine(engine).run(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def exported_layer_norm(x):
+    """Layer normalisation over the last axis as paddle2onnx exports it, op by op."""
+    from tvm import relax
+
+    mean = relax.op.mean(x, axis=[-1], keepdims=True)
+    centred = relax.op.subtract(x, mean)
+    variance = relax.op.mean(relax.op.power(centred, relax.const(2.0, "float32")), axis=[-1], keepdims=True)
+    return relax.op.divide(centred, relax.op.sqrt(relax.op.add(variance, relax.const(1e-6, "float32"))))
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 64), (3, 40, 120), (5, 256)])
+def test_an_exported_layer_norm_is_one_kernel_with_numpys_numbers(shape):
+    """SVTR's 64-wide rows, PP-OCRv4's neck's 120, a 2-D input; the rows offset from zero (mean
+    50, deviation 3), so the centring matters."""
+    import tvm
+    from tvm import relax as rx
+
+    from svtr_toolkit.compile.targets import llvm
+
+    bb = rx.BlockBuilder()
+    x = rx.Var("x", rx.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(exported_layer_norm(x))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    target = targets.host_cpu_target()
+    tvm_target = target.tvm_target()
+    with tvm_target:
+        lowered = tvm.transform.Sequential(llvm.lowering_passes(tvm_target))(mod)
+    kernels = [gv.name_hint for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert kernels == ["layer_norm"], kernels
+    report = {}
+    executable = tvm.compile(mod, tvm_target, relax_pipeline=target.module.pipeline(tvm_target, None, report))
+    assert report == {"layer_norm": "row-reduction"}, report
+    data = np.random.default_rng(9).normal(50.0, 3.0, shape).astype(np.float32)
+    got = rx.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data, tvm.cpu())).numpy()
+    x64 = data.astype(np.float64)
+    centred = x64 - x64.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)

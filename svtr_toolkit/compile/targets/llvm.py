@@ -42,11 +42,11 @@ def lowering_passes(target) -> list:
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from ..relax_passes import (bf16_matmuls, bf16_rounding, canonical_elementwise, fp16_matmuls, fused_attention,
-                                network_to_nhwc, pack_weights, pointwise_convs_as_matmuls)
+                                fused_layer_norm, network_to_nhwc, pack_weights, pointwise_convs_as_matmuls)
 
     return [canonical_elementwise(), network_to_nhwc(), relax.transform.FoldConstant(), pointwise_convs_as_matmuls(),
             relax.transform.FoldConstant(), bf16_matmuls(target), fp16_matmuls(target), bf16_rounding(),
-            fused_attention(target), pack_weights(target)] + cpu.legalize_passes(target)
+            fused_attention(target), fused_layer_norm(), pack_weights(target)] + cpu.legalize_passes(target)
 
 
 def lower(mod, target):
