@@ -63,6 +63,11 @@ CASES = {
     "matmul, long K (its weight panel packed)": (
         lambda a, b: relax.op.matmul(a, b), [(2, 20, 1024), (1024, 128)],
         lambda a, b: a @ b, "contraction"),
+    # batch 1: SVTR's rectifier's fully connected layer and PP-OCRv4's squeeze-excitations are
+    # one-row products, whose unit row axis the rule's normalisation drops
+    "matmul of one row (a batch-1 fully connected layer)": (
+        lambda a, b: relax.op.matmul(a, b), [(1, 512), (512, 512)],
+        lambda a, b: a @ b, "contraction"),
     "batch matmul, width 50": (
         lambda a, b: relax.op.matmul(a, b), [(4, 50, 32), (4, 32, 50)],
         lambda a, b: a @ b, "contraction"),

@@ -102,7 +102,7 @@ class TiledContraction(CpuRule):
             return None
         main = reductions[0]
         kinds = main.dom_kind()
-        if not re.fullmatch(r"S+R+", kinds) or kinds.count("S") < (2 if self.broadcast_operand else 1):
+        if not re.fullmatch(r"S+R+", kinds):
             return None
         kernel = _Kernel(blocks, main, [it for it in main.iters if it.kind == "S"],
                          [it for it in main.iters if it.kind == "R"])
@@ -179,8 +179,11 @@ class TiledContraction(CpuRule):
             return None
         s_loops, r_loops = loops[:len(spatial)], loops[len(spatial):]
         width = extents[len(spatial) - 1]
-        if not self.broadcast_operand:
-            nr = vector_factor(width, lanes)
+        if not self.broadcast_operand or len(spatial) == 1:
+            # No rows to reuse the vector operand over (pooling; a product of one row, which
+            # the batch-1 normalisation leaves as [j] x [k]): a tile of j per task, over the
+            # whole reduction.
+            nr = vector_factor(width, lanes) if not self.broadcast_operand else register_tile_width(width, model, bits)
             jo, ji = sch.split(s_loops[-1], [None, nr])
             sch.reorder(*s_loops[:-1], jo, *r_loops, ji)
             tile = sch.fuse(*s_loops[:-1], jo)
