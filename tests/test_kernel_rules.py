@@ -66,9 +66,20 @@ def rules_of(model, shape, precision, spec):
     with target:
         for gvar, func in lowered.functions_items():
             if isinstance(func, tvm.tirx.PrimFunc):
-                found[gvar.name_hint] = (first_rule(func, target)[0],
-                                         expected_rule(gvar.name_hint, func, spec.get("mattr") or []))
+                rule, sch = first_rule(func, target)
+                found[gvar.name_hint] = (rule, expected_rule(gvar.name_hint, func, spec.get("mattr") or []),
+                                         parallel_tasks(sch))
     return found
+
+
+def parallel_tasks(sch):
+    """The fewest iterations of any parallel loop of the schedule (None without one)."""
+    import re
+
+    if sch is None:
+        return None
+    extents = [int(e) for e in re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", sch.mod["main"].script())]
+    return min(extents) if extents else None
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +116,10 @@ def test_every_kernel_gets_the_rule_of_its_class(models, model, cpu, precision, 
     shape = (batch, *shape[1:])
     spec = host_cpu_target().spec if cpu == "host" else CLASSES[cpu].spec()
     found = rules_of(path, shape, precision, spec)
-    wrong = {name: rules for name, rules in found.items() if rules[0] != rules[1]}
+    wrong = {name: rules[:2] for name, rules in found.items() if rules[0] != rules[1]}
     assert not wrong, wrong
-    assert "parallel-fallback" not in {rule for rule, _ in found.values()}
+    assert "parallel-fallback" not in {rule for rule, _, _ in found.values()}
+    # every kernel feeds at least two cores, at batch 1 too (a product of one image's rows
+    # blocked over K ran as one task)
+    alone = {name: tasks for name, (_, _, tasks) in found.items() if tasks is not None and tasks < 2}
+    assert not alone, alone

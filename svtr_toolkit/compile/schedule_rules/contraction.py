@@ -183,15 +183,17 @@ class TiledContraction(CpuRule):
             # No rows to reuse the vector operand over (pooling; a product of one row, which
             # the batch-1 normalisation leaves as [j] x [k]): a tile of j per task, over the
             # whole reduction.
-            nr = vector_factor(width, lanes) if not self.broadcast_operand else register_tile_width(width, model, bits)
+            nr = vector_factor(width, lanes) if not self.broadcast_operand else _narrowed(
+                register_tile_width(width, model, bits), width, 1, model, lanes)
             jo, ji = sch.split(s_loops[-1], [None, nr])
             sch.reorder(*s_loops[:-1], jo, *r_loops, ji)
             tile = sch.fuse(*s_loops[:-1], jo)
             sch.parallel(tile)
             return _Tile(tile, [ji], nr, lanes, r_loops[0])
 
-        nr = register_tile_width(width, model, bits)
         row = _row_axis(spatial, read_vars(stmt))
+        others = _extent(sch, [loop for n, loop in enumerate(s_loops[:-1]) if n != row])
+        nr = _narrowed(register_tile_width(width, model, bits), width, others * extents[row], model, lanes)
         mr = divisor_near(extents[row], model.tile_rows(-(-nr // lanes)))
         jo, ji = sch.split(s_loops[-1], [None, nr])
         io, ii = sch.split(s_loops[row], [None, mr])
@@ -217,6 +219,13 @@ class TiledContraction(CpuRule):
                 blocks = [ib]
             kc = _reduction_block(extents[len(spatial):], nr * bits // 8)
             if kc is not None:  # K-blocks outside the row tiles: each slice of the panel stays in L1
+                if not blocks:
+                    # the row tiles are inside the task here: with few images and j-tiles
+                    # (batch 1), blocks of them make the tasks that feed every core
+                    per_block = _row_tiles_per_task(_extent(sch, [io]), _extent(sch, outer + [jo]), model.cores)
+                    if per_block is not None:
+                        ib, io = sch.split(io, [None, per_block])
+                        blocks = [ib]
                 *window, last = r_loops
                 ko, ki = sch.split(last, [None, kc])
                 sch.reorder(*outer, *blocks, jo, *window, ko, io, ki, ii, ji)
@@ -272,10 +281,11 @@ def register_tile_width(width: int, model: CpuModel, dtype_bits: int) -> int:
 
 
 def in_panels(buffer, width: int, nr: int) -> bool:
-    """Is ``buffer`` a reused operand already laid out as [width / nr, ..., nr] panels, each
-    register tile's panel contiguous (``relax_passes.pack_weights``)?"""
+    """Is ``buffer`` a reused operand already laid out in panels (``relax_passes.pack_weights``),
+    [width / P, ..., P] with P a multiple of ``nr``: each register tile's columns contiguous in
+    every row of its panel (P = nr unless a small product narrowed its tiles, ``_narrowed``)?"""
     shape = [int(d) for d in buffer.shape]
-    return len(shape) >= 3 and shape[-1] == nr and shape[0] * nr == width
+    return len(shape) >= 3 and shape[-1] % nr == 0 and shape[0] * shape[-1] == width
 
 
 def _schedule_errors():
@@ -329,6 +339,24 @@ def _row_tiles_per_block(row_tiles: int, tile_bytes: int, j_tiles: int) -> int |
         return None
     block = divisor_near(row_tiles, max(1, ROW_BLOCK_BYTES // tile_bytes))
     return block if 1 < block < row_tiles else None
+
+
+def _narrowed(nr: int, width: int, rows: int, model: CpuModel, lanes: int) -> int:
+    """``nr``, or one vector when a product this small (``rows`` output rows in all, the STN's
+    fully connected layers at batch 1 or 2) would otherwise leave fewer than two tasks per core:
+    it is bound by reading its weights, and narrower tiles make more tasks to read them."""
+    tiles = -(-width // nr) * max(1, rows // model.tile_rows(-(-nr // lanes)))
+    return lanes if tiles < 2 * model.cores and nr > lanes and width % lanes == 0 else nr
+
+
+def _row_tiles_per_task(row_tiles: int, tasks: int, cores: int) -> int | None:
+    """Row tiles per block when ``tasks`` parallel tasks (images x j-tiles) are fewer than two
+    per core: the divisor of ``row_tiles`` that gives at least that many tasks (each block reads
+    the whole panel again, so no more blocks than that); None when the tasks suffice."""
+    if tasks >= 2 * cores:
+        return None
+    per_block = divisor_near(row_tiles, max(1, row_tiles * tasks // (2 * cores)))
+    return per_block if per_block < row_tiles else None
 
 
 def _is_conditional(sch, block) -> bool:
