@@ -33,7 +33,9 @@ def parse_args(argv):
     parser.add_argument("--input", help="input name and shape, name:N,C,H,W; default: the preset's at --batchsize")
     parser.add_argument("--batchsize", type=cli.positive_int, default=32,
                         help="with --preset and no --input: the batch (default 32)")
-    cli.add_precision(parser, required=True, help="fp16 or fp32")
+    cli.add_precision(parser, required=True,
+                      help="what the engine computes in (docs/design.md, Precision plans: fp32; fp16 and bf16 reduce the "
+                           "recogniser and keep the rectifier and the head fp32)")
     parser.add_argument("--engine_path", type=cli.path,
                         help="where to write the engine (.so); with --preset default "
                              "work/engines/<preset>_bs_<N>_<precision>.so")
