@@ -11,6 +11,7 @@ from tvm import relax  # noqa: E402
 
 from svtr_toolkit.compile.schedule_rules import first_rule  # noqa: E402
 from svtr_toolkit.compile.targets import host_cpu_target, llvm  # noqa: E402
+from test_schedule_rules import main_module  # noqa: E402
 
 AVX2 = {"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2", "+fma", "-avx512f"], "num-cores": 2}
 AVX512 = {"kind": "llvm", "mcpu": "znver4", "mattr": ["+avx2", "+fma", "+avx512f", "+avx512bw", "+avx512vl"],
@@ -30,13 +31,8 @@ def attention(mask=None, softmax_axis=-1):
 
 
 def module(build, *shapes):
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"p{i}", relax.TensorType(shape, "float32")) for i, shape in enumerate(shapes)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(build(*params))
-        bb.emit_func_output(out)
-    return relax.transform.FastMathTransform()(bb.get())
+    """main(*params) = build(*params), through TVM's fast math as every build's module."""
+    return relax.transform.FastMathTransform()(main_module(build, *shapes))
 
 
 def kernels(mod, target):

@@ -193,14 +193,9 @@ def test_an_exported_layer_norm_is_one_kernel_with_numpys_numbers(shape):
     from tvm import relax as rx
 
     from svtr_toolkit.compile.targets import llvm
+    from test_schedule_rules import main_module
 
-    bb = rx.BlockBuilder()
-    x = rx.Var("x", rx.TensorType(shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(exported_layer_norm(x))
-        bb.emit_func_output(out)
-    mod = bb.get()
+    mod = main_module(exported_layer_norm, shape)
     target = targets.host_cpu_target()
     tvm_target = target.tvm_target()
     with tvm_target:
