@@ -187,6 +187,23 @@ def test_a_scale_broadcast_over_the_map_is_read_in_whole_vectors_not_gathers(fea
     assert widths and all(channels % w == 0 and w >= 8 for w in widths), (widths, text)
 
 
+def test_an_axis_of_three_channels_is_vectorised_with_the_row_before_it():
+    """An image's 3 channels (the stem convolutions' zero padding, the TPS grid's x/y pairs):
+    vectorised alone, each parallel iteration was 3 elements (SVTR's padded stem input: 110,976
+    of them); with the row before it, whole vectors of the row."""
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "mattr": ["+avx2", "+fma", "+avx512f"], "num-cores": 2})
+    kernels = scheduled_kernels(lambda a, b: relax.op.add(a, b), (2, 6, 40, 3), (2, 6, 40, 3), target=target)
+    (rule, text), = kernels.values()
+    assert rule == "injective"
+    (tasks,) = [int(t) for t in re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", text)]
+    assert 2 * 6 * 40 * 3 // tasks >= 16, text  # at least a machine vector's elements per iteration
+    widths = [int(w) for w in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)]
+    assert widths and all(w >= 8 and 120 % w == 0 for w in widths), text
+    run, _ = compile_one(lambda a, b: relax.op.add(a, b), (2, 6, 40, 3), (2, 6, 40, 3))
+    a, b = data(2, 6, 40, 3), data(2, 6, 40, 3, seed=1)
+    np.testing.assert_array_equal(run(a, b), a + b)
+
+
 def test_layer_norm_statistics_are_row_reductions():
     def build(x):
         mean = relax.op.mean(x, axis=[-1], keepdims=True)

@@ -128,7 +128,8 @@ def read_vars(block_stmt) -> list[set]:
 def vectorise_nest(sch, block, target, under=None) -> bool:
     """A loop nest of one injective block: its innermost axis vectorised, the rest one parallel
     loop. When the innermost axis is a whole number of vectors the loops are fused first, so
-    short rows still fill vectors; otherwise the innermost axis alone is vectorised (a fused
+    short rows still fill vectors; an axis of at most half a vector (an image's 3 channels) is
+    fused with the one before it; otherwise the innermost axis alone is vectorised (a fused
     index would turn contiguous loads into gathers). With ``under`` (a loop the block was
     computed at, already parallel) only the loops inside it, and they stay serial."""
     loops = sch.get_loops(block)
@@ -149,6 +150,11 @@ def vectorise_nest(sch, block, target, under=None) -> bool:
     inner = vector_factor(extents[-1], lanes)
     if len(loops) > 1 and extents[-1] % lanes == 0:
         loops = [sch.fuse(*loops)]
+    elif len(loops) > 2 and 2 * extents[-1] <= lanes:
+        # an axis of a few elements (an image's 3 channels): with the one before it, so each
+        # parallel iteration is a whole row, not 3 elements
+        loops = [*loops[:-2], sch.fuse(*loops[-2:])]
+        inner = vector_factor(extents[-2] * extents[-1], lanes)
     outer, vector = sch.split(loops[-1], [None, inner])
     if len(loops) > 1:
         outer = sch.fuse(*loops[:-1], outer)
