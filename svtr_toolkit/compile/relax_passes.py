@@ -360,9 +360,11 @@ def fused_attention(target):
         except (TypeError, ValueError, AttributeError):
             return call
         rank = len(q_shape)
+        if rank < 2 or len(k_shape) < 2:
+            return call
         lead, (tq, depth) = q_shape[:-2], q_shape[-2:]
         tk = k_shape[-2]
-        if rank < 2 or len(k_shape) != rank or len(v_shape) != rank or k_shape != [*lead, tk, depth] \
+        if len(k_shape) != rank or len(v_shape) != rank or k_shape != [*lead, tk, depth] \
                 or v_shape[:-1] != [*lead, tk] or axes != [*range(rank - 2), rank - 1, rank - 2] \
                 or any(str(matches[t].ty.dtype) != "float32" for t in (q, k, v)):
             return call
@@ -465,13 +467,13 @@ def _view(expr, bound, scaled: bool = False) -> _View:
 
 def _static(call) -> bool:
     """Are the shapes of ``call`` and of its input known numbers, and its slice bounds plain?"""
+    numbers = [*call.ty.shape, *call.args[0].ty.shape] if hasattr(call.ty, "shape") else None
+    if call.op.name == "relax.strided_slice" and numbers is not None:
+        numbers += [v for arg in call.args[1:] for v in getattr(arg, "fields", [None])]
     try:
-        [int(d) for d in call.ty.shape] and [int(d) for d in call.args[0].ty.shape]
-        if call.op.name == "relax.strided_slice":
-            [int(v) for arg in call.args[1:] for v in arg.fields]
+        return numbers is not None and all(isinstance(int(n), int) for n in numbers)
     except (TypeError, ValueError, AttributeError):
         return False
-    return True
 
 
 _OPAQUE = 8  # TVM's OpPatternKind kOpaque: fused with nothing
