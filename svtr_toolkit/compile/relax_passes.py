@@ -59,6 +59,14 @@ def _scalar_const(expr):
     return relax.const(value.reshape(()), str(value.dtype)) if value.size == 1 else None
 
 
+def _known_shape(expr) -> list[int] | None:
+    """``expr``'s shape as numbers; None where a dimension is symbolic or the shape unknown."""
+    try:
+        return [int(d) for d in expr.ty.shape]
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 _ELEMENTWISE_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.less",
                        "relax.greater", "relax.maximum", "relax.minimum", "relax.power")
 
@@ -182,11 +190,8 @@ def softmax_in_place():
     pattern = is_op("relax.reshape")(softmax, wildcard())
 
     def rewriter(call, matches):
-        try:
-            shape = [int(d) for d in matches[x].ty.shape]
-            flat_shape = [int(d) for d in matches[flat].ty.shape]
-            out_shape = [int(d) for d in call.ty.shape]
-        except (TypeError, ValueError, AttributeError):
+        shape, flat_shape, out_shape = (_known_shape(e) for e in (matches[x], matches[flat], call))
+        if None in (shape, flat_shape, out_shape):
             return call
         axis = int(matches[softmax].attrs.axis)
         if out_shape != shape or not flat_shape or flat_shape[-1] != shape[-1] or axis not in (-1, len(flat_shape) - 1):
@@ -227,22 +232,20 @@ def pointwise_convs_as_matmuls():
 
     def rewriter(call, matches):
         attrs = call.attrs
-        try:
-            kh, kw, cin, cout = (int(d) for d in matches[weight].ty.shape)
-        except (TypeError, ValueError, AttributeError):
+        w_shape = _known_shape(matches[weight])
+        if w_shape is None or len(w_shape) != 4:
             return call
+        kh, kw, cin, cout = w_shape
         if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
                 or int(attrs.groups) != 1 or (kh, kw) != (1, 1) \
                 or any(int(s) != 1 for s in attrs.strides) or any(int(p) != 0 for p in attrs.padding):
             return call
         x, w = matches[data], relax.op.reshape(matches[weight], [cin, cout])
-        try:
-            n, h, wd, _ = (int(d) for d in x.ty.shape)
-        except (TypeError, ValueError, AttributeError):
-            n = h = wd = None
-        if (h, wd) == (1, 1):
+        x_shape = _known_shape(x)
+        if x_shape is not None and len(x_shape) == 4 and x_shape[1:3] == [1, 1]:
             # A map of one pixel per image (a squeeze-excitation's): as [N, 1, 1, C] the matmul
             # has one row per image and no register tile fits; as [N, C] the images are its rows.
+            n = x_shape[0]
             product = relax.op.matmul(relax.op.reshape(x, [n, cin]), w, out_dtype=_out_dtype(attrs))
             return relax.op.reshape(product, [n, 1, 1, cout])
         return relax.op.matmul(x, w, out_dtype=_out_dtype(attrs))
@@ -274,13 +277,10 @@ def fused_layer_norm():
         return bool(call.attrs.keepdims) and axes is not None and [int(a) % rank for a in axes] == [rank - 1]
 
     def rewriter(call, matches, builder):
-        try:
-            shape = [int(d) for d in matches[x].ty.shape]
-        except (TypeError, ValueError, AttributeError):
-            return call
+        shape = _known_shape(matches[x])
         power, epsilon = _scalar_const(matches[exponent]), _scalar_const(matches[eps])
-        if str(matches[x].ty.dtype) != "float32" or power is None or epsilon is None \
-                or float(power.value.numpy()) != 2.0 or not shape \
+        if not shape or str(matches[x].ty.dtype) != "float32" or power is None or epsilon is None \
+                or float(power.value.numpy()) != 2.0 \
                 or not all(over_last_axis(matches[m], len(shape)) for m in (mean, variance)):
             return call
         kernel = builder.add_func(_layer_norm_kernel(shape, float(epsilon.value.numpy())), "layer_norm")
@@ -353,18 +353,18 @@ def fused_attention(target):
         if not softmax_over_last_axis(matches[softmax], builder):
             return call
         mask_value = matches[mask].value.numpy() if softmax is softmaxes[0] else None
-        try:
-            q_shape, k_shape, v_shape = ([int(d) for d in matches[t].ty.shape] for t in (q, k, v))
-            axes = [int(a) for a in matches[keys_t].attrs.axes]
-            out_axes = [int(a) for a in call.attrs.axes] if call.op.name == "relax.permute_dims" else None
-        except (TypeError, ValueError, AttributeError):
+        q_shape, k_shape, v_shape = (_known_shape(matches[t]) for t in (q, k, v))
+        if q_shape is None or k_shape is None or v_shape is None or len(q_shape) < 2 or len(k_shape) < 2:
             return call
+        permutes = [matches[keys_t]] + ([call] if call.op.name == "relax.permute_dims" else [])
+        if any(p.attrs.axes is None for p in permutes):
+            return call  # a full reversal of the axes: neither transpose this kernel takes
+        axes = [int(a) for a in matches[keys_t].attrs.axes]
+        out_axes = [int(a) for a in call.attrs.axes] if len(permutes) > 1 else None
         rank = len(q_shape)
-        if rank < 2 or len(k_shape) < 2:
-            return call
         lead, (tq, depth) = q_shape[:-2], q_shape[-2:]
         tk = k_shape[-2]
-        if len(k_shape) != rank or len(v_shape) != rank or k_shape != [*lead, tk, depth] \
+        if k_shape != [*lead, tk, depth] \
                 or v_shape[:-1] != [*lead, tk] or axes != [*range(rank - 2), rank - 1, rank - 2] \
                 or any(str(matches[t].ty.dtype) != "float32" for t in (q, k, v)):
             return call
@@ -378,21 +378,18 @@ def fused_attention(target):
             reads.append(known[0] if known else len(inputs))
             if not known:
                 inputs.append(view.source)
-        try:
-            source_shapes = [[int(d) for d in source.ty.shape] for source in inputs]
-        except (TypeError, ValueError, AttributeError):
+        source_shapes = [_known_shape(source) for source in inputs]
+        if None in source_shapes:
             return call
-        masks = []
         if mask_value is not None:
             if mask_value.ndim < 2 or any(d != 1 for d in mask_value.shape[:-2]) or mask_value.shape[-2:] != (tq, tk):
                 return call  # a mask per head or per image: not this kernel's
             transposed = mask_value.reshape(tq, tk).T.astype("float32")
             tail = np.repeat(transposed[:, -1:], padded - tq, axis=1)  # the padded queries repeat the last
-            masks = [np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))]
-            inputs.append(relax.const(masks[0]))
+            inputs.append(relax.const(np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))))
         out_shape = [*lead, tq, v_shape[-1]] if out_axes is None else [lead[0], tq, lead[1], v_shape[-1]]
-        kernel = _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, v_shape[-1], padded, bool(masks),
-                                   out_axes is not None)
+        kernel = _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, v_shape[-1], padded,
+                                   mask_value is not None, out_axes is not None)
         return relax.call_tir(builder.add_func(kernel, "attention"), inputs, relax.TensorType(out_shape, "float32"))
 
     return _kernel_rewrite_pass(patterns, rewriter, "FusedAttention", bindings=True)
@@ -467,13 +464,16 @@ def _view(expr, bound, scaled: bool = False) -> _View:
 
 def _static(call) -> bool:
     """Are the shapes of ``call`` and of its input known numbers, and its slice bounds plain?"""
-    numbers = [*call.ty.shape, *call.args[0].ty.shape] if hasattr(call.ty, "shape") else None
-    if call.op.name == "relax.strided_slice" and numbers is not None:
-        numbers += [v for arg in call.args[1:] for v in getattr(arg, "fields", [None])]
-    try:
-        return numbers is not None and all(isinstance(int(n), int) for n in numbers)
-    except (TypeError, ValueError, AttributeError):
+    if _known_shape(call) is None or _known_shape(call.args[0]) is None:
         return False
+    if call.op.name == "relax.strided_slice":
+        try:
+            for arg in call.args[1:]:
+                for bound in arg.fields:
+                    int(bound)  # refuses a symbolic bound
+        except (TypeError, ValueError, AttributeError):
+            return False
+    return True
 
 
 _OPAQUE = 8  # TVM's OpPatternKind kOpaque: fused with nothing
@@ -484,12 +484,10 @@ def _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, width, p
     """The TE definition ``schedule_rules.attention`` schedules (its docstring gives the steps):
     q, k, v read through their ``views`` of the distinct source tensors; the output [*lead, tq,
     width], or with ``heads_inside`` [batch, tq, heads, width]."""
-    from tvm import te, tirx, topi
+    from tvm import ir, te, tirx, topi
+    from tvm.sym.analyzer import Analyzer
 
     from .schedule_rules import attention as names
-
-    from tvm import ir
-    from tvm.sym.analyzer import Analyzer
 
     sources = [te.placeholder(_int64(shape), "float32", f"source{n}") for n, shape in enumerate(source_shapes)]
     # The views' index arithmetic (a reshape's divisions and remainders) simplified with the
@@ -577,10 +575,8 @@ def pack_weights(target):
 
     def rewriter(call, matches, builder):
         x, w = matches[data], matches[weight]
-        try:
-            x_shape = [int(d) for d in x.ty.shape]
-            w_shape = [int(d) for d in w.ty.shape]
-        except (TypeError, ValueError, AttributeError):
+        x_shape, w_shape = _known_shape(x), _known_shape(w)
+        if x_shape is None or w_shape is None:
             return call  # symbolic shapes
         dtype = str(w.ty.dtype)
         if str(x.ty.dtype) != dtype or _out_dtype(call.attrs) not in (None, dtype):
@@ -648,11 +644,10 @@ def bf16_matmuls(target):
         if str(matches[narrow].attrs.dtype) != "bfloat16" or str(matches[rounded].attrs.dtype) != "float32":
             return call
         x, w = matches[value], matches[weight]
-        try:
-            x_shape = [int(d) for d in x.ty.shape]
-            k, n = (int(d) for d in w.ty.shape)
-        except (TypeError, ValueError, AttributeError):
+        x_shape, w_shape = _known_shape(x), _known_shape(w)
+        if x_shape is None or w_shape is None or len(w_shape) != 2:
             return call
+        k, n = w_shape
         weights = w.value.numpy()
         if str(w.ty.dtype) != "float32" or len(x_shape) < 2 or x_shape[-1] != k or x_shape[-2] == 1 \
                 or _out_dtype(call.attrs) not in (None, "float32") or not np.array_equal(round_to(weights, "bf16"), weights):
@@ -697,11 +692,10 @@ def fp16_matmuls(target):
             if str(matches[narrow].attrs.dtype) != "float16" or str(matches[rounded].attrs.dtype) != "float32":
                 return call
             x, w = matches[value], matches[weight]
-            try:
-                x_shape = [int(d) for d in x.ty.shape]
-                k, n = (int(d) for d in w.ty.shape)
-            except (TypeError, ValueError, AttributeError):
+            x_shape, w_shape = _known_shape(x), _known_shape(w)
+            if x_shape is None or w_shape is None or len(w_shape) != 2:
                 return call
+            k, n = w_shape
             weights = w.value.numpy()
             if str(w.ty.dtype) != "float32" or len(x_shape) < 2 or x_shape[-1] != k or x_shape[-2] == 1 \
                     or _out_dtype(call.attrs) not in (None, "float32") \

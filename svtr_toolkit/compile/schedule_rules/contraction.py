@@ -192,12 +192,11 @@ class TiledContraction(CpuRule):
             return _Tile(tile, [ji], nr, lanes, r_loops[0])
 
         row = _row_axis(spatial, read_vars(stmt))
-        others = _extent(sch, [loop for n, loop in enumerate(s_loops[:-1]) if n != row])
-        nr = _narrowed(register_tile_width(width, model, bits), width, others * extents[row], model, lanes)
+        outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
+        nr = _narrowed(register_tile_width(width, model, bits), width, _extent(sch, outer) * extents[row], model, lanes)
         mr = divisor_near(extents[row], model.tile_rows(-(-nr // lanes)))
         jo, ji = sch.split(s_loops[-1], [None, nr])
         io, ii = sch.split(s_loops[row], [None, mr])
-        outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
         panel = _reused_operand(sch, main, spatial, row)
         reduction_bytes = _extent(sch, r_loops) * bits // 8
         if panel is not None and reduction_bytes * nr < PANEL_BYTES:
