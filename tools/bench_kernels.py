@@ -14,8 +14,9 @@ round), every sample once this process is idle (at most --settle_s: TVM's worker
 spinning after a call returns and would slow the next kernel), as tools/bench_cpu.py does. The
 tables give the median GFLOP/s (2*M*N*K / median seconds) with, beside each fp16 kernel, its
 ratio to fp32 at the same K (the median of the per-round ratios), and each kernel's max relative
-error against the float64 product of the same inputs (max |diff| / max |exact|). On a CPU without fp16 arithmetic (no avx512_fp16 / fullfp16) the fp16 kernels
-are emulated and slow. Every number goes to OUT_DIR/bench_kernels.json.
+error against the float64 product of the same inputs (max |diff| / max |exact|). On a CPU without
+fp16 arithmetic (no avx512_fp16 / fullfp16) the fp16 kernels are emulated and slow. Every number
+goes to OUT_DIR/bench_kernels.json.
 """
 import argparse
 import os
