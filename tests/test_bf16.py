@@ -33,6 +33,39 @@ def rounded_matmul(x_shape, weight, bias=None):
     return bb.get()
 
 
+def rounded_conv(x_shape, weight, strides, padding=(1, 1, 1, 1)):
+    """main(x) = conv2d(bf16-rounded x, weight), NCHW as exported: the plan's rounding sits
+    before the transpose the channels-last conversion adds."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xr = bb.emit(relax.op.astype(relax.op.astype(x, "bfloat16"), "float32"))
+            y = bb.emit(relax.op.nn.conv2d(xr, relax.const(weight), strides=strides, padding=padding))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def window_rows(x, kernel: int, strides, pad: int = 1):
+    """x [N, C, H, W] as the rows a convolution multiplies: one per output pixel, the window's
+    terms in the HWIO weight's order (window row, window column, channel)."""
+    padded = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    (sh, sw), (h, w) = strides, x.shape[2:]
+    ho, wo = (h + 2 * pad - kernel) // sh + 1, (w + 2 * pad - kernel) // sw + 1
+    taps = [padded[:, i:i + sh * ho:sh, j:j + sw * wo:sw, :] for i in range(kernel) for j in range(kernel)]
+    return np.stack(taps, axis=3).reshape(x.shape[0] * ho * wo, -1), (ho, wo)
+
+
+# (x [N, C, H, W], output channels, strides): SVTR's first merge, its patch embedding's second
+# convolution, and 40 output channels (a padded last column tile) on a map smaller than the window
+CONVS = [((2, 64, 8, 25), 128, (2, 1)), ((2, 32, 16, 50), 64, (2, 2)), ((1, 32, 3, 2), 40, (1, 1))]
+
+
+def bf16_conv_weight(co, ci, seed=4):
+    return round_to(np.random.default_rng(seed).uniform(-1, 1, (co, ci, 3, 3)).astype(np.float32), "bf16")
+
+
 def compile_for(mod, spec):
     from svtr_toolkit.compile.targets import BuildTarget
 
@@ -66,6 +99,20 @@ def test_bf16_products_are_amx_tiles_or_dot_products_as_the_target_has():
     executable, report = compile_for(mod, CLASSES["zen3-avx2"].spec())
     assert not {"amx-bf16", "avx512-bf16"} & set(report.values()), report
     assert "bf16ps" not in executable.mod.imports[0].inspect_source("asm")
+
+
+@pytest.mark.skipif(host().arch != "x86_64", reason="cross-compiles for x86-64 targets")
+def test_convolutions_of_whole_32_channel_rows_take_the_same_bf16_kernels():
+    """A 3x3 convolution over 64 channels is the bf16 product kernel (its conversion gathers
+    the window) on AMX and on avx512_bf16 CPUs; one over 3 channels (an image's) is not: its
+    taps would split the 32-term rows the conversion fills."""
+    mod = rounded_conv((2, 64, 8, 25), bf16_conv_weight(128, 64), (2, 1))
+    for cpu, rule, instruction in ((XEON, "amx-bf16", r"tdpbf16ps"), (ZEN4, "avx512-bf16", r"vdpbf16ps\s+[^\n]*%zmm\d+, %zmm\d+")):
+        executable, report = compile_for(mod, cpu.spec())
+        assert report.get("conv2d_bf16") == rule, report
+        assert re.search(instruction, executable.mod.imports[0].inspect_source("asm"))
+    _, report = compile_for(rounded_conv((2, 3, 8, 25), bf16_conv_weight(32, 3), (2, 2)), ZEN4.spec())
+    assert "conv2d_bf16" not in report and report.get("conv2d") == "contraction", report
 
 
 @pytest.mark.parametrize("cpu, rule", [(XEON, "amx-bf16"), (ZEN4, "avx512-bf16")])
@@ -143,6 +190,45 @@ def test_dot_product_kernels_match_a_numpy_model_bit_for_bit(x_shape, k, n):
     weights[:k] = weight
     expected = vdpbf16ps_model(rows, weights).reshape(got.shape)
     assert np.array_equal(got, expected), f"{np.mean(got == expected):.2%} equal"
+
+
+@pytest.mark.skipif("avx512bf16" not in host().features, reason="needs a CPU with avx512_bf16 to run vdpbf16ps")
+@pytest.mark.parametrize("x_shape, co, strides", CONVS)
+def test_dot_product_convolutions_match_a_numpy_model_bit_for_bit(x_shape, co, strides):
+    """The convolution's kernel on this host without AMX: bit for bit the numpy model of
+    vdpbf16ps over the rows of the bf16-rounded input's windows (zero padding included)."""
+    from svtr_toolkit.compile.targets import host_cpu_target
+
+    spec = dict(host_cpu_target().spec)
+    spec["mattr"] = [a for a in spec.get("mattr") or [] if not a.startswith("+amx")]
+    weight = bf16_conv_weight(co, x_shape[1])
+    x = np.random.default_rng(5).uniform(-1, 1, x_shape).astype(np.float32)
+    executable, report = compile_for(rounded_conv(x_shape, weight, strides), spec)
+    assert report.get("conv2d_bf16") == "avx512-bf16", report
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    rows, (ho, wo) = window_rows(round_to(x, "bf16"), 3, strides)
+    columns = weight.transpose(2, 3, 1, 0).reshape(-1, co)
+    expected = vdpbf16ps_model(rows, columns).reshape(x_shape[0], ho, wo, co).transpose(0, 3, 1, 2)
+    assert np.array_equal(got, expected), f"{np.mean(got == expected):.2%} equal"
+
+
+@pytest.mark.parametrize("x_shape, co, strides", CONVS)
+def test_bf16_convolutions_are_the_exact_products_of_bf16_values_summed_in_fp32(x_shape, co, strides):
+    """On this host's CPU, whichever kernel it gets: every output within the fp32 summation
+    bound of the exact products of the bf16-rounded input and weights."""
+    from svtr_toolkit.compile.targets import host_cpu_target
+
+    weight = bf16_conv_weight(co, x_shape[1])
+    x = np.random.default_rng(6).uniform(-1, 1, x_shape).astype(np.float32)
+    executable, report = compile_for(rounded_conv(x_shape, weight, strides), host_cpu_target().spec)
+    if host_bf16_instructions():
+        assert report.get("conv2d_bf16") == host_bf16_instructions(), report
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    rows, (ho, wo) = window_rows(round_to(x, "bf16").astype(np.float64), 3, strides)
+    products = rows[:, :, None] * weight.transpose(2, 3, 1, 0).reshape(-1, co).astype(np.float64)
+    exact = products.sum(axis=1).reshape(x_shape[0], ho, wo, co).transpose(0, 3, 1, 2)
+    bound = rows.shape[1] * np.finfo(np.float32).eps * np.abs(products).sum(axis=1)
+    assert np.all(np.abs(got - exact) <= bound.reshape(x_shape[0], ho, wo, co).transpose(0, 3, 1, 2))
 
 
 @pytest.mark.parametrize("x_shape, k, n", [((2, 40, 96), 96, 80), ((3, 2, 80, 240), 240, 240), ((64, 120), 120, 60)])

@@ -211,3 +211,78 @@ def test_an_exported_layer_norm_is_one_kernel_with_numpys_numbers(shape):
     centred = x64 - x64.mean(-1, keepdims=True)
     expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+
+
+@pytest.fixture(scope="module")
+def swish_gelu_model(tmp_path_factory):
+    """A convolution followed by a swish (x * sigmoid(x), PP-OCRv4's neck) and one followed by
+    an erf GELU (SVTR's patch embedding): activations whose fast forms are kernels of their own."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, 3, 3)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(np.array(2 ** -0.5, np.float32), "r"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c0"], ["s0"]),
+             helper.make_node("Mul", ["c0", "s0"], ["a0"]),
+             helper.make_node("Conv", ["a0", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 1]),
+             helper.make_node("Mul", ["c1", "r"], ["g0"]),
+             helper.make_node("Erf", ["g0"], ["g1"]),
+             helper.make_node("Add", ["g1", "one"], ["g2"]),
+             helper.make_node("Mul", ["c1", "g2"], ["g3"]),
+             helper.make_node("Mul", ["g3", "half"], ["y"])]
+    graph = helper.make_graph(nodes, "swish_gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    path = str(tmp_path_factory.mktemp("swish") / "swish_gelu.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def test_fast_math_forms_stay_channels_last_in_their_convolutions_kernels(swish_gelu_model, tmp_path):
+    """The CPU build takes exp/erf's fast forms after the layout conversion: the swish and the
+    GELU are computed in their convolution's kernel (one transpose in, one out), not as
+    kernels of their own behind transposes back to NCHW; the engine keeps onnxruntime's
+    numbers."""
+    import tvm
+
+    target = targets.BuildTarget(targets.host_cpu_target().spec, "t")
+    mod, _ = build._relax_module(onnx_passes.load_onnx(swish_gelu_model), "x", SHAPE, "fp32", target.spec, None)
+    lowered = targets.llvm.lower(mod, target.tvm_target())
+    kernels = [gv.name_hint for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert any("conv2d" in k and "fast_exp" in k for k in kernels), kernels
+    assert any("conv2d" in k and "fast_erf" in k for k in kernels), kernels
+    assert "sigmoid" not in " ".join(kernels)
+    assert len([k for k in kernels if "transpose" in k]) <= 2, kernels
+
+    x = np.random.default_rng(1).uniform(-2, 2, SHAPE).astype(np.float32)
+    expected = ort.InferenceSession(swish_gelu_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    path = str(tmp_path / "swish_gelu.so")
+    build.build_engine(swish_gelu_model, "x", SHAPE, "fp32", targets.select_target("llvm"), path,
+                       log=lambda *_: None, tuning_dir=None)
+    np.testing.assert_allclose(runtime.load_engine(path).run(x), expected, atol=1e-5, rtol=0)
+
+
+def test_sigmoid_through_the_fast_exponential_is_sigmoid_to_float32_rounding():
+    """sigmoid_as_exp + FastMathTransform, compiled for this CPU, against float64's sigmoid over
+    the whole range where it is not flat: a few ulps relative, and no scalar expf calls left
+    (LLVM vectorised the polynomial)."""
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1 << 16,), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.sigmoid(x)))
+        bb.emit_func_output(y)
+    mod = relax_passes.fast_math()(bb.get())
+    assert "sigmoid" not in mod.script() and "fast_exp" in mod.script()
+    executable = tvm.compile(mod, targets.BuildTarget(targets.host_cpu_target().spec, "t").tvm_target())
+    assert "expf" not in executable.mod.imports[0].inspect_source("asm")
+    xs = np.linspace(-80, 80, 1 << 16).astype(np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy().astype(np.float64)
+    exact = 1 / (1 + np.exp(-xs.astype(np.float64)))
+    assert np.max(np.abs(got - exact) / exact) < 64 * np.finfo(np.float32).eps

@@ -167,9 +167,11 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
 
 
 def _relax_module(model, input_name, shape, precision, spec: dict, accumulate):
-    """(the Relax module an engine is compiled from, its precision plan in words)."""
+    """(the Relax module an engine is compiled from, its precision plan in words). The LLVM
+    target takes the fast math forms after its channels-last conversion (its lowering passes)."""
     prepared = prepare_onnx(model, input_name, shape)
-    return to_relax(prepared, input_name, shape, precision, accumulate, reduced_mode(precision, spec, accumulate))
+    return to_relax(prepared, input_name, shape, precision, accumulate, reduced_mode(precision, spec, accumulate),
+                    fast_math=spec.get("kind") != "llvm")
 
 
 def kernel_flops(meta: dict) -> dict:

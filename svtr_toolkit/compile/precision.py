@@ -15,7 +15,7 @@ recogniser between them holds fp16 (bf16) values, computed one of two ways (``re
   operands, GELU's polynomial), which makes it slower than the fp32 engine; this one computes
   what the fp32 engine computes, plus the rounding casts, which fuse into the kernels'
   epilogues. bf16 engines always take this form: their matrix products get bf16 arithmetic in
-  the kernels where the CPU has it (``relax_passes.bf16_matmuls``), everything else stays fp32
+  the kernels where the CPU has it (``relax_passes.bf16_products``), everything else stays fp32
   on bf16 values.
 """
 from __future__ import annotations
@@ -98,15 +98,15 @@ def emulate_plan(model, input_name: str, shape: tuple, precision: str = "fp16", 
 
 
 def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: dict | None = None,
-             mode: str = "mixed"):
+             mode: str = "mixed", fast_math: bool = True):
     """Relax IRModule for the prepared ONNX model, and a line describing the precision plan.
 
     fp16, ``mode`` "mixed": the parts ``reduced_plan`` marks are converted with
     ToMixedPrecision (fp32 accumulation), each part its own function in the module; "storage"
     (and always for bf16): those parts' weights and activations are rounded to the precision and
-    computed in fp32 (``reduced_mode``). exp/erf/tanh/softmax become TVM's fast (polynomial)
-    forms, which LLVM vectorises: otherwise each element is a scalar libm call, and GELU and
-    softmax then take a large share of a tuned CPU engine's time.
+    computed in fp32 (``reduced_mode``). exp/erf/tanh/sigmoid become TVM's fast (polynomial)
+    forms (``relax_passes.fast_math``), unless ``fast_math`` is False: a target that converts
+    the layout first applies them after that (the LLVM target's ``lowering_passes``).
     ``accumulate`` (``fp16_accumulate.setting``'s value, for fp16): the fp16 parts' matmuls
     accumulate in fp16 with an fp32 sum every ``accumulate["chunk"]`` terms.
     """
@@ -117,7 +117,8 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
 
         rounded, parts = round_reduced_parts(model, precision)
         held = f"the operands of its products by weights rounded to {precision}, everything else fp32"
-        mod = _fast_math(_import(rounded, input_name, shape))
+        mod = _import(rounded, input_name, shape)
+        mod = _fast_math(mod) if fast_math else mod
         plan = parts.replace(precision, f"{precision} ({held})")
         if precision == "fp16" and accumulate:
             from .fp16_accumulate import describe
@@ -125,7 +126,7 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
             mod = mod.with_attr(CHUNK_ATTR, accumulate["chunk"])
             plan += f"; {describe(accumulate)}"
         return mod, plan
-    mod, plan = _to_relax(model, input_name, shape, precision)
+    mod, plan = _to_relax(model, input_name, shape, precision, fast_math)
     if precision != "fp16" or not accumulate:
         return mod, plan
     from .fp16_accumulate import describe, rewrite_matmuls
@@ -134,12 +135,13 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
     return mod, f"{plan}; {describe(accumulate)}, {count} matmuls"
 
 
-def _to_relax(model, input_name: str, shape: tuple, precision: str):
+def _to_relax(model, input_name: str, shape: tuple, precision: str, fast_math: bool):
     import tvm
     from tvm import relax
 
     if precision == "fp32":
-        return _fast_math(_import(model, input_name, shape)), "all fp32"
+        mod = _import(model, input_name, shape)
+        return (_fast_math(mod) if fast_math else mod), "all fp32"
     parts = reduced_plan(model)
     if len(parts) == 1:
         mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
@@ -157,13 +159,14 @@ def _to_relax(model, input_name: str, shape: tuple, precision: str):
 
 
 def _fast_math(mod, skip=None):
-    """TVM's FastMathTransform on every function but ``skip`` (the pass cannot visit calls
+    """``relax_passes.fast_math`` on every function but ``skip`` (the pass cannot visit calls
     to other functions, which the chaining ``main`` consists of)."""
     import tvm
-    from tvm import relax
+
+    from .relax_passes import fast_math
 
     kept = {gv: func for gv, func in mod.functions_items() if gv.name_hint != skip}
-    converted = relax.transform.FastMathTransform()(tvm.IRModule(kept))
+    converted = fast_math()(tvm.IRModule(kept))
     for gv, func in mod.functions_items():
         if gv.name_hint == skip:
             converted[gv] = func

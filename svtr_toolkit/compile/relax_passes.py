@@ -126,6 +126,41 @@ def canonical_elementwise():
     return _pass
 
 
+def fast_math():
+    """exp, erf, tanh and sigmoid (``sigmoid_as_exp``) as TVM's fast polynomial forms
+    (FastMathTransform), which LLVM vectorises: otherwise each element is a scalar libm call,
+    and GELU, swish and softmax then take a large share of a CPU engine's time. The fast forms
+    are kernels of their own (``call_tir``), which ``ConvertLayout`` cannot look into: on a
+    channels-last network run it after ``network_to_nhwc``, or every one of them gets a
+    transpose back to NCHW on each side."""
+    import tvm
+    from tvm import relax
+
+    return tvm.transform.Sequential([sigmoid_as_exp(), relax.transform.FastMathTransform()], name="FastMath")
+
+
+def sigmoid_as_exp():
+    """``sigmoid(x)`` as ``1 / (1 + exp(-x))``, the same function, so that FastMathTransform
+    (which has no rule for sigmoid) turns its exponential into TVM's polynomial ``fast_exp``
+    (``fast_math``).
+
+    Why: LLVM has no vector exponential, so TVM's sigmoid is a scalar ``expf`` call per
+    element: PP-OCRv4's swish activations (the neck, the squeeze-excitation) ran at a third to
+    a half of the speed of the products they follow (docs give the measured effect).
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_op, wildcard
+
+    value = wildcard()
+
+    def rewriter(call, matches):
+        x = matches[value]
+        one = relax.const(1.0, str(x.ty.dtype))
+        return relax.op.divide(one, relax.op.add(one, relax.op.exp(relax.op.negative(x))))
+
+    return _call_rewrite_pass(is_op("relax.sigmoid")(value), rewriter, "SigmoidAsExp")
+
+
 def bf16_rounding():
     """``astype(astype(x, bfloat16), float32)`` (the bf16 storage plan's rounding of a value)
     as an explicit round-to-nearest-even on x's bits.
@@ -609,19 +644,25 @@ def pack_weights(target):
     return _kernel_rewrite_pass([matmul, conv], rewriter, "PackWeights")
 
 
-def bf16_matmuls(target):
-    """Matmuls of a bf16 engine whose weight is a constant of bf16 values and whose input the
-    plan rounds to bf16 (``astype(astype(x, bfloat16), float32)``) become bf16 kernels reading
-    x itself: the kernel rounds x to bf16 as it converts it (the same round to nearest even),
-    multiplies bf16 by bf16 and sums in fp32, the weights packed at build time into panels of
-    bf16 pairs. Scheduled on AMX tiles (``schedule_rules.amx``) or with AVX-512 BF16 dot
+def bf16_products(target):
+    """Products by weights of a bf16 engine whose weight is a constant of bf16 values and whose
+    input the plan rounds to bf16 (``astype(astype(x, bfloat16), float32)``) become bf16 kernels
+    reading x itself: matmuls, and NHWC convolutions of one group whose input channels are
+    whole 32-term rows (``TILE_K``: SVTR's patch embedding and merges, PP-OCRv4's neck). The
+    kernel rounds x to bf16 as it converts it (the same round to nearest even), multiplies bf16
+    by bf16 and sums in fp32, the weights packed at build time into panels of bf16 pairs; a
+    convolution's conversion gathers each output pixel's window (the terms in the HWIO
+    weight's order: window row, window column, input channel), so the product is the
+    matmul's. Scheduled on AMX tiles (``schedule_rules.amx``) or with AVX-512 BF16 dot
     products (``schedule_rules.bf16_dot``); only for targets with one of them, every other
     product of a bf16 engine computes its rounded operands in fp32.
 
     Why: a tile instruction multiplies a 16 x 32 block of bf16 activations by a 32 x 16 block of
     weights (16,384 FLOP) and a ``vdpbf16ps`` does 64 FLOP where an fp32 FMA on AVX-512 does 32
     (docs give the measured effect). The products of bf16 values are exact in fp32, so the only
-    difference from the storage plan's fp32 arithmetic is the order of the fp32 sums. Run before
+    difference from the storage plan's fp32 arithmetic is the order of the fp32 sums. A
+    convolution's channels in 32-term rows keep each converted vector inside one window tap
+    (contiguous channels of one input pixel, its tap found once per vector). Run before
     ``bf16_rounding`` (which replaces the pattern this one reads) and after the pointwise
     convolutions became matmuls.
     """
@@ -631,11 +672,17 @@ def bf16_matmuls(target):
 
     from .onnx_passes import round_to
     from .arithmetic import has_bf16_matrix_arithmetic, target_spec
+    from .schedule_rules.bf16_product import TILE_K
 
     value, weight = wildcard(), is_const()
     narrow = is_op("relax.astype")(value)
     rounded = is_op("relax.astype")(narrow)
-    pattern = is_op("relax.matmul")(rounded, weight)
+    matmul = is_op("relax.matmul")(rounded, weight)
+    conv = is_op("relax.nn.conv2d")(rounded, weight)
+    # the channels-last permute network_to_nhwc put between the plan's rounding (in NCHW) and
+    # the convolution: a permute of rounded values is the rounding of the permuted values
+    permuted = is_op("relax.permute_dims")(rounded)
+    conv_of_permuted = is_op("relax.nn.conv2d")(permuted, weight)
     spec = target_spec(target)
 
     def rewriter(call, matches, builder):
@@ -644,19 +691,36 @@ def bf16_matmuls(target):
         if str(matches[narrow].attrs.dtype) != "bfloat16" or str(matches[rounded].attrs.dtype) != "float32":
             return call
         x, w = matches[value], matches[weight]
-        x_shape, w_shape = _known_shape(x), _known_shape(w)
-        if x_shape is None or w_shape is None or len(w_shape) != 2:
+        x_shape, w_shape = _known_shape(matches.get(permuted, x)), _known_shape(w)
+        if x_shape is None or w_shape is None or str(w.ty.dtype) != "float32" \
+                or _out_dtype(call.attrs) not in (None, "float32"):
             return call
-        k, n = w_shape
         weights = w.value.numpy()
-        if str(w.ty.dtype) != "float32" or len(x_shape) < 2 or x_shape[-1] != k or x_shape[-2] == 1 \
-                or _out_dtype(call.attrs) not in (None, "float32") or not np.array_equal(round_to(weights, "bf16"), weights):
-            return call  # (a single row, as in a squeeze-excitation block: too small for tiles)
-        panels, k_padded, n_padded = _bf16_pair_panels(weights)
-        kernel = builder.add_func(_bf16_matmul(x_shape, k, n, k_padded, n_padded), "matmul_bf16")
-        return relax.call_tir(kernel, [x, relax.const(panels)], relax.TensorType([*x_shape[:-1], n], "float32"))
+        if not np.array_equal(round_to(weights, "bf16"), weights):
+            return call
+        if call.op.name == "relax.matmul":
+            if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0] or x_shape[-2] == 1:
+                return call  # (a single row, as in a squeeze-excitation block: too small for tiles)
+            panels, k_padded, n_padded = _bf16_pair_panels(weights)
+            kernel = _bf16_matmul(x_shape, w_shape[0], w_shape[1], k_padded, n_padded)
+            name, out_shape = "matmul_bf16", [*x_shape[:-1], w_shape[1]]
+        else:
+            attrs = call.attrs
+            if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
+                    or int(attrs.groups) != 1 or len(w_shape) != 4 or w_shape[2] % TILE_K:
+                return call
+            kh, kw, ci, co = w_shape
+            panels, k_padded, n_padded = _bf16_pair_panels(weights.reshape(kh * kw * ci, co))
+            window = _Window([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                             [int(v) for v in attrs.dilation])
+            kernel = _bf16_conv(x_shape, w_shape, window, n_padded)
+            name, out_shape = "conv2d_bf16", window.out_shape(x_shape, w_shape)
+            if permuted in matches:
+                x = relax.op.permute_dims(x, matches[permuted].attrs.axes)
+        handle = builder.add_func(kernel, name)
+        return relax.call_tir(handle, [x, relax.const(panels)], relax.TensorType(out_shape, "float32"))
 
-    return _kernel_rewrite_pass([pattern], rewriter, "Bf16Matmuls")
+    return _kernel_rewrite_pass([matmul, conv, conv_of_permuted], rewriter, "Bf16Products")
 
 
 CHUNK_ATTR = "svtr.fp16_chunk"  # module attribute: an fp16 build's K-chunk (fp16_accumulate.setting)
@@ -669,7 +733,7 @@ def fp16_matmuls(target):
     ``CHUNK_ATTR`` terms summed in fp32, the weights packed at build time in panels of the
     fp16 register tile's width. Only when the module carries the chunk (the build's K-chunked
     plan is on: CPUs with fp16 arithmetic); every other product of an fp16 engine computes its
-    rounded operands in fp32. Run before ``bf16_matmuls``' sibling passes that round values."""
+    rounded operands in fp32. Run before ``bf16_products``' sibling passes that round values."""
     import numpy as np
     import tvm
     from tvm import relax
@@ -762,36 +826,71 @@ def _bf16_pair_panels(weights):
 
 
 def _bf16_matmul(x_shape, k, n, k_padded, n_padded):
-    """x [..., K] (float32) @ bf16 pair panels -> [..., N] float32: blocks ``bf16_a`` (x rounded
-    to bf16 bits, round to nearest even, K padded with zeros), ``bf16_matmul`` (fp32 sums, N
-    padded)."""
+    """x [..., K] (float32) @ bf16 pair panels -> [..., N] float32 (``_bf16_kernel``)."""
+    from tvm import te, tirx
+
+    a = te.placeholder(_int64(x_shape), "float32", "A")
+
+    def term(*index):
+        *rows, kk = index
+        return a[(*rows, tirx.min(kk, k - 1))], kk < k
+
+    return _bf16_kernel(a, x_shape[:-1], term, k_padded, n, n_padded)
+
+
+def _bf16_conv(x_shape, w_shape, window: "_Window", n_padded):
+    """NHWC x (float32) convolved with HWIO weights as bf16 pair panels of [KH * KW * Ci, Co]
+    -> NHWC float32 (``_bf16_kernel``): a term kk of output pixel (y, x) is input channel
+    kk % Ci of window tap (kk // (KW * Ci), kk // Ci % KW), zero in the padding."""
+    from tvm import te, tirx
+
+    (_, h, w, ci), (kh, kw, _, co) = x_shape, w_shape
+    (sh, sw), (top, left, _, _), (dh, dw) = window.strides, window.padding, window.dilation
+    a = te.placeholder(_int64(x_shape), "float32", "A")
+
+    def term(i, y, x, kk):
+        row = y * sh + kk // (kw * ci) * dh - top
+        col = x * sw + kk // ci % kw * dw - left
+        inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
+        clamp = lambda v, extent: tirx.max(tirx.min(v, extent - 1), 0)  # noqa: E731
+        return a[i, clamp(row, h), clamp(col, w), kk % ci], inside
+
+    _, ho, wo, _ = window.out_shape(x_shape, w_shape)
+    return _bf16_kernel(a, [x_shape[0], ho, wo], term, kh * kw * ci, co, n_padded)
+
+
+def _bf16_kernel(a, rows, term, k_padded, n, n_padded):
+    """The bf16 product kernel of ``schedule_rules.bf16_product``: blocks ``bf16_a`` ([*rows,
+    Kp] bf16 bits of the terms ``term(*row, kk)`` gives as (an fp32 activation, whether it is
+    one), round to nearest even, zero where it is not) and ``bf16_matmul`` (fp32 sums over Kp
+    against the pair panels [Np / 16, Kp / 2, 16, 2], N padded), the padded columns dropped on
+    the way out."""
     from tvm import te, tirx
 
     from .schedule_rules.bf16_product import A_BLOCK, MATMUL_BLOCK, TILE_COLS
 
-    a = te.placeholder(_int64(x_shape), "float32", "A")
     b = te.placeholder(_int64((n_padded // TILE_COLS, k_padded // 2, TILE_COLS, 2)), "uint16", "B")
 
     def bits(*index):
         # the word written twice rather than bound by a Let (LLVM loads it once): TVM's FLOP
         # estimate, which tools/profile_engine.py --flops uses, has no rule for a Let
-        *rows, kk = index
-        word = tirx.reinterpret("uint32", a[(*rows, tirx.min(kk, k - 1))])
+        value, real = term(*index)
+        word = tirx.reinterpret("uint32", value)
         even = (word >> tirx.const(16, "uint32")) & tirx.const(1, "uint32")
         rounded = ((word + tirx.const(0x7FFF, "uint32") + even) >> tirx.const(16, "uint32")).astype("uint16")
-        return tirx.if_then_else(kk < k, rounded, tirx.const(0, "uint16"))
+        return tirx.if_then_else(real, rounded, tirx.const(0, "uint16"))
 
-    a16 = te.compute(_int64((*x_shape[:-1], k_padded)), bits, name=A_BLOCK)
+    a16 = te.compute(_int64((*rows, k_padded)), bits, name=A_BLOCK)
     r = te.reduce_axis(tuple(_int64((0, k_padded))), "k")
 
     def as_float(value):
         return tirx.reinterpret("float32", value.astype("uint32") << tirx.const(16, "uint32"))
 
     def product(*index):
-        *rows, j = index
-        return te.sum(as_float(a16[(*rows, r)]) * as_float(b[j // TILE_COLS, r // 2, j % TILE_COLS, r % 2]), axis=r)
+        *row, j = index
+        return te.sum(as_float(a16[(*row, r)]) * as_float(b[j // TILE_COLS, r // 2, j % TILE_COLS, r % 2]), axis=r)
 
-    out = te.compute(_int64((*x_shape[:-1], n_padded)), product, name=MATMUL_BLOCK)
+    out = te.compute(_int64((*rows, n_padded)), product, name=MATMUL_BLOCK)
     return te.create_prim_func([a, b, _without_padded_columns(out, n, n_padded)]).without_attr("global_symbol")
 
 

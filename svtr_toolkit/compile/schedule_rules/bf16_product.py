@@ -1,4 +1,4 @@
-"""The bf16 plan's product kernel as ``relax_passes.bf16_matmuls`` builds it, and the steps the
+"""The bf16 plan's product kernel as ``relax_passes.bf16_products`` builds it, and the steps the
 two rules that schedule it share (``amx``: AMX tiles; ``bf16_dot``: AVX-512 BF16 dot products).
 
 The kernel: ``bf16_a`` (the activations' bf16 bits, the reduction padded with zeros to whole

@@ -35,18 +35,21 @@ def resolve(remote=None):
 
 def lowering_passes(target) -> list:
     """TVM's CPU pipeline up to scheduling (legalise + fuse), after the toolkit's rewrites: the
-    network channels-last, pointwise convolutions as matmuls, and the weights of matmuls and
-    convolutions in register-tile panels (``relax_passes``): the module MetaSchedule extracts
-    its tasks from and applies its database to."""
+    network channels-last, then the fast math forms (after it: ConvertLayout cannot see into
+    them), pointwise convolutions as matmuls, and the weights of matmuls and convolutions in
+    register-tile panels (``relax_passes``): the module MetaSchedule extracts its tasks from
+    and applies its database to."""
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from ..relax_passes import (bf16_matmuls, bf16_rounding, canonical_elementwise, fp16_matmuls, fused_attention,
-                                fused_layer_norm, network_to_nhwc, pack_weights, pointwise_convs_as_matmuls)
+    from ..relax_passes import (bf16_products, bf16_rounding, canonical_elementwise, fast_math, fp16_matmuls,
+                                fused_attention, fused_layer_norm, network_to_nhwc, pack_weights,
+                                pointwise_convs_as_matmuls)
 
-    return [canonical_elementwise(), network_to_nhwc(), relax.transform.FoldConstant(), pointwise_convs_as_matmuls(),
-            relax.transform.FoldConstant(), bf16_matmuls(target), fp16_matmuls(target), bf16_rounding(),
-            fused_attention(target), fused_layer_norm(), pack_weights(target)] + cpu.legalize_passes(target)
+    return [canonical_elementwise(), network_to_nhwc(), fast_math(), relax.transform.FoldConstant(),
+            pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target), fp16_matmuls(target),
+            bf16_rounding(), fused_attention(target), fused_layer_norm(), pack_weights(target)] \
+        + cpu.legalize_passes(target)
 
 
 def lower(mod, target):
