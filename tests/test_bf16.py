@@ -115,6 +115,55 @@ def test_convolutions_of_whole_32_channel_rows_take_the_same_bf16_kernels():
     assert "conv2d_bf16" not in report and report.get("conv2d") == "contraction", report
 
 
+def depthwise_then_pointwise(x_shape, depthwise, pointwise):
+    """main(x) = pointwise(round(relu(depthwise(round(relu(x)))))), NCHW as exported, each
+    product's input rounded by the plan: PP-OCRv4's block."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+
+    def rounded(v):
+        return relax.op.astype(relax.op.astype(v, "bfloat16"), "float32")
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.nn.conv2d(rounded(relax.op.nn.relu(x)), relax.const(depthwise), padding=[1, 1, 1, 1],
+                                           groups=x_shape[1]))
+            y = bb.emit(relax.op.nn.conv2d(rounded(relax.op.nn.relu(h)), relax.const(pointwise)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_values_the_plan_rounds_are_stored_in_bf16_between_kernels():
+    """On a bf16-arithmetic CPU the kernels that produce a value the plan rounds store it in
+    bf16 (half the bytes) and its consumers, the depthwise convolution included, read it so;
+    the outputs are the plan's: exact products of the bf16 values in fp32 sums."""
+    from svtr_toolkit.compile.targets import BuildTarget, host_cpu_target, llvm
+
+    rng = np.random.default_rng(7)
+    depthwise = round_to(rng.uniform(-1, 1, (32, 1, 3, 3)).astype(np.float32), "bf16")
+    pointwise = round_to(rng.uniform(-1, 1, (48, 32, 1, 1)).astype(np.float32), "bf16")
+    mod = depthwise_then_pointwise((2, 32, 6, 20), depthwise, pointwise)
+    lowered = llvm.lower(mod, BuildTarget(ZEN4.spec(), "t").tvm_target())
+    kernels = {gv.name_hint: f for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    (conv,) = [f for name, f in kernels.items() if "conv2d" in name]
+    dtypes = re.findall(r'"(\w+)"\)', conv.script().split("def main(")[1].split(":\n")[0])  # its buffers
+    assert dtypes[0] == "bfloat16" and dtypes[-1] == "bfloat16", dtypes  # reads and stores bf16
+
+    x = rng.uniform(-1, 1, (2, 32, 6, 20)).astype(np.float32)
+    executable, _ = compile_for(mod, host_cpu_target().spec)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy().transpose(0, 2, 3, 1)
+    taps, _ = window_rows(round_to(np.maximum(x, 0), "bf16").astype(np.float64), 3, (1, 1))
+    h = np.einsum("nyxtc,tc->nyxc", taps.reshape(2, 6, 20, 9, 32), depthwise[:, 0].transpose(1, 2, 0).reshape(9, 32))
+    # the depthwise sums are fp32 in the engine: one may land across a bf16 rounding boundary
+    # from float64's, so each term of the pointwise product may be one bf16 step (2^-8) off
+    hr = round_to(np.maximum(h, 0).astype(np.float32), "bf16").astype(np.float64)
+    weights = pointwise[:, :, 0, 0].T.astype(np.float64)
+    exact = hr @ weights
+    bound = (32 * np.finfo(np.float32).eps + 2.0 ** -8) * (np.abs(hr) @ np.abs(weights))
+    assert np.all(np.abs(got - exact) <= bound)
+
+
 @pytest.mark.parametrize("cpu, rule", [(XEON, "amx-bf16"), (ZEN4, "avx512-bf16")])
 def test_a_batch_one_product_is_split_across_the_cores(cpu, rule):
     """100 rows at batch 1 (SVTR's later stages): at least two parallel tasks per core, not one

@@ -698,6 +698,11 @@ def bf16_products(target):
         weights = w.value.numpy()
         if not np.array_equal(round_to(weights, "bf16"), weights):
             return call
+        # the kernel reads the values as the plan stores them, in bf16: the producer's kernel
+        # rounds them as it writes them (half the bytes of fp32) and the product copies bits
+        stored = matches[narrow]
+        if permuted in matches:
+            stored = relax.op.permute_dims(stored, matches[permuted].attrs.axes)
         if call.op.name == "relax.matmul":
             if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0] or x_shape[-2] == 1:
                 return call  # (a single row, as in a squeeze-excitation block: too small for tiles)
@@ -707,7 +712,14 @@ def bf16_products(target):
         else:
             attrs = call.attrs
             if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "HWIO", "NHWC") \
-                    or int(attrs.groups) != 1 or len(w_shape) != 4 or w_shape[2] % TILE_K:
+                    or len(w_shape) != 4:
+                return call
+            if int(attrs.groups) > 1:
+                # depthwise (grouped): no dot products, but the values read in bf16 all the same
+                return relax.op.nn.conv2d(stored, relax.op.astype(w, "bfloat16"), attrs.strides,
+                                          attrs.padding, attrs.dilation, attrs.groups, "NHWC", "HWIO", "NHWC",
+                                          "float32")
+            if int(attrs.groups) != 1 or w_shape[2] % TILE_K:
                 return call
             kh, kw, ci, co = w_shape
             panels, k_padded, n_padded = _bf16_pair_panels(weights.reshape(kh * kw * ci, co))
@@ -715,10 +727,8 @@ def bf16_products(target):
                              [int(v) for v in attrs.dilation])
             kernel = _bf16_conv(x_shape, w_shape, window, n_padded)
             name, out_shape = "conv2d_bf16", window.out_shape(x_shape, w_shape)
-            if permuted in matches:
-                x = relax.op.permute_dims(x, matches[permuted].attrs.axes)
         handle = builder.add_func(kernel, name)
-        return relax.call_tir(handle, [x, relax.const(panels)], relax.TensorType(out_shape, "float32"))
+        return relax.call_tir(handle, [stored, relax.const(panels)], relax.TensorType(out_shape, "float32"))
 
     return _kernel_rewrite_pass([matmul, conv, conv_of_permuted], rewriter, "Bf16Products")
 
@@ -826,10 +836,10 @@ def _bf16_pair_panels(weights):
 
 
 def _bf16_matmul(x_shape, k, n, k_padded, n_padded):
-    """x [..., K] (float32) @ bf16 pair panels -> [..., N] float32 (``_bf16_kernel``)."""
+    """x [..., K] (bfloat16) @ bf16 pair panels -> [..., N] float32 (``_bf16_kernel``)."""
     from tvm import te, tirx
 
-    a = te.placeholder(_int64(x_shape), "float32", "A")
+    a = te.placeholder(_int64(x_shape), "bfloat16", "A")
 
     def term(*index):
         *rows, kk = index
@@ -839,14 +849,14 @@ def _bf16_matmul(x_shape, k, n, k_padded, n_padded):
 
 
 def _bf16_conv(x_shape, w_shape, window: "_Window", n_padded):
-    """NHWC x (float32) convolved with HWIO weights as bf16 pair panels of [KH * KW * Ci, Co]
+    """NHWC x (bfloat16) convolved with HWIO weights as bf16 pair panels of [KH * KW * Ci, Co]
     -> NHWC float32 (``_bf16_kernel``): a term kk of output pixel (y, x) is input channel
     kk % Ci of window tap (kk // (KW * Ci), kk // Ci % KW), zero in the padding."""
     from tvm import te, tirx
 
     (_, h, w, ci), (kh, kw, _, co) = x_shape, w_shape
     (sh, sw), (top, left, _, _), (dh, dw) = window.strides, window.padding, window.dilation
-    a = te.placeholder(_int64(x_shape), "float32", "A")
+    a = te.placeholder(_int64(x_shape), "bfloat16", "A")
 
     def term(i, y, x, kk):
         row = y * sh + kk // (kw * ci) * dh - top
@@ -861,10 +871,9 @@ def _bf16_conv(x_shape, w_shape, window: "_Window", n_padded):
 
 def _bf16_kernel(a, rows, term, k_padded, n, n_padded):
     """The bf16 product kernel of ``schedule_rules.bf16_product``: blocks ``bf16_a`` ([*rows,
-    Kp] bf16 bits of the terms ``term(*row, kk)`` gives as (an fp32 activation, whether it is
-    one), round to nearest even, zero where it is not) and ``bf16_matmul`` (fp32 sums over Kp
-    against the pair panels [Np / 16, Kp / 2, 16, 2], N padded), the padded columns dropped on
-    the way out."""
+    Kp] bits of the bf16 terms ``term(*row, kk)`` gives as (an activation of ``a``, whether it
+    is one), zero where it is not) and ``bf16_matmul`` (fp32 sums over Kp against the pair
+    panels [Np / 16, Kp / 2, 16, 2], N padded), the padded columns dropped on the way out."""
     from tvm import te, tirx
 
     from .schedule_rules.bf16_product import A_BLOCK, MATMUL_BLOCK, TILE_COLS
@@ -872,13 +881,8 @@ def _bf16_kernel(a, rows, term, k_padded, n, n_padded):
     b = te.placeholder(_int64((n_padded // TILE_COLS, k_padded // 2, TILE_COLS, 2)), "uint16", "B")
 
     def bits(*index):
-        # the word written twice rather than bound by a Let (LLVM loads it once): TVM's FLOP
-        # estimate, which tools/profile_engine.py --flops uses, has no rule for a Let
         value, real = term(*index)
-        word = tirx.reinterpret("uint32", value)
-        even = (word >> tirx.const(16, "uint32")) & tirx.const(1, "uint32")
-        rounded = ((word + tirx.const(0x7FFF, "uint32") + even) >> tirx.const(16, "uint32")).astype("uint16")
-        return tirx.if_then_else(real, rounded, tirx.const(0, "uint16"))
+        return tirx.if_then_else(real, tirx.reinterpret("uint16", value), tirx.const(0, "uint16"))
 
     a16 = te.compute(_int64((*rows, k_padded)), bits, name=A_BLOCK)
     r = te.reduce_axis(tuple(_int64((0, k_padded))), "k")

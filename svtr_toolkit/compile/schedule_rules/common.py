@@ -125,6 +125,18 @@ def read_vars(block_stmt) -> list[set]:
     return used
 
 
+_FLOAT_CODES = (2, 4)  # tvm.DataTypeCode FLOAT and BFLOAT
+
+
+def value_bits(block_stmt) -> int:
+    """The bits of the widest float a block reads or writes: the type its vectors compute in.
+    A conversion's output type would undersize them (fp32 values stored as bf16: vectors of
+    32 lanes, two registers each of the fp32 arithmetic, and twice the horizontal work)."""
+    widths = [region.source.dtype.bits for region in list(block_stmt.writes) + list(block_stmt.reads)
+              if region.source.dtype.type_code in _FLOAT_CODES]
+    return max(widths) if widths else block_stmt.writes[0].source.dtype.bits
+
+
 def vectorise_nest(sch, block, target, under=None) -> bool:
     """A loop nest of one injective block: its innermost axis vectorised, the rest one parallel
     loop. When the innermost axis is a whole number of vectors the loops are fused first, so
@@ -142,7 +154,7 @@ def vectorise_nest(sch, block, target, under=None) -> bool:
     extents = [int_extent(sch, loop) for loop in loops]
     if not loops or None in extents:
         return False
-    lanes = CpuModel.of(target).lanes(sch.get(block).writes[0].source.dtype.bits)
+    lanes = CpuModel.of(target).lanes(value_bits(sch.get(block)))
     # The vector tile divides the innermost axis even when the loops are fused, so no vector
     # straddles two rows: a read broadcast along the other axes (a [N, 1, 1, C] scale of an
     # [N, H, W, C] map) indexes by the fused index modulo the row, which is then one

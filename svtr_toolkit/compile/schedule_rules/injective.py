@@ -11,7 +11,9 @@ class Injective(CpuRule):
 
     Products keep their own store: inlined into a following addition, LLVM contracts the pair
     into one FMA (one rounding instead of the graph's two), and the STN's sampling grid - a
-    long chain of products and sums - then lands measurably off onnxruntime's.
+    long chain of products and sums - then lands measurably off onnxruntime's. A product that
+    only a conversion reads (a bf16 engine's value stored in bf16) has no addition to fuse with
+    and is inlined: kept, it would be a pass through memory of its own.
     """
 
     name = "injective"
@@ -20,8 +22,10 @@ class Injective(CpuRule):
         if not all(b.is_injective() for b in blocks):
             return False
         kept = []
+        final_stmt = sch.get(blocks[-1].block_rv)
         for block in blocks[:-1]:
-            if _is_product(sch.get(block.block_rv)):
+            stmt = sch.get(block.block_rv)
+            if _is_product(stmt) and not _converts(final_stmt, stmt.body.buffer):
                 kept.append(block.block_rv)
             else:
                 sch.compute_inline(block.block_rv)
@@ -75,6 +79,17 @@ def _shared_outer_loop(sch, kept, final, target):
     if len(anchored) < 2:
         return None, []
     return outer, anchored
+
+
+def _converts(block, buffer) -> bool:
+    """Is ``block`` a conversion of a value of ``buffer`` to another type, and nothing else?"""
+    from tvm import tirx
+
+    body = block.body
+    if not (isinstance(body, tirx.BufferStore) and isinstance(body.value, tirx.Cast)):
+        return False
+    read = getattr(body.value.value, "buffer", None)  # a load (tirx.BufferLoad is not a class here)
+    return read is not None and read.same_as(buffer)
 
 
 def _is_product(block) -> bool:

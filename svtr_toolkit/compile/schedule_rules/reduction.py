@@ -1,7 +1,7 @@
 """Row reductions followed by elementwise work (softmax, layer-norm statistics)."""
 from __future__ import annotations
 
-from .common import CpuModel, int_extent, vector_factor
+from .common import CpuModel, int_extent, value_bits, vector_factor
 from .rule import CpuRule
 
 
@@ -51,7 +51,7 @@ class RowReduction(CpuRule):
                     return False
             elif kinds != "S" * len(rows) + "R" or extents != rows + [width]:
                 return False
-        lanes = CpuModel.of(target).lanes(sch.get(final.block_rv).writes[0].source.dtype.bits)
+        lanes = CpuModel.of(target).lanes(value_bits(sch.get(final.block_rv)))
         vf = vector_factor(width, lanes)
 
         # Elementwise blocks with one consumer are inlined into it; one read twice (softmax's

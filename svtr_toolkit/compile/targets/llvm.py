@@ -47,8 +47,9 @@ def lowering_passes(target) -> list:
                                 pointwise_convs_as_matmuls)
 
     return [canonical_elementwise(), network_to_nhwc(), fast_math(), relax.transform.FoldConstant(),
-            pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target), fp16_matmuls(target),
-            bf16_rounding(), fused_attention(target), fused_layer_norm(), pack_weights(target)] \
+            pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
+            relax.transform.FoldConstant(), fp16_matmuls(target), bf16_rounding(), fused_attention(target),
+            fused_layer_norm(), pack_weights(target)] \
         + cpu.legalize_passes(target)
 
 
