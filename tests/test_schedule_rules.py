@@ -262,6 +262,23 @@ def test_small_batches_keep_one_parallel_pass_per_product():
     assert rule == "injective" and text.count("T.parallel") == 4 + 1
 
 
+def test_a_product_only_a_conversion_reads_is_computed_in_its_pass():
+    """The squeeze-excitation's scaled map stored in bf16: nothing adds to the product, so it
+    is not kept in a pass of its own (a whole map through memory) but computed where it is
+    converted; a product a sum reads stays apart (the rounding the FMA rule protects)."""
+    def scaled(x, s):
+        return relax.op.astype(relax.op.multiply(x, relax.op.nn.relu(s)), "bfloat16")
+
+    (rule, text), = scheduled_kernels(scaled, (8, 6, 10, 48), (8, 1, 1, 48)).values()
+    assert rule == "injective" and text.count("T.parallel") == 1, text
+
+    def summed(x, s):
+        return relax.op.add(relax.op.multiply(x, relax.op.nn.relu(s)), x)
+
+    (rule, text), = scheduled_kernels(summed, (8, 6, 10, 48), (8, 1, 1, 48)).values()
+    assert rule == "injective" and text.count("T.parallel") == 2, text
+
+
 AVX2_2_CORES = {"kind": "llvm", "mcpu": "znver3", "mattr": ["+avx2", "+fma"], "num-cores": 2}
 
 

@@ -88,7 +88,7 @@ def _converts(block, buffer) -> bool:
     body = block.body
     if not (isinstance(body, tirx.BufferStore) and isinstance(body.value, tirx.Cast)):
         return False
-    read = getattr(body.value.value, "buffer", None)  # a load (tirx.BufferLoad is not a class here)
+    read = getattr(body.value.value, "source", None)  # the tensor a load reads
     return read is not None and read.same_as(buffer)
 
 
