@@ -20,6 +20,29 @@ CONVS = [((3, 3), (2, 2), (1, 1, 1, 1), 1), ((3, 3), (2, 1), (1, 1, 1, 1), 1),
          ((5, 5), (1, 2), (2, 2, 2, 2), 4)]
 
 
+def saved_model(tmp_path_factory, name, nodes, inits, input_shape, output, output_shape, opset=16) -> str:
+    """The graph (input x, one float output) as an ONNX file in a fresh temporary folder."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(output_shape))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    path = str(tmp_path_factory.mktemp(name) / f"{name}.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def assert_engine_matches_onnxruntime(model_path, shape, x, tmp_path, precision_name="fp32", atol=1e-5):
+    """The model built for this CPU gives onnxruntime's outputs on ``x`` within ``atol``."""
+    expected = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    path = str(tmp_path / f"engine_{precision_name}.so")
+    meta = build.build_engine(model_path, "x", shape, precision_name, targets.select_target("llvm"), path,
+                              log=lambda *_: None, tuning_dir=None)
+    assert meta["schedules"]["unscheduled"] == []
+    got = runtime.load_engine(path).run(x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def conv_model(tmp_path_factory):
     """The convolutions of CONVS in a chain, each followed by PP-OCRv4's activation tail (a
@@ -41,13 +64,7 @@ def conv_model(tmp_path_factory):
                   helper.make_node("Add", [f"m{i}", f"t{i}"], [f"a{i}"]),
                   helper.make_node("Clip", [f"a{i}", f"lo{i}", f"hi{i}"], [f"r{i}"])]
         current, channels = f"r{i}", out_channels
-    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
-                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["n", "c", "h", "w"])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
-    model.ir_version = 8
-    path = str(tmp_path_factory.mktemp("convs") / "convs.onnx")
-    onnx.save(model, path)
-    return path
+    return saved_model(tmp_path_factory, "convs", nodes, inits, SHAPE, current, ["n", "c", "h", "w"])
 
 
 def relax_module(path, shape=SHAPE):
@@ -98,14 +115,7 @@ def test_pointwise_convolutions_become_matmuls_the_others_stay(conv_model):
 @pytest.mark.parametrize("precision_name, atol", [("fp32", 1e-5), ("fp16", 2e-2)])
 def test_engine_of_the_channels_last_network_matches_onnxruntime(conv_model, tmp_path, precision_name, atol):
     x = np.random.default_rng(0).uniform(-1, 1, SHAPE).astype(np.float32)
-    expected = ort.InferenceSession(conv_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    path = str(tmp_path / f"convs_{precision_name}.so")
-    meta = build.build_engine(conv_model, "x", SHAPE, precision_name, targets.select_target("llvm"), path,
-                              log=lambda *_: None, tuning_dir=None)
-    assert meta["schedules"]["unscheduled"] == []
-    got = runtime.load_engine(path).run(x)
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
+    assert_engine_matches_onnxruntime(conv_model, SHAPE, x, tmp_path, precision_name, atol)
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +133,7 @@ def squeeze_excitation_model(tmp_path_factory):
              helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], kernel_shape=[1, 1]),
              helper.make_node("HardSigmoid", ["c1"], ["gate"], alpha=0.2, beta=0.5),
              helper.make_node("Mul", ["x", "gate"], ["y"])]
-    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8, 5, 7])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 8, 5, 7])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
-    model.ir_version = 8
-    path = str(tmp_path_factory.mktemp("se") / "se.onnx")
-    onnx.save(model, path)
-    return path
+    return saved_model(tmp_path_factory, "se", nodes, inits, [3, 8, 5, 7], "y", [3, 8, 5, 7])
 
 
 def test_pointwise_convolutions_over_one_pixel_take_the_images_as_their_rows(squeeze_excitation_model, tmp_path):
@@ -144,11 +148,7 @@ def test_pointwise_convolutions_over_one_pixel_take_the_images_as_their_rows(squ
     for name in products:
         assert re.search(rf"{name}\b[^\n]*= R\.reshape\([^\n]*R\.shape\(\[3, [48]\]\)", text), text
     x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
-    expected = ort.InferenceSession(squeeze_excitation_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    path = str(tmp_path / "se.so")
-    build.build_engine(squeeze_excitation_model, "x", shape, "fp32", targets.select_target("llvm"), path,
-                       log=lambda *_: None, tuning_dir=None)
-    np.testing.assert_allclose(runtime.load_engine(path).run(x), expected, atol=1e-5, rtol=0)
+    assert_engine_matches_onnxruntime(squeeze_excitation_model, shape, x, tmp_path)
 
 
 def test_an_opset_12_softmax_over_the_last_axis_runs_in_place_without_reshapes(tmp_path):
@@ -232,13 +232,7 @@ def swish_gelu_model(tmp_path_factory):
              helper.make_node("Add", ["g1", "one"], ["g2"]),
              helper.make_node("Mul", ["c1", "g2"], ["g3"]),
              helper.make_node("Mul", ["g3", "half"], ["y"])]
-    graph = helper.make_graph(nodes, "swish_gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
-    model.ir_version = 8
-    path = str(tmp_path_factory.mktemp("swish") / "swish_gelu.onnx")
-    onnx.save(model, path)
-    return path
+    return saved_model(tmp_path_factory, "swish_gelu", nodes, inits, SHAPE, "y", ["n", "c", "h", "w"])
 
 
 def test_fast_math_forms_stay_channels_last_in_their_convolutions_kernels(swish_gelu_model, tmp_path):
@@ -258,11 +252,7 @@ def test_fast_math_forms_stay_channels_last_in_their_convolutions_kernels(swish_
     assert len([k for k in kernels if "transpose" in k]) <= 2, kernels
 
     x = np.random.default_rng(1).uniform(-2, 2, SHAPE).astype(np.float32)
-    expected = ort.InferenceSession(swish_gelu_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    path = str(tmp_path / "swish_gelu.so")
-    build.build_engine(swish_gelu_model, "x", SHAPE, "fp32", targets.select_target("llvm"), path,
-                       log=lambda *_: None, tuning_dir=None)
-    np.testing.assert_allclose(runtime.load_engine(path).run(x), expected, atol=1e-5, rtol=0)
+    assert_engine_matches_onnxruntime(swish_gelu_model, SHAPE, x, tmp_path)
 
 
 def test_sigmoid_through_the_fast_exponential_is_sigmoid_to_float32_rounding():
