@@ -61,7 +61,9 @@ def ended_within(proc, seconds) -> tuple[int, str, float]:
     try:
         _, err = proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        # the whole group (start() gives each command its own session): a forked child that
+        # still holds the pipes would keep communicate() waiting for its end (600 s)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         pytest.fail(f"still running {seconds} s after the signal")
     return proc.returncode, err, time.monotonic() - start_s
