@@ -84,7 +84,16 @@ def run_process(args, timeout=600, env=None, cwd=REPO) -> Ran:
 
 def start_process(args, env=None, cwd=REPO, **popen) -> subprocess.Popen:
     """A command line started as its own process, text pipes for its output, for a test that
-    interrupts it or reads it while it runs."""
+    interrupts it or reads it while it runs. Ctrl-C reaches it as it would from a terminal
+    even when the suite itself runs with SIGINT ignored (a shell's background job, nohup):
+    the command would inherit that and, rightly, keep ignoring it."""
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
+    popen.setdefault("preexec_fn", _interruptible)
     return subprocess.Popen(_command(args), cwd=cwd, text=True, env=_environment(env), **popen)
+
+
+def _interruptible() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -115,3 +115,16 @@ def test_profile_cli_flops_column(built):
     rates = [row[3] for row in rows]
     assert rows and all(r == "-" or float(r) > 0 for r in rates)
     assert any(r != "-" for r in rates) and "-" in rates, done.out  # products have a rate, copies none
+
+
+def test_a_small_rate_keeps_its_digits():
+    """A kernel doing a little arithmetic slowly (a tiny model's, or one on a busy machine)
+    reads as what it is, not 0.0 GFLOP/s, which says it does none."""
+    from svtr_toolkit.bench.profile import KernelTime
+
+    def shown(gflop_per_s):
+        row = KernelTime(kernel="k", calls_per_run=1, ms_per_run=1.0, share=0.5)
+        row.gflop_per_s = gflop_per_s
+        return row.row(rates=True)[3]
+
+    assert [shown(r) for r in (242.04, 0.0413, None)] == ["242.0", "0.041", "-"]

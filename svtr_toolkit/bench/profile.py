@@ -27,8 +27,14 @@ class KernelTime:
 
     def row(self, rates: bool = False) -> list:
         # the name last: fused kernels' names run to a hundred characters and more
-        rate = [] if not rates else ["-" if self.gflop_per_s is None else f"{self.gflop_per_s:.1f}"]
+        rate = [] if not rates else ["-" if self.gflop_per_s is None else _rate(self.gflop_per_s)]
         return [f"{self.ms_per_run:.2f}", f"{100 * self.share:.1f}", f"{self.calls_per_run:g}", *rate, self.kernel]
+
+
+def _rate(gflop_per_s: float) -> str:
+    """One decimal, or two significant digits under 1 GFLOP/s: a small kernel's rate (a copy
+    with a few additions) must not read 0.0, which says it does no arithmetic."""
+    return f"{gflop_per_s:.1f}" if gflop_per_s >= 1 else f"{gflop_per_s:.2g}"
 
 
 def add_rates(profile: dict, flops_per_call: dict) -> None:
