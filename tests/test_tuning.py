@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from svtr_toolkit import runtime
-from svtr_toolkit.compile import build, onnx_passes, precision, targets, tuning
+from svtr_toolkit.compile import build, onnx_passes, targets, tuning
 from svtr_toolkit.compile.tuning import planning
 from svtr_toolkit.compile.tuning.coverage import task_key
 from svtr_toolkit.compile.tuning.database import INFLIGHT_FILE, STUCK_FILE
@@ -47,8 +47,8 @@ def tuned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tuning")
     model = tiny_recogniser(folder / "tiny.onnx")
     prepared = onnx_passes.prepare_onnx(onnx.load(model), "x", SHAPE)
-    mod, _ = precision.to_relax(prepared, "x", SHAPE, "fp32")
     target = targets.select_target("llvm")
+    mod, _ = build.relax_module(prepared, "x", SHAPE, "fp32", target.spec, None)  # the build's module
     db = str(folder / "db")
     first = tuning.tune(mod, target.tvm_target(), db, time_budget_s=600, trials_per_task=2, light_trials=1,
                         log=lambda *_: None)
@@ -193,10 +193,11 @@ def test_shipped_database_covers_svtr_on_its_cpu_class(golden_export):
     if not folders:
         pytest.skip("no shipped database lists x:32,3,64,256 fp32")
     prepared = onnx_passes.prepare_onnx(onnx.load(str(golden_export.out_dir / export.OPT_ONNX)), "x", shape)
-    mod, _ = precision.to_relax(prepared, "x", shape, "fp32")
     for info in folders:
         mattr = [f"+{f}" for f in sorted(info.features)]
-        target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64", "num-cores": info.cores, "mattr": mattr})
+        spec = {"kind": "llvm", "mcpu": "x86-64", "num-cores": info.cores, "mattr": mattr}
+        mod, _ = build.relax_module(prepared, "x", shape, "fp32", spec, None)
+        target = tvm.target.Target(spec)
         hit, total, fraction = tuning.coverage(mod, target, info.folder)
         assert fraction >= 0.95, f"{info.folder}: {hit}/{total} kernels, {fraction:.1%} of FLOPs"
 

@@ -37,7 +37,7 @@ def main(argv=None):
     from svtr_toolkit.compile import tuning
     from svtr_toolkit.compile.onnx_passes import load_onnx, prepare_onnx
     from svtr_toolkit.compile import fp16_accumulate
-    from svtr_toolkit.compile.precision import reduced_mode, to_relax
+    from svtr_toolkit.compile.build import relax_module
     from svtr_toolkit import rpc
     from svtr_toolkit.compile.targets import host_cpu_target, resolve
     from svtr_toolkit.compile.tuning.selection import workload_key
@@ -65,7 +65,7 @@ def main(argv=None):
     for precision in precisions:
         # the same kernels the build will make for this target (fp16: K-chunked or fp16 values in fp32)
         accumulate = fp16_accumulate.setting(precision, target.spec)
-        mod, plan = to_relax(prepared, input_name, shape, precision, accumulate, reduced_mode(precision, target.spec, accumulate))
+        mod, plan = relax_module(prepared, input_name, shape, precision, target.spec, accumulate)
         print(f"{precision}: {plan}", flush=True)
         summary = tuning.tune(mod, target.tvm_target(), folder, time_budget_s=budget,
                               trials_per_task=args.trials_per_task, light_trials=args.light_trials, remote=args.rpc)

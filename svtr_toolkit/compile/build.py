@@ -166,12 +166,18 @@ def build_engine(model_path, input_name, shape, precision, target: BuildTarget, 
     return meta
 
 
-def _relax_module(model, input_name, shape, precision, spec: dict, accumulate):
-    """(the Relax module an engine is compiled from, its precision plan in words). The LLVM
+def relax_module(prepared, input_name, shape, precision, spec: dict, accumulate):
+    """(the Relax module an engine for the target ``spec`` is compiled from, its precision plan
+    in words), from the prepared ONNX model: what the build compiles and the tuner
+    (tools/tune_cpu.py) extracts its kernels from, so the two name the same kernels. The LLVM
     target takes the fast math forms after its channels-last conversion (its lowering passes)."""
-    prepared = prepare_onnx(model, input_name, shape)
     return to_relax(prepared, input_name, shape, precision, accumulate, reduced_mode(precision, spec, accumulate),
                     fast_math=spec.get("kind") != "llvm")
+
+
+def _relax_module(model, input_name, shape, precision, spec: dict, accumulate):
+    """``relax_module`` of the ONNX model as loaded."""
+    return relax_module(prepare_onnx(model, input_name, shape), input_name, shape, precision, spec, accumulate)
 
 
 def kernel_flops(meta: dict) -> dict:

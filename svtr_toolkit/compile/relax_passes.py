@@ -647,15 +647,17 @@ def pack_weights(target):
 def bf16_products(target):
     """Products by weights of a bf16 engine whose weight is a constant of bf16 values and whose
     input the plan rounds to bf16 (``astype(astype(x, bfloat16), float32)``) become bf16 kernels
-    reading x itself: matmuls, and NHWC convolutions of one group whose input channels are
-    whole 32-term rows (``TILE_K``: SVTR's patch embedding and merges, PP-OCRv4's neck). The
-    kernel rounds x to bf16 as it converts it (the same round to nearest even), multiplies bf16
-    by bf16 and sums in fp32, the weights packed at build time into panels of bf16 pairs; a
-    convolution's conversion gathers each output pixel's window (the terms in the HWIO
-    weight's order: window row, window column, input channel), so the product is the
-    matmul's. Scheduled on AMX tiles (``schedule_rules.amx``) or with AVX-512 BF16 dot
-    products (``schedule_rules.bf16_dot``); only for targets with one of them, every other
-    product of a bf16 engine computes its rounded operands in fp32.
+    reading ``astype(x, bfloat16)``, the value as the plan stores it (fusion puts that cast at
+    the end of x's producing kernel, which then writes half the bytes): matmuls, and NHWC
+    convolutions of one group whose input channels are whole 32-term rows (``TILE_K``: SVTR's
+    patch embedding and merges, PP-OCRv4's neck). The kernel copies the bf16 bits, multiplies
+    bf16 by bf16 and sums in fp32, the weights packed at build time into panels of bf16 pairs;
+    a convolution's copy gathers each output pixel's window (the terms in the HWIO weight's
+    order: window row, window column, input channel), so the product is the matmul's.
+    Scheduled on AMX tiles (``schedule_rules.amx``) or with AVX-512 BF16 dot products
+    (``schedule_rules.bf16_dot``). Depthwise (grouped) convolutions read the stored bf16 values
+    too, with bf16 weights and fp32 sums (the depthwise rule). Only for targets with bf16
+    arithmetic: elsewhere every product of a bf16 engine computes its rounded operands in fp32.
 
     Why: a tile instruction multiplies a 16 x 32 block of bf16 activations by a 32 x 16 block of
     weights (16,384 FLOP) and a ``vdpbf16ps`` does 64 FLOP where an fp32 FMA on AVX-512 does 32

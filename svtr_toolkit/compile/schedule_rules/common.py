@@ -125,15 +125,15 @@ def read_vars(block_stmt) -> list[set]:
     return used
 
 
-_FLOAT_CODES = (2, 4)  # tvm.DataTypeCode FLOAT and BFLOAT
-
-
 def value_bits(block_stmt) -> int:
     """The bits of the widest float a block reads or writes: the type its vectors compute in.
     A conversion's output type would undersize them (fp32 values stored as bf16: vectors of
     32 lanes, two registers each of the fp32 arithmetic, and twice the horizontal work)."""
+    from tvm import DataTypeCode
+
+    floats = (DataTypeCode.FLOAT, DataTypeCode.BFLOAT)
     widths = [region.source.dtype.bits for region in list(block_stmt.writes) + list(block_stmt.reads)
-              if region.source.dtype.type_code in _FLOAT_CODES]
+              if region.source.dtype.type_code in floats]
     return max(widths) if widths else block_stmt.writes[0].source.dtype.bits
 
 
