@@ -112,40 +112,41 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
     """
     if mode not in MODES:
         raise ValueError(f"reduced-precision mode must be one of {MODES}, got {mode!r}")
-    if precision in REDUCED and (mode == "storage" or precision == "bf16"):
-        from .relax_passes import CHUNK_ATTR
-
+    storage = precision in REDUCED and (mode == "storage" or precision == "bf16")
+    if storage:
         rounded, parts = round_reduced_parts(model, precision)
         held = f"the operands of its products by weights rounded to {precision}, everything else fp32"
-        mod = _import(rounded, input_name, shape)
-        mod = _fast_math(mod) if fast_math else mod
-        plan = parts.replace(precision, f"{precision} ({held})")
-        if precision == "fp16" and accumulate:
-            from .fp16_accumulate import describe
-
-            mod = mod.with_attr(CHUNK_ATTR, accumulate["chunk"])
-            plan += f"; {describe(accumulate)}"
-        return mod, plan
-    mod, plan = _to_relax(model, input_name, shape, precision, fast_math)
+        mod, plan, chained = _import(rounded, input_name, shape), parts.replace(precision, f"{precision} ({held})"), False
+    else:
+        mod, plan, chained = _to_relax(model, input_name, shape, precision)
+    if fast_math:
+        mod = _fast_math(mod, skip="main" if chained else None)
     if precision != "fp16" or not accumulate:
         return mod, plan
-    from .fp16_accumulate import describe, rewrite_matmuls
+    from .fp16_accumulate import describe
+
+    if storage:
+        from .relax_passes import CHUNK_ATTR
+
+        return mod.with_attr(CHUNK_ATTR, accumulate["chunk"]), f"{plan}; {describe(accumulate)}"
+    from .fp16_accumulate import rewrite_matmuls
 
     mod, count = rewrite_matmuls(mod, accumulate["chunk"])
     return mod, f"{plan}; {describe(accumulate)}, {count} matmuls"
 
 
-def _to_relax(model, input_name: str, shape: tuple, precision: str, fast_math: bool):
+def _to_relax(model, input_name: str, shape: tuple, precision: str):
+    """(module, plan in words, whether ``main`` chains part functions) without fast math:
+    fp32, or fp16 "mixed" (ToMixedPrecision, of the whole model or of its fp16 parts)."""
     import tvm
     from tvm import relax
 
     if precision == "fp32":
-        mod = _import(model, input_name, shape)
-        return (_fast_math(mod) if fast_math else mod), "all fp32"
+        return _import(model, input_name, shape), "all fp32", False
     parts = reduced_plan(model)
     if len(parts) == 1:
         mixed = relax.transform.ToMixedPrecision(out_dtype="float32")
-        return _fast_math(mixed(_import(model, input_name, shape))), "fp16 compute, fp32 accumulate/IO"
+        return mixed(_import(model, input_name, shape)), "fp16 compute, fp32 accumulate/IO", False
     functions, part_shape, described = [], list(shape), []
     for name, part, fp16 in parts:
         part_input = input_name if not functions else part.graph.input[0].name
@@ -155,7 +156,7 @@ def _to_relax(model, input_name: str, shape: tuple, precision: str, fast_math: b
         functions.append((name, func))
         part_shape = [int(d) for d in func.ret_ty.shape]
         described.append(f"{name} {'fp16' if fp16 else 'fp32'} ({len(part.graph.node)} nodes)")
-    return _fast_math(_chain(functions, input_name, shape), skip="main"), ", ".join(described)
+    return _chain(functions, input_name, shape), ", ".join(described), True
 
 
 def _fast_math(mod, skip=None):

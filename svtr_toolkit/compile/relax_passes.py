@@ -634,8 +634,7 @@ def pack_weights(target):
             if layout is None:
                 return call
             panels, padded, nr = layout
-            window = _Window([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
-                             [int(v) for v in attrs.dilation])
+            window = _Window.of(attrs)
             kernel = _panel_conv(x_shape, w_shape, padded, nr, window, dtype)
             name, out_shape = "conv2d_packed", window.out_shape(x_shape, w_shape)
         handle = builder.add_func(kernel, name)
@@ -721,12 +720,11 @@ def bf16_products(target):
                 return relax.op.nn.conv2d(stored, relax.op.astype(w, "bfloat16"), attrs.strides,
                                           attrs.padding, attrs.dilation, attrs.groups, "NHWC", "HWIO", "NHWC",
                                           "float32")
-            if int(attrs.groups) != 1 or w_shape[2] % TILE_K:
+            if w_shape[2] % TILE_K:
                 return call
             kh, kw, ci, co = w_shape
             panels, k_padded, n_padded = _bf16_pair_panels(weights.reshape(kh * kw * ci, co))
-            window = _Window([int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
-                             [int(v) for v in attrs.dilation])
+            window = _Window.of(attrs)
             kernel = _bf16_conv(x_shape, w_shape, window, n_padded)
             name, out_shape = "conv2d_bf16", window.out_shape(x_shape, w_shape)
         handle = builder.add_func(kernel, name)
@@ -958,6 +956,11 @@ class _Window:
 
     def __init__(self, strides, padding, dilation):
         self.strides, self.padding, self.dilation = strides, padding, dilation
+
+    @classmethod
+    def of(cls, attrs) -> "_Window":
+        """The window of a Relax conv2d's attributes."""
+        return cls([int(v) for v in attrs.strides], [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation])
 
     def out_shape(self, x_shape, w_shape):
         (n, h, w, _), (kh, kw, _, co) = x_shape, w_shape
