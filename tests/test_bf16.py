@@ -13,38 +13,31 @@ from tvm import relax  # noqa: E402
 from svtr_toolkit.compile.onnx_passes import round_to  # noqa: E402
 from svtr_toolkit.cpu_features import host  # noqa: E402
 from test_cpu_classes import CLASSES  # noqa: E402
+from test_schedule_rules import main_module  # noqa: E402
 
 XEON = CLASSES["xeon-avx512-fp16"]
 ZEN4 = CLASSES["zen4-avx512-bf16"]
 
 
+def rounded(v):
+    """The plan's rounding of a value to bf16, as the bf16 engine's module writes it."""
+    return relax.op.astype(relax.op.astype(v, "bfloat16"), "float32")
+
+
 def rounded_matmul(x_shape, weight, bias=None):
     """main(x) = matmul(bf16-rounded x, weight) [+ bias, relu]: a product of the bf16 plan."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            xr = bb.emit(relax.op.astype(relax.op.astype(x, "bfloat16"), "float32"))
-            y = bb.emit(relax.op.matmul(xr, relax.const(weight)))
-            if bias is not None:
-                y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    def build(x):
+        y = relax.op.matmul(rounded(x), relax.const(weight))
+        return y if bias is None else relax.op.nn.relu(relax.op.add(y, relax.const(bias)))
+
+    return main_module(build, x_shape)
 
 
 def rounded_conv(x_shape, weight, strides, padding=(1, 1, 1, 1)):
     """main(x) = conv2d(bf16-rounded x, weight), NCHW as exported: the plan's rounding sits
     before the transpose the channels-last conversion adds."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            xr = bb.emit(relax.op.astype(relax.op.astype(x, "bfloat16"), "float32"))
-            y = bb.emit(relax.op.nn.conv2d(xr, relax.const(weight), strides=strides, padding=padding))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    return main_module(lambda x: relax.op.nn.conv2d(rounded(x), relax.const(weight), strides=strides,
+                                                    padding=padding), x_shape)
 
 
 def window_rows(x, kernel: int, strides, pad: int = 1):
@@ -118,20 +111,12 @@ def test_convolutions_of_whole_32_channel_rows_take_the_same_bf16_kernels():
 def depthwise_then_pointwise(x_shape, depthwise, pointwise):
     """main(x) = pointwise(round(relu(depthwise(round(relu(x)))))), NCHW as exported, each
     product's input rounded by the plan: PP-OCRv4's block."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    def build(x):
+        h = relax.op.nn.conv2d(rounded(relax.op.nn.relu(x)), relax.const(depthwise), padding=[1, 1, 1, 1],
+                               groups=x_shape[1])
+        return relax.op.nn.conv2d(rounded(relax.op.nn.relu(h)), relax.const(pointwise))
 
-    def rounded(v):
-        return relax.op.astype(relax.op.astype(v, "bfloat16"), "float32")
-
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            h = bb.emit(relax.op.nn.conv2d(rounded(relax.op.nn.relu(x)), relax.const(depthwise), padding=[1, 1, 1, 1],
-                                           groups=x_shape[1]))
-            y = bb.emit(relax.op.nn.conv2d(rounded(relax.op.nn.relu(h)), relax.const(pointwise)))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get()
+    return main_module(build, x_shape)
 
 
 def test_values_the_plan_rounds_are_stored_in_bf16_between_kernels():
