@@ -26,6 +26,13 @@ def bf16_matrix_instructions(spec: dict | None) -> str | None:
     return None
 
 
+def has_bf16_dot_products(spec: dict | None) -> bool:
+    """AVX-512 BF16 dot products (``vdpbf16ps``), with or without AMX tiles beside them."""
+    if not spec or spec.get("kind") != "llvm":
+        return False
+    return {"+avx512bf16", "+avx512f"} <= {str(a) for a in spec.get("mattr") or []}
+
+
 def has_bf16_matrix_arithmetic(spec: dict | None) -> bool:
     return bf16_matrix_instructions(spec) is not None
 

@@ -202,8 +202,8 @@ def split_ctc_head(model: onnx.ModelProto):
 _MOVE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Concat", "Flatten", "Shape", "Gather"}
 
 
-EMULATED_ROUNDINGS = ("all", "weights", "activations", "products")
-# ops whose first two inputs are the operands of matrix products (the "products" rounding)
+EMULATED_ROUNDINGS = ("all", "weights", "activations", "products", "all_products")
+# ops whose first two inputs are the operands of matrix products (the "products" roundings)
 PRODUCT_OPS = {"Conv", "MatMul", "Gemm"}
 
 
@@ -235,7 +235,8 @@ def emulate_storage(model: onnx.ModelProto, region: set, rounding: str = "all",
     region's products by weights read (both operands of every Conv, MatMul and Gemm with a
     constant operand) and keeps every other value fp32: the arithmetic of bf16 matrix
     instructions (bf16 operands, fp32 sums), with the epilogues around them and the products of
-    two activations (attention) in fp32.
+    two activations (attention) in fp32. "all_products" rounds the operands of the products of
+    two activations too (attention's scores and values: bf16 attention kernels).
     """
     from onnx import TensorProto
 
@@ -282,8 +283,9 @@ def emulate_storage(model: onnx.ModelProto, region: set, rounding: str = "all",
         if node.op_type == "Constant" or not set(node.output) & region:
             nodes.append(node)
             continue
-        if rounding == "products":
-            if node.op_type in PRODUCT_OPS and any(name in values for name in node.input[:2]):
+        if rounding in ("products", "all_products"):
+            by_weight = any(name in values for name in node.input[:2])
+            if node.op_type in PRODUCT_OPS and (by_weight or rounding == "all_products"):
                 for k, name in enumerate(node.input[:2]):
                     constant = name in values and values[name].dtype == np.float32 and values[name].size > 0
                     if constant or (name not in values and types.get(name) == TensorProto.FLOAT):

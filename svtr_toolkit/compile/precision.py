@@ -73,16 +73,20 @@ def reduced_mode(precision: str, spec: dict | None, accumulate: dict | None) -> 
 
 
 # What a reduced precision rounds on CPUs (``onnx_passes.emulate_storage``): the operands of
-# the recogniser's products by weights, as fp16/bf16 matrix arithmetic reads them; sums,
-# epilogues and the products of two activations stay fp32.
-ROUNDING = "products"
+# the recogniser's matrix products, as fp16/bf16 matrix arithmetic reads them; sums and
+# epilogues stay fp32. bf16 rounds attention's products of two activations too (its kernel
+# computes them with bf16 dot products where the CPU has them); fp16 keeps those fp32 (no fp16
+# attention kernel: rounding them would only add conversions).
+ROUNDING = {"fp16": "products", "bf16": "all_products"}
+HELD = {"products": "the operands of its products by weights rounded to {}",
+        "all_products": "the operands of its matrix products (attention's too) rounded to {}"}
 
 
 def round_reduced_parts(prepared, precision: str = "fp16", rounding: str | None = None):
     """``prepared`` (an ONNX model already through ``prepare_onnx``) with ``reduced_plan``'s
     reduced parts rounded to ``precision`` in fp32 arithmetic (``emulate_storage``; ``rounding``
-    defaults to ``ROUNDING``); returns (model, a line naming the parts)."""
-    rounding = ROUNDING if rounding is None else rounding
+    defaults to the precision's ``ROUNDING``); returns (model, a line naming the parts)."""
+    rounding = ROUNDING[precision] if rounding is None else rounding
     parts = reduced_plan(prepared)
     region = {o for _, part, reduced in parts if reduced for n in part.graph.node for o in n.output}
     plan = ", ".join(f"{name} {precision if reduced else 'fp32'}" for name, _, reduced in parts)
@@ -115,7 +119,7 @@ def to_relax(model, input_name: str, shape: tuple, precision: str, accumulate: d
     storage = precision in REDUCED and (mode == "storage" or precision == "bf16")
     if storage:
         rounded, parts = round_reduced_parts(model, precision)
-        held = f"the operands of its products by weights rounded to {precision}, everything else fp32"
+        held = f"{HELD[ROUNDING[precision]].format(precision)}, everything else fp32"
         mod, plan, chained = _import(rounded, input_name, shape), parts.replace(precision, f"{precision} ({held})"), False
     else:
         mod, plan, chained = _to_relax(model, input_name, shape, precision)

@@ -1,4 +1,7 @@
 """Relax graph rewrites applied when building engines."""
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 def _call_rewrite_pass(pattern, rewriter, name: str):
@@ -353,24 +356,36 @@ def fused_attention(target):
     Why: SVTR's attention products have 32-term reductions against 50- to 200-wide rows, and the
     softmax between them reads and writes the whole score tensor; split, the three kernels ran at
     a third to a half of the packed matmuls' speed, and the copies of q, k, v and of the output
-    around them were kernels of their own (docs give the measured effect). fp32 only, CPU
-    targets only: the kernel uses TVM's fast_exp, as the fast softmax it replaces.
+    around them were kernels of their own (docs give the measured effect). CPU targets only:
+    the kernel uses TVM's fast_exp, as the fast softmax it replaces.
+
+    A bf16 engine's plan rounds the four operands of the two products to bf16 (q, k, the
+    softmax's output and v, each ``astype(astype(x, bfloat16), float32)``): the kernel reads
+    through those roundings and applies them itself, rounding the unnormalised exponentials
+    (the division by their sum comes after the product, as in the fp32 kernel). On CPUs with
+    AVX-512 BF16 both products are bf16 dot products (``schedule_rules.attention_bf16``);
+    elsewhere the fp32 kernel computes the rounded values.
     """
     import numpy as np
     from tvm import relax, s_tir
     from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
+    from .arithmetic import has_bf16_dot_products, target_spec
     from .schedule_rules.attention import query_block
     from .schedule_rules.common import CpuModel
 
+    def maybe_rounded(pattern):
+        return pattern | is_op("relax.astype")(is_op("relax.astype")(pattern))
+
     q, k, v, mask = wildcard(), wildcard(), wildcard(), is_const()
     keys_t = is_op("relax.permute_dims")(k)
-    scores = is_op("relax.matmul")(q, keys_t)
+    scores = is_op("relax.matmul")(q, maybe_rounded(keys_t))
     softmaxes = [is_op("relax.call_tir")(wildcard(), is_tuple([is_op("relax.add")(scores, mask)])),
                  is_op("relax.call_tir")(wildcard(), is_tuple([scores]))]
-    products = [is_op("relax.matmul")(softmax, v) for softmax in softmaxes]
+    products = [is_op("relax.matmul")(maybe_rounded(softmax), v) for softmax in softmaxes]
     patterns = [is_op("relax.permute_dims")(product) for product in products] + products
     queries_per_task = query_block(CpuModel.of(target))
+    bf16_dots = has_bf16_dot_products(target_spec(target))
 
     def softmax_over_last_axis(call, builder) -> bool:
         """Is ``call`` a call to TVM's fast softmax over its input's last axis?"""
@@ -388,7 +403,15 @@ def fused_attention(target):
         if not softmax_over_last_axis(matches[softmax], builder):
             return call
         mask_value = matches[mask].value.numpy() if softmax is softmaxes[0] else None
-        q_shape, k_shape, v_shape = (_known_shape(matches[t]) for t in (q, k, v))
+        # the plan's bf16 roundings of the products' operands (bf16 engines): all four or none
+        operands = [_bound(matches[scores].args[1], bound), _bound(matches[product].args[0], bound)]
+        rounded = [_bf16_rounded(operand, bound) is not None for operand in (matches[q], *operands, matches[v])]
+        if any(rounded) and not all(rounded):
+            return call
+        rounded = all(rounded)
+        operand = {t: _bf16_rounded(matches[t], bound) if rounded else matches[t] for t in (q, k, v)}
+        operand[k] = matches[k]  # (k's rounding is above its permute)
+        q_shape, k_shape, v_shape = (_known_shape(operand[t]) for t in (q, k, v))
         if q_shape is None or k_shape is None or v_shape is None or len(q_shape) < 2 or len(k_shape) < 2:
             return call
         permutes = [matches[keys_t]] + ([call] if call.op.name == "relax.permute_dims" else [])
@@ -401,12 +424,14 @@ def fused_attention(target):
         tk = k_shape[-2]
         if k_shape != [*lead, tk, depth] \
                 or v_shape[:-1] != [*lead, tk] or axes != [*range(rank - 2), rank - 1, rank - 2] \
-                or any(str(matches[t].ty.dtype) != "float32" for t in (q, k, v)):
+                or any(str(operand[t].ty.dtype) != "float32" for t in (q, k, v)):
             return call
         if out_axes is not None and (rank != 4 or out_axes != [0, 2, 1, 3]):
             return call  # another transpose of the output: the pattern without it takes the product
         padded = -(-tq // queries_per_task) * queries_per_task
-        views = [_view(matches[t], bound, scaled=t is q) for t in (q, k, v)]
+        shapes = _AttentionShapes(lead, tq, tk, depth, v_shape[-1], padded)
+        bf16 = rounded and bf16_dots and shapes.bf16_dots_fit()
+        views = [_view(operand[t], bound, scaled=t is q) for t in (q, k, v)]
         inputs, reads = [], []  # the distinct source tensors; the one each view reads
         for view in views:
             known = [n for n, source in enumerate(inputs) if source.same_as(view.source)]
@@ -421,10 +446,11 @@ def fused_attention(target):
                 return call  # a mask per head or per image: not this kernel's
             transposed = mask_value.reshape(tq, tk).T.astype("float32")
             tail = np.repeat(transposed[:, -1:], padded - tq, axis=1)  # the padded queries repeat the last
-            inputs.append(relax.const(np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))))
+            transposed = np.concatenate([transposed, tail], axis=1)
+            inputs.append(relax.const(np.ascontiguousarray(transposed)))
         out_shape = [*lead, tq, v_shape[-1]] if out_axes is None else [lead[0], tq, lead[1], v_shape[-1]]
-        kernel = _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, v_shape[-1], padded,
-                                   mask_value is not None, out_axes is not None)
+        build = _bf16_attention_kernel if bf16 else _attention_kernel
+        kernel = build(views, reads, source_shapes, shapes, mask_value is not None, out_axes is not None, rounded)
         return relax.call_tir(builder.add_func(kernel, "attention"), inputs, relax.TensorType(out_shape, "float32"))
 
     return _kernel_rewrite_pass(patterns, rewriter, "FusedAttention", bindings=True)
@@ -514,69 +540,249 @@ def _static(call) -> bool:
 _OPAQUE = 8  # TVM's OpPatternKind kOpaque: fused with nothing
 
 
-def _attention_kernel(views, reads, source_shapes, lead, tq, tk, depth, width, padded, masked: bool,
-                      heads_inside: bool):
-    """The TE definition ``schedule_rules.attention`` schedules (its docstring gives the steps):
-    q, k, v read through their ``views`` of the distinct source tensors; the output [*lead, tq,
-    width], or with ``heads_inside`` [batch, tq, heads, width]."""
-    from tvm import ir, te, tirx, topi
-    from tvm.sym.analyzer import Analyzer
+def _bound(expr, bound):
+    """``expr``'s value where it is a variable of the function (``bound``: {var: value})."""
+    from tvm import relax
 
-    from .schedule_rules import attention as names
+    return bound.get(expr, expr) if isinstance(expr, relax.Var) else expr
 
-    sources = [te.placeholder(_int64(shape), "float32", f"source{n}") for n, shape in enumerate(source_shapes)]
-    # The views' index arithmetic (a reshape's divisions and remainders) simplified with the
-    # bounds of each compute's axes, bound as each compute is defined: left as they are, the
-    # divisions stay in the kernel's inner loops.
-    bounds = Analyzer()
 
-    def ranged(shape, body, *reductions):
+def _bf16_rounded(expr, bound):
+    """x where ``expr`` is the bf16 plan's rounding ``astype(astype(x, bfloat16), float32)`` of
+    an fp32 x, else None."""
+    from tvm import relax
+
+    outer = _bound(expr, bound)
+    if not (isinstance(outer, relax.Call) and outer.op.name == "relax.astype" and str(outer.attrs.dtype) == "float32"):
+        return None
+    inner = _bound(outer.args[0], bound)
+    if not (isinstance(inner, relax.Call) and inner.op.name == "relax.astype" and str(inner.attrs.dtype) == "bfloat16"):
+        return None
+    return inner.args[0] if str(inner.args[0].ty.dtype) == "float32" else None
+
+
+@dataclass
+class _AttentionShapes:
+    """An attention's sizes: ``lead`` (batch, heads), queries ``tq`` (``padded`` to whole query
+    blocks), keys ``tk``, head ``depth`` (q and k) and ``width`` (v)."""
+
+    lead: list
+    tq: int
+    tk: int
+    depth: int
+    width: int
+    padded: int
+
+    @property
+    def depth_pairs(self) -> int:
+        """Pairs of head terms (an odd depth padded with a zero term: PP-OCRv4's 15)."""
+        return -(-self.depth // 2)
+
+    def bf16_dots_fit(self) -> bool:
+        """Can the bf16 kernel take these sizes: whole pairs of keys, whole 16-query blocks."""
+        return self.tk % 2 == 0 and self.padded % 16 == 0
+
+
+class _AttentionReads:
+    """The attention kernel's inputs: one placeholder per distinct source tensor and readers of
+    q, k, v through their views; ``ranged`` binds a compute's axes' bounds for simplifying the
+    views' index arithmetic (a reshape's divisions and remainders), which left alone stays in
+    the kernel's inner loops."""
+
+    def __init__(self, views, reads, source_shapes):
+        from tvm.sym.analyzer import Analyzer
+
+        self.sources = [_placeholder(shape, f"source{n}") for n, shape in enumerate(source_shapes)]
+        self.bounds = Analyzer()
+        self.q, self.k, self.v = (self.reader(view, self.sources[n]) for view, n in zip(views, reads))
+
+    def ranged(self, shape, body, *reductions):
+        from tvm import ir, tirx
+
         def bound_body(*index):
             for var, extent in zip(index, _int64(shape)):
-                bounds.bind(var, ir.Range(tirx.const(0, "int64"), extent))
+                self.bounds.bind(var, ir.Range(tirx.const(0, "int64"), extent))
             for axis in reductions:
-                bounds.bind(axis.var, axis.dom)
+                self.bounds.bind(axis.var, axis.dom)
             return body(*index)
         return bound_body
 
-    def reader(view, source):
+    def reader(self, view, source):
+        from tvm import tirx
+
         def read(*index):
-            value = source[tuple(bounds.simplify(i) for i in view.index(list(index)))]
+            value = source[tuple(self.bounds.simplify(i) for i in view.index(list(index)))]
             return value if view.scale is None else value * tirx.const(view.scale, "float32")
         return read
 
-    q, k, v = (reader(view, sources[n]) for view, n in zip(views, reads))
-    mask = te.placeholder(_int64((tk, padded)), "float32", "mask_t")
+
+def _placeholder(shape, name, dtype="float32"):
+    from tvm import te
+
+    return te.placeholder(_int64(shape), dtype, name)
+
+
+def _bf16_round(value):
+    """``value`` (fp32, a load or a small expression of one: it is written twice) rounded to
+    the nearest bf16 value (even on a tie), as fp32: the plan's rounding."""
+    from tvm import tirx
+
+    bits = tirx.reinterpret("uint32", value)
+    even = (bits >> tirx.const(16, "uint32")) & tirx.const(1, "uint32")
+    kept = (bits + tirx.const(0x7FFF, "uint32") + even) & tirx.const(0xFFFF0000, "uint32")
+    return tirx.reinterpret("float32", kept)
+
+
+def _bf16_bits(value):
+    """The bf16 bits (uint16) of ``value`` (fp32) rounded to the nearest bf16 value."""
+    from .schedule_rules.attention_bf16 import rounded_bits
+
+    return rounded_bits(value)
+
+
+def _from_bf16_bits(bits):
+    from tvm import tirx
+
+    return tirx.reinterpret("float32", bits.astype("uint32") << tirx.const(16, "uint32"))
+
+
+def _attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes, masked: bool, heads_inside: bool,
+                      rounded: bool = False):
+    """The TE definition ``schedule_rules.attention`` schedules (its docstring gives the steps):
+    q, k, v read through their ``views`` of the distinct source tensors; the output [*lead, tq,
+    width], or with ``heads_inside`` [batch, tq, heads, width]. With ``rounded``, q, k, v and the
+    exponentials are rounded to bf16 where they are read (the bf16 plan on a CPU without bf16
+    arithmetic)."""
+    from tvm import te, topi
+
+    from .schedule_rules import attention as names
+
+    lead, tq, tk, depth, width, padded = (shapes.lead, shapes.tq, shapes.tk, shapes.depth, shapes.width,
+                                          shapes.padded)
+    given = _AttentionReads(views, reads, source_shapes)
+    ranged = given.ranged
+    keep = _bf16_round if rounded else (lambda value: value)
+    mask = _placeholder((tk, padded), "mask_t")
     queries = te.compute(_int64((*lead, depth, padded)),
-                         ranged((*lead, depth, padded), lambda *ix: q(*ix[:-2], te.min(ix[-1], tq - 1), ix[-2])),
+                         ranged((*lead, depth, padded),
+                                lambda *ix: keep(given.q(*ix[:-2], te.min(ix[-1], tq - 1), ix[-2]))),
                          name=names.QUERIES)
     d = te.reduce_axis(tuple(_int64((0, depth))), "d")
     scores = te.compute(_int64((*lead, tk, padded)),
                         ranged((*lead, tk, padded),
-                               lambda *ix: te.sum(k(*ix[:-2], ix[-2], d) * queries[(*ix[:-2], d, ix[-1])], axis=d), d),
+                               lambda *ix: te.sum(keep(given.k(*ix[:-2], ix[-2], d)) * queries[(*ix[:-2], d, ix[-1])],
+                                                  axis=d), d),
                         name=names.SCORES)
     if masked:
         scores = te.compute(scores.shape, lambda *ix: scores[ix] + mask[ix[-2], ix[-1]], name=names.MASKED)
+    top, exp, total = _softmax_down_keys(scores, lead, tk, padded)
+    j = te.reduce_axis(tuple(_int64((0, tk))), "j")
+    values = te.compute(_int64((*lead, padded, width)),
+                        ranged((*lead, padded, width),
+                               lambda *ix: te.sum(keep(exp[(*ix[:-2], j, ix[-2])]) * keep(given.v(*ix[:-2], j, ix[-1])),
+                                                  axis=j), j),
+                        name=names.VALUES)
+    out = _attention_out(lambda *ix: values[ix], total, shapes, heads_inside)
+    # Opaque to FuseOps: nothing else is computed in this kernel's loops.
+    func = te.create_prim_func([*given.sources, *([mask] if masked else []), out]).without_attr("global_symbol")
+    return func.with_attr("op_pattern", _OPAQUE)
+
+
+def _softmax_down_keys(scores, lead, tk, padded):
+    """The softmax's steps over the scores' key axis (the second last), keys past ``tk`` left
+    out: (maxima, exponentials, sums)."""
+    from tvm import te, topi
+
+    from .schedule_rules import attention as names
+
     j = te.reduce_axis(tuple(_int64((0, tk))), "j")
     top = te.compute(_int64((*lead, padded)), lambda *ix: te.max(scores[(*ix[:-1], j, ix[-1])], axis=j),
                      name=names.MAX)
-    delta = te.compute(scores.shape, lambda *ix: scores[ix] - top[(*ix[:-2], ix[-1])], name=names.DELTA)
+    delta = te.compute(_int64((*lead, tk, padded)), lambda *ix: scores[ix] - top[(*ix[:-2], ix[-1])], name=names.DELTA)
     exp = topi.math.fast_exp(delta)
     j = te.reduce_axis(tuple(_int64((0, tk))), "j")
     total = te.compute(_int64((*lead, padded)), lambda *ix: te.sum(exp[(*ix[:-1], j, ix[-1])], axis=j),
                        name=names.SUM)
-    j = te.reduce_axis(tuple(_int64((0, tk))), "j")
-    values = te.compute(_int64((*lead, padded, width)),
-                        ranged((*lead, padded, width),
-                               lambda *ix: te.sum(exp[(*ix[:-2], j, ix[-2])] * v(*ix[:-2], j, ix[-1]), axis=j), j),
-                        name=names.VALUES)
+    return top, exp, total
+
+
+def _attention_out(value, total, shapes: _AttentionShapes, heads_inside: bool):
+    """The output: ``value(*lead, query, column)`` divided by the query's sum, [*lead, tq,
+    width] or with ``heads_inside`` [batch, tq, heads, width]."""
+    from tvm import te
+
+    from .schedule_rules import attention as names
+
+    lead, tq, width = shapes.lead, shapes.tq, shapes.width
     if heads_inside:
-        out = te.compute(_int64((lead[0], tq, lead[1], width)),
-                         lambda n, i, h, y: values[n, h, i, y] / total[n, h, i], name=names.OUT)
-    else:
-        out = te.compute(_int64((*lead, tq, width)), lambda *ix: values[ix] / total[ix[:-1]], name=names.OUT)
-    # Opaque to FuseOps: nothing else is computed in this kernel's loops.
-    func = te.create_prim_func([*sources, *([mask] if masked else []), out]).without_attr("global_symbol")
+        return te.compute(_int64((lead[0], tq, lead[1], width)),
+                          lambda n, i, h, y: value(n, h, i, y) / total[n, h, i], name=names.OUT)
+    return te.compute(_int64((*lead, tq, width)), lambda *ix: value(*ix) / total[ix[:-1]], name=names.OUT)
+
+
+def _bf16_attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes, masked: bool, heads_inside: bool,
+                           rounded: bool = True):
+    """The TE definition ``schedule_rules.attention_bf16`` schedules (its docstring gives the
+    steps): both products of bf16 values with fp32 sums, in the bf16 product kernels' operand
+    layouts (``schedule_rules.bf16_product``: bf16 rows times panels of bf16 pairs). Per batch
+    and head: k's bf16 rows [keys, depth] and v's transposed [width, keys]; per block of 16
+    queries: the queries as pair panels, S^T = K Q^T [keys, queries], the softmax down the
+    keys, the rounded exponentials as pair panels, O^T = V^T P^T [width, queries], the output O
+    / sums (an odd head depth padded with a zero term). The output as ``_attention_kernel``'s."""
+    from tvm import te, tirx
+
+    from .schedule_rules import attention_bf16 as names
+
+    assert rounded, "the bf16 kernel computes the bf16 plan's rounded values only"
+    lead, tq, tk, depth, width, padded = (shapes.lead, shapes.tq, shapes.tk, shapes.depth, shapes.width,
+                                          shapes.padded)
+    given = _AttentionReads(views, reads, source_shapes)
+    ranged = given.ranged
+    mask = _placeholder((tk, padded), "mask_t")
+    terms = 2 * shapes.depth_pairs
+    zero = tirx.const(0, "uint16")
+
+    def key_bits(*ix):
+        *at, key, term = ix
+        return tirx.if_then_else(term < depth, _bf16_bits(given.k(*at, key, te.min(term, depth - 1))), zero)
+
+    k16 = te.compute(_int64((*lead, tk, terms)), ranged((*lead, tk, terms), key_bits), name=names.KEYS)
+    vt16 = te.compute(_int64((*lead, width, tk)),
+                      ranged((*lead, width, tk), lambda *ix: _bf16_bits(given.v(*ix[:-2], ix[-1], ix[-2]))),
+                      name=names.VALUES_T)
+    blocks = padded // 16
+
+    def query_pairs(*ix):
+        *at, block, pair, lane, half = ix
+        term = pair * 2 + half
+        return tirx.if_then_else(term < depth, _bf16_bits(given.q(*at, te.min(block * 16 + lane, tq - 1),
+                                                                   te.min(term, depth - 1))), zero)
+
+    q16 = te.compute(_int64((*lead, blocks, terms // 2, 16, 2)),
+                     ranged((*lead, blocks, terms // 2, 16, 2), query_pairs), name=names.QUERIES)
+    d = te.reduce_axis(tuple(_int64((0, terms))), "d")
+    scores = te.compute(
+        _int64((*lead, tk, padded)),
+        lambda *ix: te.sum(_from_bf16_bits(k16[(*ix[:-2], ix[-2], d)])
+                           * _from_bf16_bits(q16[(*ix[:-2], ix[-1] // 16, d // 2, ix[-1] % 16, d % 2)]), axis=d),
+        name=names.SCORES)
+    if masked:
+        scores = te.compute(scores.shape, lambda *ix: scores[ix] + mask[ix[-2], ix[-1]], name=names.MASKED)
+    top, exp, total = _softmax_down_keys(scores, lead, tk, padded)
+    # (the pair panels as ``attention_bf16.pack_pairs`` converts two rows of exponentials)
+    def probability_pairs(*ix):
+        *at, block, pair, lane, half = ix
+        return names.rounded_bits(exp[(*at, pair * 2 + half, block * 16 + lane)])
+
+    p16 = te.compute(_int64((*lead, blocks, tk // 2, 16, 2)), probability_pairs, name=names.PROBABILITIES)
+    j = te.reduce_axis(tuple(_int64((0, tk))), "j")
+    values_t = te.compute(
+        _int64((*lead, width, padded)),
+        lambda *ix: te.sum(_from_bf16_bits(vt16[(*ix[:-2], ix[-2], j)])
+                           * _from_bf16_bits(p16[(*ix[:-2], ix[-1] // 16, j // 2, ix[-1] % 16, j % 2)]), axis=j),
+        name=names.VALUES)
+    out = _attention_out(lambda *ix: values_t[(*ix[:-2], ix[-1], ix[-2])], total, shapes, heads_inside)
+    func = te.create_prim_func([*given.sources, *([mask] if masked else []), out]).without_attr("global_symbol")
     return func.with_attr("op_pattern", _OPAQUE)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .amx import AmxContraction
 from .attention import FusedAttention
+from .attention_bf16 import Bf16Attention
 from .bf16_dot import Bf16DotContraction
 from .chunked_contraction import ChunkedContraction
 from .contraction import TiledContraction
@@ -26,7 +27,7 @@ def default_rules() -> list:
     # register tiling there; so would a channels-last pooling its vectors along the channels.
     # The K-chunked fp16 and the bf16 (AMX or dot-product) matmuls and the fused attention are
     # recognised by their block names only.
-    return [AmxContraction(), Bf16DotContraction(), ChunkedContraction(), FusedAttention(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
+    return [AmxContraction(), Bf16DotContraction(), ChunkedContraction(), Bf16Attention(), FusedAttention(), TiledContraction(), DepthwiseConv(), TiledContraction(broadcast_operand=False),
             RowReduction(), Injective(), ParallelFallback()]
 
 

@@ -48,7 +48,7 @@ def lowering_passes(target) -> list:
 
     return [canonical_elementwise(), network_to_nhwc(), fast_math(), relax.transform.FoldConstant(),
             pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
-            relax.transform.FoldConstant(), fp16_matmuls(target), bf16_rounding(), fused_attention(target),
+            relax.transform.FoldConstant(), fp16_matmuls(target), fused_attention(target), bf16_rounding(),
             fused_layer_norm(), pack_weights(target)] \
         + cpu.legalize_passes(target)
 
