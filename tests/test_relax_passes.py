@@ -276,3 +276,31 @@ def test_sigmoid_through_the_fast_exponential_is_sigmoid_to_float32_rounding():
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy().astype(np.float64)
     exact = 1 / (1 + np.exp(-xs.astype(np.float64)))
     assert np.max(np.abs(got - exact) / exact) < 64 * np.finfo(np.float32).eps
+
+
+@pytest.mark.parametrize("divisor, rewritten", [(6.0, True), (np.sqrt(2.0), True), (0.25, True), (0.0, False),
+                                                (np.inf, False), (1e-45, False)])
+def test_a_division_by_a_constant_becomes_a_multiplication_within_one_rounding(divisor, rewritten):
+    """fast_math's divisions_by_constants: x / c as x * (1 / c) where 1 / c is a finite float32;
+    a power of two exactly, any other c within one rounding of the quotient. A zero, an
+    infinite divisor or one whose inverse overflows float32 keeps its division."""
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4096,), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.divide(x, relax.const(divisor, "float32"))))
+        bb.emit_func_output(y)
+    mod = relax_passes.divisions_by_constants()(bb.get())
+    script = mod.script()
+    assert ("R.multiply" in script and "R.divide" not in script) == rewritten, script
+    if not rewritten:
+        return
+    executable = tvm.compile(mod, targets.BuildTarget(targets.host_cpu_target().spec, "t").tvm_target())
+    xs = np.random.default_rng(0).uniform(-1e3, 1e3, 4096).astype(np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+    quotient = xs / np.float32(divisor)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - quotient.view(np.int32).astype(np.int64))
+    assert ulps.max() <= (0 if np.log2(divisor) == int(np.log2(divisor)) else 1), ulps.max()
