@@ -44,6 +44,19 @@ def test_open_backend_runs_a_tvm_engine(built, x):
     assert len(backend.time_compute(2)) == 2
 
 
+def test_a_tvm_engines_outputs_stay_as_they_were_after_later_calls(built, x):
+    """run() hands back the engine's own output tensor (no copy): each call's must be its own,
+    unchanged by the next calls, and equal to a copy taken at once."""
+    backend = runtime.open_backend(built[0], batch_size=x.shape[0])
+    first = backend.run(x)
+    kept = np.array(first, copy=True)
+    second = backend.run(np.ascontiguousarray(x[::-1]))
+    backend.run(np.zeros_like(x))
+    assert np.array_equal(first, kept)
+    assert not np.array_equal(first, second)  # the other input's rows: another output
+    assert np.array_equal(backend.run(x), kept)
+
+
 def test_evaluate_and_the_typed_summary(setup):
     cfg = setup["cfg"]
     backend = runtime.open_backend(setup["model"], batch_size=4)
