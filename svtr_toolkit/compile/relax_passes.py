@@ -149,8 +149,7 @@ def divisions_by_constants():
     HardSwish's and HardSigmoid's 1/6 and C compilers with -freciprocal-math.
 
     Why: LLVM must keep a division by 6 (or by sqrt(2) in GELU) a division, and a vector
-    division is several times an FMA's cost: in PP-OCRv4's hardswish epilogues after products
-    of 64 terms it took about a fifth of the kernel (docs give the measured effect).
+    division costs several FMAs (docs give the measured effect: small).
     """
     import numpy as np
     from tvm import relax
