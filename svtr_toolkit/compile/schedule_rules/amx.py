@@ -49,7 +49,7 @@ class AmxContraction(Bf16ProductRule):
     max_block_rows = MAX_BLOCK_ROWS
     lowest_block_rows = TILE_ROWS
 
-    def tile(self, sch, product, block_rows):
+    def tile(self, sch, product, block_rows, target):
         mt = tile_rows(block_rows)
         cols = column_tiles(product.width)
 
@@ -60,7 +60,7 @@ class AmxContraction(Bf16ProductRule):
         task = sch.fuse(*product.outer, ro)
         sch.parallel(task)
         convert_once_per_task(sch, product, task)
-        epilogue_at(sch, product, co)
+        epilogue_at(sch, product, co, target)
         sch.tensorize(ri, register_intrinsic(block_rows, mt, cols, product.depth))
 
 

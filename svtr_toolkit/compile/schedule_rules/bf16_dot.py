@@ -55,7 +55,7 @@ class Bf16DotContraction(Bf16ProductRule):
     instructions = AVX512_BF16
     max_block_rows = MAX_BLOCK_ROWS
 
-    def tile(self, sch, product, block_rows):
+    def tile(self, sch, product, block_rows, target):
         mr, nr = register_tile(block_rows, product.width)
 
         # tile: row blocks (parallel with everything outside them), column tiles, row tiles
@@ -66,7 +66,7 @@ class Bf16DotContraction(Bf16ProductRule):
         task = sch.fuse(*product.outer, ro)
         sch.parallel(task)
         convert_once_per_task(sch, product, task)
-        epilogue_at(sch, product, rio)  # per row tile, from the register tile's sums
+        epilogue_at(sch, product, rio, target)  # per row tile, from the register tile's sums
         sch.tensorize(rii, register_intrinsic(mr, nr, product.depth))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..arithmetic import bf16_matrix_instructions, target_spec
+from .bf16_store import converts_to_bf16, if_it_applies, store_natively
 from .common import CpuModel, divisor_near, int_extent
 from .rule import CpuRule
 
@@ -76,9 +77,12 @@ def convert_once_per_task(sch, product: Bf16Product, task) -> None:
     vectorise_innermost(sch, product.a_block.block_rv, 32)
 
 
-def epilogue_at(sch, product: Bf16Product, loop) -> None:
+def epilogue_at(sch, product: Bf16Product, loop, target=None) -> None:
     """The epilogue computed under ``loop`` from the sums the tiles stored in a local buffer
-    (the buffer's extent is what the loop's body writes)."""
+    (the buffer's extent is what the loop's body writes); one that ends converting to bf16
+    with the CPU's conversion instruction where ``target`` has it (``bf16_store``)."""
+    if target is not None and if_it_applies(sch, lambda s: _converting_epilogue(s, product, loop, target)):
+        return
     for block in product.after[:-1]:
         sch.compute_inline(block.block_rv)
     if product.after:
@@ -88,6 +92,23 @@ def epilogue_at(sch, product: Bf16Product, loop) -> None:
         epilogue = sch.cache_write(product.main.block_rv, 0, "local")
     sch.reverse_compute_at(epilogue, loop, preserve_unit_loops=True)
     vectorise_innermost(sch, epilogue, TILE_COLS)
+
+
+def _converting_epilogue(sch, product: Bf16Product, loop, target) -> bool:
+    """The epilogue's blocks but the last two inlined, the value (the last but one, or the
+    sums themselves) computed under ``loop`` and the conversion to bf16 stored natively."""
+    after = product.after
+    if not after or not converts_to_bf16(sch, after[-1].block_rv):
+        return False
+    for block in after[:-2]:
+        sch.compute_inline(block.block_rv)
+    sch.set_scope(product.main.block_rv, 0, "local")
+    value = product.main.block_rv
+    if len(after) > 1:
+        value = after[-2].block_rv
+        sch.reverse_compute_at(value, loop, preserve_unit_loops=True)
+        vectorise_innermost(sch, value, TILE_COLS)
+    return store_natively(sch, value, after[-1].block_rv, loop, target)
 
 
 def vectorise_innermost(sch, block, lanes: int) -> None:
@@ -114,10 +135,10 @@ class Bf16ProductRule(CpuRule):
         if product is None:
             return False
         block_rows = product.block_rows(CpuModel.of(target).cores, self.max_block_rows, self.lowest_block_rows)
-        self.tile(sch, product, block_rows)
+        self.tile(sch, product, block_rows, target)
         return True
 
-    def tile(self, sch, product: Bf16Product, block_rows: int) -> None:
+    def tile(self, sch, product: Bf16Product, block_rows: int, target) -> None:
         raise NotImplementedError
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from .bf16_store import if_it_applies, store_natively
 from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor, vectorise_whole
 from .rule import CpuRule
 
@@ -43,7 +44,7 @@ class DepthwiseConv(CpuRule):
             return False
         task, anchor, tile_rows, tile_vector = self._tile(sch, target, main, spatial, reduce, extents, windows)
         self._windows(sch, windows, task, target)
-        self._epilogue(sch, blocks, main, anchor, reduce)
+        self._epilogue(sch, blocks, main, anchor, reduce, target)
         if (int_extent(sch, tile_rows) or 1) > 1:
             sch.unroll(tile_rows)
         sch.vectorize(tile_vector)
@@ -87,7 +88,7 @@ class DepthwiseConv(CpuRule):
                 windows.append(block.block_rv)
             else:
                 sch.compute_inline(block.block_rv)
-        for block in blocks[index + 1:-1]:
+        for block in blocks[index + 1:-2]:  # the last two: the value and what stores it (_epilogue)
             sch.compute_inline(block.block_rv)
         return windows
 
@@ -130,20 +131,36 @@ class DepthwiseConv(CpuRule):
         return task, io, ii, ji
 
     @staticmethod
-    def _epilogue(sch, blocks, main, anchor, reduce):
-        """The bias and activation per tile, from the registers' sums; the sums' zeroing
-        vectorised."""
+    def _epilogue(sch, blocks, main, anchor, reduce, target):
+        """The bias and activation per tile, from the registers' sums (a conversion to bf16 at
+        its end with the CPU's instruction where it has one: ``bf16_store``); the sums'
+        zeroing vectorised."""
         after = blocks[blocks.index(main) + 1:]
-        if after:
-            epilogue = after[-1].block_rv
-            sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
+        value = after[-2].block_rv if len(after) > 1 else main.block_rv
+
+        def converting(s):
+            if len(after) > 1:
+                s.reverse_compute_at(value, anchor, preserve_unit_loops=True)
+                vectorise_whole(s, s.get_loops(value)[-1], CpuModel.of(target).lanes(32))
+            _local(s, main.block_rv)
+            return store_natively(s, value, after[-1].block_rv, anchor, target)
+
+        if after and if_it_applies(sch, converting):
+            vectorised = []
         else:
-            epilogue = sch.cache_write(main.block_rv, 0, "global")
-            sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
-        _local(sch, main.block_rv)
+            if len(after) > 1:
+                sch.compute_inline(value)
+            if after:
+                epilogue = after[-1].block_rv
+                sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
+            else:
+                epilogue = sch.cache_write(main.block_rv, 0, "global")
+                sch.reverse_compute_at(epilogue, anchor, preserve_unit_loops=True)
+            _local(sch, main.block_rv)
+            vectorised = [epilogue]
         r_first = sch.get_loops(main.block_rv)[-(len(reduce) + 2)]
         init = sch.decompose_reduction(main.block_rv, r_first)
-        for block in (init, epilogue):
+        for block in (init, *vectorised):
             inner = sch.get_loops(block)[-1]
             if (int_extent(sch, inner) or 1) > 1:
                 sch.vectorize(inner)
