@@ -338,3 +338,45 @@ def test_bf16_engine_keeps_the_argmax_of_its_plan_on_golden_rows(golden_export, 
 def test_the_recorded_classes_are_what_the_cross_compile_tests_assume():
     assert {"amx-tile", "amx-bf16", "avx512bf16"} <= XEON.cpu().features
     assert "avx512bf16" in ZEN4.cpu().features and not {"amx-tile", "amx-bf16"} & ZEN4.cpu().features
+
+
+def chained_products(x_shape, first, second):
+    """main(x) = round(relu(round(x) @ first)) @ second: the first product's output is a value
+    the plan rounds, stored in bf16 by its kernel's epilogue."""
+    def build(x):
+        h = relax.op.nn.relu(relax.op.matmul(rounded(x), relax.const(first)))
+        return relax.op.matmul(rounded(h), relax.const(second))
+
+    return main_module(build, x_shape)
+
+
+@pytest.mark.skipif(host().arch != "x86_64", reason="cross-compiles for x86-64 targets")
+def test_bf16_stores_use_the_cpus_conversion_instruction():
+    """The epilogues that store a bf16 value (a product's, a depthwise convolution's) convert with
+    vcvtne2ps2bf16 / vcvtneps2bf16 on CPUs with avx512_bf16, not TVM's integer rounding."""
+    rng = np.random.default_rng(8)
+    modules = [chained_products((2, 40, 96), bf16_weight(96, 64), bf16_weight(64, 48, seed=2)),
+               depthwise_then_pointwise((2, 32, 6, 20), round_to(rng.uniform(-1, 1, (32, 1, 3, 3)).astype(np.float32), "bf16"),
+                                        round_to(rng.uniform(-1, 1, (48, 32, 1, 1)).astype(np.float32), "bf16"))]
+    for mod in modules:
+        for cpu in (ZEN4, XEON):
+            executable, _ = compile_for(mod, cpu.spec())
+            assert re.search(r"vcvtne2?ps2bf16", executable.mod.imports[0].inspect_source("asm")), cpu
+
+
+@pytest.mark.skipif("avx512bf16" not in host().features, reason="needs a CPU with avx512_bf16 to run vdpbf16ps")
+def test_a_value_stored_in_bf16_is_the_plans_rounding_bit_for_bit():
+    """Two chained products on this host without AMX: the second's output is bit for bit the
+    numpy model of vdpbf16ps over round_to (nearest even) of the first's modelled output, so the
+    conversion instruction in the first's epilogue rounds as the plan does."""
+    from svtr_toolkit.compile.targets import host_cpu_target
+
+    spec = dict(host_cpu_target().spec)
+    spec["mattr"] = [a for a in spec.get("mattr") or [] if not a.startswith("+amx")]
+    first, second = bf16_weight(96, 64), bf16_weight(64, 48, seed=2)
+    x = np.random.default_rng(9).uniform(-1, 1, (2, 40, 96)).astype(np.float32)
+    executable, _ = compile_for(chained_products(x.shape, first, second), spec)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    h = np.maximum(vdpbf16ps_model(round_to(x, "bf16").reshape(80, 96), first), 0)
+    expected = vdpbf16ps_model(round_to(h, "bf16"), second).reshape(got.shape)
+    assert np.array_equal(got, expected), f"{np.mean(got == expected):.2%} equal"
