@@ -686,7 +686,7 @@ def _attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes, mas
     width], or with ``heads_inside`` [batch, tq, heads, width]. With ``rounded``, q, k, v and the
     exponentials are rounded to bf16 where they are read (the bf16 plan on a CPU without bf16
     arithmetic)."""
-    from tvm import te, topi
+    from tvm import te
 
     from .schedule_rules import attention as names
 

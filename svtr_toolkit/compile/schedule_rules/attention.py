@@ -41,6 +41,24 @@ def query_block(model: CpuModel) -> int:
     return model.lanes(32)
 
 
+def query_blocks(sch, out, queries: int):
+    """The output block's query axis (the one its division by the sums indexes them with) split
+    in blocks of ``queries``, the last block partial (the output has the real queries only), and
+    its loops ordered (other axes, query blocks, queries, V's columns): returns (the other axes'
+    loops, the query blocks' loop, the columns' loop)."""
+    from tvm.tirx.analysis import undefined_vars
+
+    stmt = sch.get(out.block_rv)
+    sums = next(region for region in stmt.reads if region.source.name == SUM)
+    query = {var.name for var in undefined_vars(sums.region[-1].min)}
+    *loops, cols = [it.loop_rv for it in out.iters]
+    rows = next(it.loop_rv for it in out.iters if it.var.name in query)
+    loops = [loop for loop in loops if not sch.get(loop).same_as(sch.get(rows))]
+    outer, inner = sch.split(rows, [None, queries])
+    sch.reorder(*loops, outer, inner, cols)
+    return loops, outer, cols
+
+
 class FusedAttention(CpuRule):
     """The fused attention kernel, recognised by its block names; its steps in order: ``task``
     (one parallel loop over heads x query blocks, every block computed under it), ``values``,
@@ -65,21 +83,10 @@ class FusedAttention(CpuRule):
 
     @staticmethod
     def task(sch, out, queries: int):
-        """The output's query axis (the one its division by the sums indexes them with) in
-        blocks of ``queries``, the last block partial (the output has the real queries only);
-        those blocks and the other axes but V's columns (batch, heads) fused into one parallel
-        loop; V's columns vectorised."""
-        from tvm.tirx.analysis import undefined_vars
-
-        stmt = sch.get(out.block_rv)
-        sums = next(region for region in stmt.reads if region.source.name == SUM)
-        query = {var.name for var in undefined_vars(sums.region[-1].min)}
-        *loops, cols = [it.loop_rv for it in out.iters]
-        rows = next(it.loop_rv for it in out.iters if it.var.name in query)
-        loops = [loop for loop in loops if not sch.get(loop).same_as(sch.get(rows))]
-        outer, inner = sch.split(rows, [None, queries])
-        sch.reorder(*loops, outer, inner, cols)
-        task = sch.fuse(*loops, outer)
+        """The output's query blocks and the other axes but V's columns (batch, heads) fused
+        into one parallel loop (``query_blocks``); V's columns vectorised."""
+        others, blocks, cols = query_blocks(sch, out, queries)
+        task = sch.fuse(*others, blocks)
         sch.parallel(task)
         sch.vectorize(cols)
         return task

@@ -22,7 +22,7 @@ Why: the fp32 kernel's products are fp32 FMAs; a ``vdpbf16ps`` does twice an FMA
 from __future__ import annotations
 
 from ..arithmetic import has_bf16_dot_products, target_spec
-from .attention import DELTA, EXP, MASKED, MAX, OUT, QUERIES, SCORES, SUM, VALUES
+from .attention import DELTA, EXP, MASKED, MAX, OUT, QUERIES, SCORES, SUM, VALUES, FusedAttention, query_blocks
 from .bf16_dot import register_intrinsic
 from .bf16_product import TILE_COLS
 from .common import divisor_near, int_extent
@@ -138,20 +138,11 @@ class Bf16Attention(CpuRule):
         """The output's loops as (batch, heads, query blocks of 16, queries, columns): batch x
         heads fused into the parallel loop, the columns vectorised. Returns (task, query
         block) loops."""
-        from tvm.tirx.analysis import undefined_vars
-
-        stmt = sch.get(out.block_rv)
-        sums = next(region for region in stmt.reads if region.source.name == SUM)
-        query = {var.name for var in undefined_vars(sums.region[-1].min)}
-        *loops, cols = [it.loop_rv for it in out.iters]
-        rows = next(it.loop_rv for it in out.iters if it.var.name in query)
-        loops = [loop for loop in loops if not sch.get(loop).same_as(sch.get(rows))]
-        outer, inner = sch.split(rows, [None, TILE_COLS])
-        sch.reorder(*loops, outer, inner, cols)
-        task = sch.fuse(*loops)
+        others, blocks, cols = query_blocks(sch, out, TILE_COLS)
+        task = sch.fuse(*others)
         sch.parallel(task)
         sch.vectorize(cols)
-        return task, outer
+        return task, blocks
 
     @staticmethod
     def _product(sch, name, block):
@@ -182,22 +173,8 @@ class Bf16Attention(CpuRule):
 
     @staticmethod
     def softmax(sch, block, masked: bool) -> None:
-        """As the fp32 kernel's: the maxima, exponentials and sums down the keys, elementwise
-        across the query vector; the mask and the shift inlined."""
-        sch.compute_inline(sch.get_sblock(DELTA))
-        if masked:
-            sch.compute_inline(sch.get_sblock(MASKED))
-        for name in (SUM, EXP, MAX):
-            step = sch.get_sblock(name)
-            sch.compute_at(step, block, preserve_unit_loops=True)
-            loops = sch.get_loops(step)
-            if name == EXP:
-                sch.vectorize(loops[-1])
-                continue
-            queries, keys = loops[-2:]
-            sch.reorder(keys, queries)
-            sch.decompose_reduction(step, keys)
-            sch.vectorize(queries)
+        """The fp32 kernel's softmax steps (``FusedAttention.softmax``) under the query block."""
+        FusedAttention.softmax(sch, block, masked)
 
     def scores(self, sch, block):
         """S^T per query block: tiles of key rows over the head's depth."""
