@@ -1,7 +1,7 @@
 """Relax graph rewrites applied when building engines."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 def _call_rewrite_pass(pattern, rewriter, name: str):
@@ -437,13 +437,13 @@ def fused_attention(target):
             return call
         mask_value = matches[mask].value.numpy() if softmax is softmaxes[0] else None
         # the plan's bf16 roundings of the products' operands (bf16 engines): all four or none
-        operands = [_bound(matches[scores].args[1], bound), _bound(matches[product].args[0], bound)]
-        rounded = [_bf16_rounded(operand, bound) is not None for operand in (matches[q], *operands, matches[v])]
-        if any(rounded) and not all(rounded):
+        unrounded = [_bf16_rounded(operand, bound) for operand in
+                     (matches[q], matches[scores].args[1], matches[product].args[0], matches[v])]
+        rounded = unrounded[0] is not None
+        if any((value is not None) != rounded for value in unrounded):
             return call
-        rounded = all(rounded)
-        operand = {t: _bf16_rounded(matches[t], bound) if rounded else matches[t] for t in (q, k, v)}
-        operand[k] = matches[k]  # (k's rounding is above its permute)
+        # (k's rounding is above its permute)
+        operand = {q: unrounded[0], k: matches[k], v: unrounded[3]} if rounded else {t: matches[t] for t in (q, k, v)}
         q_shape, k_shape, v_shape = (_known_shape(operand[t]) for t in (q, k, v))
         if q_shape is None or k_shape is None or v_shape is None or len(q_shape) < 2 or len(k_shape) < 2:
             return call
@@ -479,11 +479,14 @@ def fused_attention(target):
                 return call  # a mask per head or per image: not this kernel's
             transposed = mask_value.reshape(tq, tk).T.astype("float32")
             tail = np.repeat(transposed[:, -1:], padded - tq, axis=1)  # the padded queries repeat the last
-            transposed = np.concatenate([transposed, tail], axis=1)
-            inputs.append(relax.const(np.ascontiguousarray(transposed)))
+            inputs.append(relax.const(np.ascontiguousarray(np.concatenate([transposed, tail], axis=1))))
         out_shape = [*lead, tq, v_shape[-1]] if out_axes is None else [lead[0], tq, lead[1], v_shape[-1]]
-        build = _bf16_attention_kernel if bf16 else _attention_kernel
-        kernel = build(views, reads, source_shapes, shapes, mask_value is not None, out_axes is not None, rounded)
+        if bf16:
+            kernel = _bf16_attention_kernel(views, reads, source_shapes, shapes, mask_value is not None,
+                                            out_axes is not None)
+        else:
+            kernel = _attention_kernel(views, reads, source_shapes, shapes, mask_value is not None,
+                                       out_axes is not None, rounded)
         return relax.call_tir(builder.add_func(kernel, "attention"), inputs, relax.TensorType(out_shape, "float32"))
 
     return _kernel_rewrite_pass(patterns, rewriter, "FusedAttention", bindings=True)
@@ -594,8 +597,7 @@ def _bf16_rounded(expr, bound):
     return inner.args[0] if str(inner.args[0].ty.dtype) == "float32" else None
 
 
-@dataclass
-class _AttentionShapes:
+class _AttentionShapes(NamedTuple):
     """An attention's sizes: ``lead`` (batch, heads), queries ``tq`` (``padded`` to whole query
     blocks), keys ``tk``, head ``depth`` (q and k) and ``width`` (v)."""
 
@@ -655,22 +657,17 @@ def _placeholder(shape, name, dtype="float32"):
     return te.placeholder(_int64(shape), dtype, name)
 
 
-def _bf16_round(value):
-    """``value`` (fp32, a load or a small expression of one: it is written twice) rounded to
-    the nearest bf16 value (even on a tie), as fp32: the plan's rounding."""
-    from tvm import tirx
-
-    bits = tirx.reinterpret("uint32", value)
-    even = (bits >> tirx.const(16, "uint32")) & tirx.const(1, "uint32")
-    kept = (bits + tirx.const(0x7FFF, "uint32") + even) & tirx.const(0xFFFF0000, "uint32")
-    return tirx.reinterpret("float32", kept)
-
-
 def _bf16_bits(value):
-    """The bf16 bits (uint16) of ``value`` (fp32) rounded to the nearest bf16 value."""
+    """The bf16 bits (uint16) of ``value`` (fp32; a load or a small expression of one: it is
+    written twice) rounded to the nearest bf16 value, even on a tie: the plan's rounding."""
     from .schedule_rules.attention_bf16 import rounded_bits
 
     return rounded_bits(value)
+
+
+def _bf16_round(value):
+    """``value`` rounded as ``_bf16_bits`` does, back in fp32."""
+    return _from_bf16_bits(_bf16_bits(value))
 
 
 def _from_bf16_bits(bits):
@@ -690,8 +687,7 @@ def _attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes, mas
 
     from .schedule_rules import attention as names
 
-    lead, tq, tk, depth, width, padded = (shapes.lead, shapes.tq, shapes.tk, shapes.depth, shapes.width,
-                                          shapes.padded)
+    lead, tq, tk, depth, width, padded = shapes
     given = _AttentionReads(views, reads, source_shapes)
     ranged = given.ranged
     keep = _bf16_round if rounded else (lambda value: value)
@@ -731,7 +727,7 @@ def _softmax_down_keys(scores, lead, tk, padded):
     j = te.reduce_axis(tuple(_int64((0, tk))), "j")
     top = te.compute(_int64((*lead, padded)), lambda *ix: te.max(scores[(*ix[:-1], j, ix[-1])], axis=j),
                      name=names.MAX)
-    delta = te.compute(_int64((*lead, tk, padded)), lambda *ix: scores[ix] - top[(*ix[:-2], ix[-1])], name=names.DELTA)
+    delta = te.compute(scores.shape, lambda *ix: scores[ix] - top[(*ix[:-2], ix[-1])], name=names.DELTA)
     exp = topi.math.fast_exp(delta)
     j = te.reduce_axis(tuple(_int64((0, tk))), "j")
     total = te.compute(_int64((*lead, padded)), lambda *ix: te.sum(exp[(*ix[:-1], j, ix[-1])], axis=j),
@@ -742,11 +738,9 @@ def _softmax_down_keys(scores, lead, tk, padded):
 def _attention_out(value, total, shapes: _AttentionShapes, heads_inside: bool):
     """The output: ``value(*lead, query, column)`` divided by the query's sum, [*lead, tq,
     width] or with ``heads_inside`` [batch, tq, heads, width]."""
-    from tvm import te
+    from tvm import te, tirx
 
     from .schedule_rules import attention as names
-
-    from tvm import tirx
 
     lead, tq, width = shapes.lead, shapes.tq, shapes.width
     one = tirx.const(1.0, "float32")  # one division per query, hoisted out of the columns' loop
@@ -756,8 +750,7 @@ def _attention_out(value, total, shapes: _AttentionShapes, heads_inside: bool):
     return te.compute(_int64((*lead, tq, width)), lambda *ix: value(*ix) * (one / total[ix[:-1]]), name=names.OUT)
 
 
-def _bf16_attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes, masked: bool, heads_inside: bool,
-                           rounded: bool = True):
+def _bf16_attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes, masked: bool, heads_inside: bool):
     """The TE definition ``schedule_rules.attention_bf16`` schedules (its docstring gives the
     steps): both products of bf16 values with fp32 sums, in the bf16 product kernels' operand
     layouts (``schedule_rules.bf16_product``: bf16 rows times panels of bf16 pairs). Per batch
@@ -769,9 +762,7 @@ def _bf16_attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes
 
     from .schedule_rules import attention_bf16 as names
 
-    assert rounded, "the bf16 kernel computes the bf16 plan's rounded values only"
-    lead, tq, tk, depth, width, padded = (shapes.lead, shapes.tq, shapes.tk, shapes.depth, shapes.width,
-                                          shapes.padded)
+    lead, tq, tk, depth, width, padded = shapes
     given = _AttentionReads(views, reads, source_shapes)
     ranged = given.ranged
     mask = _placeholder((tk, padded), "mask_t")

@@ -7,8 +7,8 @@ with the queries as the panels' columns, so the softmax between them still runs 
 across a vector of queries, as in the fp32 kernel (``attention``):
 
 - per batch and head (the parallel task): ``attention_keys_bf16``, K's bf16 rows [keys,
-  depth], and ``attention_values_t_bf16``, V transposed [width, keys] (the keys padded to
-  whole vectors with zeros), converted once for all the head's query blocks;
+  depth] (an odd depth padded with a zero term), and ``attention_values_t_bf16``, V transposed
+  [width, keys], converted once for all the head's query blocks;
 - per block of 16 queries: ``attention_queries`` (the block as pair panels [depth / 2, 16, 2]),
   ``attention_scores`` S^T = K Q^T [keys, 16] (tiles of key rows), the softmax down the keys
   (``attention_max``, ``T_fast_exp``, ``attention_sum``: the fp32 kernel's steps),
@@ -159,7 +159,7 @@ class Bf16Attention(CpuRule):
         return inner, register_intrinsic(tile, 1, int_extent(sch, depth))
 
     def values(self, sch, block):
-        """O^T per query block: tiles of V's columns over all the (padded) keys."""
+        """O^T per query block: tiles of V's columns over all the keys."""
         return self._product(sch, VALUES, block)
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..arithmetic import bf16_matrix_instructions, target_spec
-from .bf16_store import converts_to_bf16, if_it_applies, store_natively
+from .bf16_store import can_store_natively, if_it_applies, store_natively
 from .common import CpuModel, divisor_near, int_extent
 from .rule import CpuRule
 
@@ -81,7 +81,8 @@ def epilogue_at(sch, product: Bf16Product, loop, target=None) -> None:
     """The epilogue computed under ``loop`` from the sums the tiles stored in a local buffer
     (the buffer's extent is what the loop's body writes); one that ends converting to bf16
     with the CPU's conversion instruction where ``target`` has it (``bf16_store``)."""
-    if target is not None and if_it_applies(sch, lambda s: _converting_epilogue(s, product, loop, target)):
+    if target is not None and product.after and can_store_natively(sch, product.after[-1].block_rv, target) \
+            and if_it_applies(sch, lambda s: _converting_epilogue(s, product, loop, target)):
         return
     for block in product.after[:-1]:
         sch.compute_inline(block.block_rv)
@@ -98,8 +99,6 @@ def _converting_epilogue(sch, product: Bf16Product, loop, target) -> bool:
     """The epilogue's blocks but the last two inlined, the value (the last but one, or the
     sums themselves) computed under ``loop`` and the conversion to bf16 stored natively."""
     after = product.after
-    if not after or not converts_to_bf16(sch, after[-1].block_rv):
-        return False
     for block in after[:-2]:
         sch.compute_inline(block.block_rv)
     sch.set_scope(product.main.block_rv, 0, "local")

@@ -96,12 +96,18 @@ def converts_to_bf16(sch, block) -> bool:
     return loaded is not None and str(loaded.dtype) == "float32"
 
 
+def can_store_natively(sch, cast, target) -> bool:
+    """Does ``target`` have the conversions, and does ``cast`` only convert an fp32 value to
+    bf16? (What a rule asks before trying ``store_natively`` on a copy of its schedule.)"""
+    return has_bf16_dot_products(target_spec(target)) and converts_to_bf16(sch, cast)
+
+
 def store_natively(sch, value, cast, anchor, target) -> bool:
-    """On a target with avx512_bf16: ``value``'s buffer (the fp32 tile, ``value`` already
+    """Where ``can_store_natively``: ``value``'s buffer (the fp32 tile, ``value`` already
     computed under ``anchor``) made local, ``cast`` (converting it) computed under ``anchor``
     and its innermost loop tensorized in 32 or 16 lanes. False where the kernel is not of that
     form (a TVM schedule error included: run it on a copy first, ``if_it_applies``)."""
-    if not has_bf16_dot_products(target_spec(target)) or not converts_to_bf16(sch, cast):
+    if not can_store_natively(sch, cast, target):
         return False
     sch.set_scope(value, 0, "local")
     sch.reverse_compute_at(cast, anchor, preserve_unit_loops=True)

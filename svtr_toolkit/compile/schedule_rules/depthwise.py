@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .bf16_store import if_it_applies, store_natively
+from .bf16_store import can_store_natively, if_it_applies, store_natively
 from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor, vectorise_whole
 from .rule import CpuRule
 
@@ -145,7 +145,7 @@ class DepthwiseConv(CpuRule):
             _local(s, main.block_rv)
             return store_natively(s, value, after[-1].block_rv, anchor, target)
 
-        if after and if_it_applies(sch, converting):
+        if after and can_store_natively(sch, after[-1].block_rv, target) and if_it_applies(sch, converting):
             vectorised = []
         else:
             if len(after) > 1:
