@@ -73,6 +73,26 @@ def bf16_weight(k, n, seed=1):
     return round_to(np.random.default_rng(seed).uniform(-1, 1, (k, n)).astype(np.float32), "bf16")
 
 
+@pytest.mark.parametrize("k", [240, 75])
+def test_the_reduction_is_padded_to_what_the_instructions_read(k):
+    """A product's reduction is padded with zeros to whole 32-term AMX tile rows on a CPU with
+    AMX, and only to whole pairs for vdpbf16ps (PP-OCRv4's 240 channels stay 240: 1/16 of the
+    256-term kernel's dot products were of zeros). Each target's kernel still gets its rule."""
+    from svtr_toolkit.compile.schedule_rules import first_rule
+    from svtr_toolkit.compile.targets import BuildTarget, llvm
+
+    mod = rounded_matmul((2, 40, k), bf16_weight(k, 48))
+    for cpu, rule, padded in ((XEON, "amx-bf16", -(-k // 32) * 32), (ZEN4, "avx512-bf16", -(-k // 2) * 2)):
+        target = BuildTarget(cpu.spec(), "test").tvm_target()
+        kernels = [f for gv, f in llvm.lower(mod, target).functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and "matmul_bf16" in gv.name_hint]
+        assert len(kernels) == 1
+        panels = [int(d) for d in kernels[0].params[1].ty.shape]
+        assert panels[1] * panels[3] == padded, (cpu.mcpu, panels)
+        with target:
+            assert first_rule(kernels[0], target)[0] == rule
+
+
 @pytest.mark.skipif(host().arch != "x86_64", reason="cross-compiles for x86-64 targets")
 def test_bf16_products_are_amx_tiles_or_dot_products_as_the_target_has():
     weight = bf16_weight(96, 80)
@@ -204,7 +224,8 @@ def vdpbf16ps_model(x, weight):
 
 
 @pytest.mark.skipif("avx512bf16" not in host().features, reason="needs a CPU with avx512_bf16 to run vdpbf16ps")
-@pytest.mark.parametrize("x_shape, k, n", [((2, 40, 96), 96, 80), ((64, 120), 120, 60), ((3, 50, 64), 64, 200)])
+@pytest.mark.parametrize("x_shape, k, n", [((2, 40, 96), 96, 80), ((64, 120), 120, 60), ((3, 50, 64), 64, 200),
+                                        ((40, 75), 75, 32)])
 def test_dot_product_kernels_match_a_numpy_model_bit_for_bit(x_shape, k, n):
     """Compiled for this host without AMX (so the dot-product rule takes the product): equal bit
     for bit to the numpy model of vdpbf16ps over the bf16-rounded operands."""
@@ -217,7 +238,7 @@ def test_dot_product_kernels_match_a_numpy_model_bit_for_bit(x_shape, k, n):
     executable, report = compile_for(rounded_matmul(x_shape, weight), spec)
     assert "avx512-bf16" in report.values(), report
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-    padded = -(-k // 32) * 32  # the kernel's zero padding of K adds exact zeros
+    padded = -(-k // 32) * 32  # zero terms beyond K (the kernel's padding to pairs, the model's to 32) add exact zeros
     rows = np.zeros((int(np.prod(x_shape[:-1])), padded), np.float32)
     rows[:, :k] = round_to(x, "bf16").reshape(-1, k)
     weights = np.zeros((padded, n), np.float32)

@@ -905,8 +905,8 @@ def bf16_products(target):
     from tvm.relax.dpl import is_const, is_op, wildcard
 
     from .onnx_passes import round_to
-    from .arithmetic import has_bf16_matrix_arithmetic, target_spec
-    from .schedule_rules.bf16_product import TILE_K
+    from .arithmetic import bf16_matrix_instructions, has_bf16_matrix_arithmetic, target_spec
+    from .schedule_rules.bf16_product import TILE_K, reduction_multiple
 
     value, weight = wildcard(), is_const()
     narrow = is_op("relax.astype")(value)
@@ -940,7 +940,7 @@ def bf16_products(target):
         if call.op.name == "relax.matmul":
             if len(w_shape) != 2 or len(x_shape) < 2 or x_shape[-1] != w_shape[0] or x_shape[-2] == 1:
                 return call  # (a single row, as in a squeeze-excitation block: too small for tiles)
-            panels, k_padded, n_padded = _bf16_pair_panels(weights)
+            panels, k_padded, n_padded = _bf16_pair_panels(weights, reduction_multiple(bf16_matrix_instructions(spec)))
             kernel = _bf16_matmul(x_shape, w_shape[0], w_shape[1], k_padded, n_padded)
             name, out_shape = "matmul_bf16", [*x_shape[:-1], w_shape[1]]
         else:
@@ -956,7 +956,7 @@ def bf16_products(target):
             if w_shape[2] % TILE_K:
                 return call
             kh, kw, ci, co = w_shape
-            panels, k_padded, n_padded = _bf16_pair_panels(weights.reshape(kh * kw * ci, co))
+            panels, k_padded, n_padded = _bf16_pair_panels(weights.reshape(kh * kw * ci, co), TILE_K)
             window = _Window.of(attrs)
             kernel = _bf16_conv(x_shape, w_shape, window, n_padded)
             name, out_shape = "conv2d_bf16", window.out_shape(x_shape, w_shape)
@@ -1052,16 +1052,17 @@ def _fp16_chunked_matmul(x_shape, k, n, padded, nr, chunk):
     return te.create_prim_func([a, b, _without_padded_columns(out, n, padded)]).without_attr("global_symbol")
 
 
-def _bf16_pair_panels(weights):
+def _bf16_pair_panels(weights, k_multiple: int):
     """A [K, N] float32 weight of bf16 values as AMX weight tiles' (and vdpbf16ps') layout: [Np / 16, Kp / 2, 16, 2]
     uint16 bf16 bits (16 output columns per panel, each row a pair of reduction terms per column),
-    K padded to 32 terms and N to 16 columns with zeros; returns (panels, Kp, Np)."""
+    K padded to a multiple of ``k_multiple`` terms (``bf16_product.reduction_multiple``) and N
+    to 16 columns with zeros; returns (panels, Kp, Np)."""
     import numpy as np
 
-    from .schedule_rules.bf16_product import TILE_COLS, TILE_K
+    from .schedule_rules.bf16_product import TILE_COLS
 
     k, n = weights.shape
-    k_padded, n_padded = -(-k // TILE_K) * TILE_K, -(-n // TILE_COLS) * TILE_COLS
+    k_padded, n_padded = -(-k // k_multiple) * k_multiple, -(-n // TILE_COLS) * TILE_COLS
     bits = np.zeros((k_padded, n_padded), np.uint16)
     bits[:k, :n] = (np.ascontiguousarray(weights, np.float32).view(np.uint32) >> 16).astype(np.uint16)
     panels = bits.reshape(k_padded // 2, 2, n_padded // TILE_COLS, TILE_COLS).transpose(2, 0, 3, 1)

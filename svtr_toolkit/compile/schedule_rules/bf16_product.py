@@ -1,8 +1,9 @@
 """The bf16 plan's product kernel as ``relax_passes.bf16_products`` builds it, and the steps the
 two rules that schedule it share (``amx``: AMX tiles; ``bf16_dot``: AVX-512 BF16 dot products).
 
-The kernel: ``bf16_a`` (the activations' bf16 bits, the reduction padded with zeros to whole
-32-term rows), ``bf16_matmul`` (fp32 sums over the padded reduction, output columns padded to
+The kernel: ``bf16_a`` (the activations' bf16 bits, the reduction padded with zeros to what the
+instructions read: whole 32-term rows for AMX tiles, whole pairs for ``vdpbf16ps``,
+``reduction_multiple``), ``bf16_matmul`` (fp32 sums over the padded reduction, output columns padded to
 whole 16-column vectors, the weights as panels of bf16 pairs [Np / 16, Kp / 2, 16, 2]: the
 layout both AMX weight tiles and ``vdpbf16ps`` read), then at most an elementwise epilogue.
 """
@@ -18,7 +19,17 @@ from .rule import CpuRule
 A_BLOCK = "bf16_a"
 MATMUL_BLOCK = "bf16_matmul"
 TILE_COLS = 16  # fp32 columns of an accumulator vector / AMX tile row (64 bytes)
-TILE_K = 32  # bf16 terms the reduction is padded to (an AMX tile row: 64 bytes)
+TILE_K = 32  # bf16 terms of an AMX tile row (64 bytes): the reduction AMX tiles read is padded to it
+PAIR = 2  # bf16 terms a vdpbf16ps lane reads: the reduction the dot products read is padded to it
+
+
+def reduction_multiple(instructions: str | None) -> int:
+    """The bf16 terms the product kernel's reduction is padded to for ``instructions``
+    (``arithmetic.bf16_matrix_instructions``): AMX tiles read rows of 32, ``vdpbf16ps`` pairs.
+    (PP-OCRv4's 240-channel products: padded to 256 for AMX, 240 as they are for the pairs.)"""
+    from ..arithmetic import AMX_BF16
+
+    return TILE_K if instructions == AMX_BF16 else PAIR
 
 
 @dataclass
@@ -62,7 +73,7 @@ def match_product(sch, blocks) -> Bf16Product | None:
         return None
     *outer, rows_loop, cols_loop, k_loop = loops
     rows, width, depth = extents[-3:]
-    if width % TILE_COLS or depth % TILE_K:
+    if width % TILE_COLS or depth % PAIR:
         return None
     outer_extent = 1
     for extent in extents[:-3]:
@@ -131,7 +142,7 @@ class Bf16ProductRule(CpuRule):
         if bf16_matrix_instructions(target_spec(target)) != self.instructions:
             return False
         product = match_product(sch, blocks)
-        if product is None:
+        if product is None or product.depth % reduction_multiple(self.instructions):
             return False
         block_rows = product.block_rows(CpuModel.of(target).cores, self.max_block_rows, self.lowest_block_rows)
         self.tile(sch, product, block_rows, target)
