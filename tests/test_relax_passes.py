@@ -304,3 +304,40 @@ def test_a_division_by_a_constant_becomes_a_multiplication_within_one_rounding(d
     quotient = xs / np.float32(divisor)
     ulps = np.abs(got.view(np.int32).astype(np.int64) - quotient.view(np.int32).astype(np.int64))
     assert ulps.max() <= (0 if np.log2(divisor) == int(np.log2(divisor)) else 1), ulps.max()
+
+
+def test_chains_of_constant_shifts_and_scales_fold_where_nothing_else_reads_the_link():
+    """constant_chains: PP-OCRv4's epilogue, ((x + bias) + shift) then hardswish, whose
+    (h * (1 / 6)) * scale + offset: the bias and shift become one constant, 1/6 and the scale
+    one factor; x + shift + 3, whose link (x + shift) hardswish also multiplies by, keeps its
+    two additions. The values within a few float32 roundings of the chain's."""
+    import tvm
+    from tvm import relax
+
+    rng = np.random.default_rng(3)
+    bias = rng.uniform(-1, 1, (1, 8)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((64, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shifted = bb.emit(relax.op.add(bb.emit(relax.op.add(x, relax.const(bias))), relax.const(0.25, "float32")))
+            clipped = bb.emit(relax.op.minimum(relax.op.maximum(
+                bb.emit(relax.op.add(shifted, relax.const(3.0, "float32"))), relax.const(0.0, "float32")),
+                relax.const(6.0, "float32")))
+            h = bb.emit(relax.op.multiply(bb.emit(relax.op.multiply(shifted, clipped)), relax.const(1 / 6, "float32")))
+            y = bb.emit_output(bb.emit(relax.op.add(relax.op.multiply(relax.const(0.7, "float32"), h),
+                                                    relax.const(-0.01, "float32"))))
+        bb.emit_func_output(y)
+    before = bb.get()
+    after = relax_passes.constant_chains()(before)
+
+    def count(mod, op):
+        return mod.script().count(f"R.{op}(")
+
+    assert (count(before, "add"), count(before, "multiply")) == (4, 3)
+    assert (count(after, "add"), count(after, "multiply")) == (3, 2), after.script()
+    target = targets.BuildTarget(targets.host_cpu_target().spec, "t").tvm_target()
+    xs = rng.uniform(-8, 8, (64, 8)).astype(np.float32)
+    got, want = (relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+                 for mod in (after, before))
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps, atol=1e-6)

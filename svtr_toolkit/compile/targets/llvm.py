@@ -36,18 +36,18 @@ def resolve(remote=None):
 def lowering_passes(target) -> list:
     """TVM's CPU pipeline up to scheduling (legalise + fuse), after the toolkit's rewrites: the
     network channels-last, then the fast math forms (after it: ConvertLayout cannot see into
-    them), pointwise convolutions as matmuls, and the weights of matmuls and convolutions in
+    them) and chains of constant shifts and scales folded, pointwise convolutions as matmuls, and the weights of matmuls and convolutions in
     register-tile panels (``relax_passes``): the module MetaSchedule extracts its tasks from
     and applies its database to."""
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from ..relax_passes import (bf16_products, bf16_rounding, canonical_elementwise, fast_math, fp16_matmuls,
-                                fused_attention, fused_layer_norm, network_to_nhwc, pack_weights,
+    from ..relax_passes import (bf16_products, bf16_rounding, canonical_elementwise, constant_chains, fast_math,
+                                fp16_matmuls, fused_attention, fused_layer_norm, network_to_nhwc, pack_weights,
                                 pointwise_convs_as_matmuls)
 
     return [canonical_elementwise(), network_to_nhwc(), fast_math(), relax.transform.FoldConstant(),
-            pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
+            constant_chains(), pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
             relax.transform.FoldConstant(), fp16_matmuls(target), fused_attention(target), bf16_rounding(),
             fused_layer_norm(), pack_weights(target)] \
         + cpu.legalize_passes(target)
