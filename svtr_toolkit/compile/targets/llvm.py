@@ -36,9 +36,9 @@ def resolve(remote=None):
 def lowering_passes(target) -> list:
     """TVM's CPU pipeline up to scheduling (legalise + fuse), after the toolkit's rewrites: the
     network channels-last, then the fast math forms (after it: ConvertLayout cannot see into
-    them) and chains of constant shifts and scales folded, pointwise convolutions as matmuls, and the weights of matmuls and convolutions in
-    register-tile panels (``relax_passes``): the module MetaSchedule extracts its tasks from
-    and applies its database to."""
+    them) and chains of constant shifts and scales folded, pointwise convolutions as matmuls,
+    and the weights of matmuls and convolutions in register-tile panels (``relax_passes``):
+    the module MetaSchedule extracts its tasks from and applies its database to."""
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
