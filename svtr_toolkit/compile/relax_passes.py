@@ -722,17 +722,11 @@ def _placeholder(shape, name, dtype="float32"):
     return te.placeholder(_int64(shape), dtype, name)
 
 
-def _bf16_bits(value):
-    """The bf16 bits (uint16) of ``value`` (fp32; a load or a small expression of one: it is
-    written twice) rounded to the nearest bf16 value, even on a tie: the plan's rounding."""
+def _bf16_round(value):
+    """``value`` rounded to bf16 as the plan does (``attention_bf16.rounded_bits``), back in fp32."""
     from .schedule_rules.attention_bf16 import rounded_bits
 
-    return rounded_bits(value)
-
-
-def _bf16_round(value):
-    """``value`` rounded as ``_bf16_bits`` does, back in fp32."""
-    return _from_bf16_bits(_bf16_bits(value))
+    return _from_bf16_bits(rounded_bits(value))
 
 
 def _from_bf16_bits(bits):
@@ -836,18 +830,18 @@ def _bf16_attention_kernel(views, reads, source_shapes, shapes: _AttentionShapes
 
     def key_bits(*ix):
         *at, key, term = ix
-        return tirx.if_then_else(term < depth, _bf16_bits(given.k(*at, key, te.min(term, depth - 1))), zero)
+        return tirx.if_then_else(term < depth, names.rounded_bits(given.k(*at, key, te.min(term, depth - 1))), zero)
 
     k16 = te.compute(_int64((*lead, tk, terms)), ranged((*lead, tk, terms), key_bits), name=names.KEYS)
     vt16 = te.compute(_int64((*lead, width, tk)),
-                      ranged((*lead, width, tk), lambda *ix: _bf16_bits(given.v(*ix[:-2], ix[-1], ix[-2]))),
+                      ranged((*lead, width, tk), lambda *ix: names.rounded_bits(given.v(*ix[:-2], ix[-1], ix[-2]))),
                       name=names.VALUES_T)
     blocks = padded // 16
 
     def query_pairs(*ix):
         *at, block, pair, lane, half = ix
         term = pair * 2 + half
-        return tirx.if_then_else(term < depth, _bf16_bits(given.q(*at, te.min(block * 16 + lane, tq - 1),
+        return tirx.if_then_else(term < depth, names.rounded_bits(given.q(*at, te.min(block * 16 + lane, tq - 1),
                                                                    te.min(term, depth - 1))), zero)
 
     q16 = te.compute(_int64((*lead, blocks, terms // 2, 16, 2)),
@@ -1186,12 +1180,10 @@ def _bf16_kernel(a, rows, term, k_padded, n, n_padded):
     a16 = te.compute(_int64((*rows, k_padded)), bits, name=A_BLOCK)
     r = te.reduce_axis(tuple(_int64((0, k_padded))), "k")
 
-    def as_float(value):
-        return tirx.reinterpret("float32", value.astype("uint32") << tirx.const(16, "uint32"))
-
     def product(*index):
         *row, j = index
-        return te.sum(as_float(a16[(*row, r)]) * as_float(b[j // TILE_COLS, r // 2, j % TILE_COLS, r % 2]), axis=r)
+        weight = b[j // TILE_COLS, r // 2, j % TILE_COLS, r % 2]
+        return te.sum(_from_bf16_bits(a16[(*row, r)]) * _from_bf16_bits(weight), axis=r)
 
     out = te.compute(_int64((*rows, n_padded)), product, name=MATMUL_BLOCK)
     return te.create_prim_func([a, b, _without_padded_columns(out, n, n_padded)]).without_attr("global_symbol")

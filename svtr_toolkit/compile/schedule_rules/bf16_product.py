@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..arithmetic import bf16_matrix_instructions, target_spec
-from .bf16_store import can_store_natively, if_it_applies, store_natively
+from .bf16_store import can_store_natively, converting_epilogue, if_it_applies
 from .common import CpuModel, divisor_near, int_extent
 from .rule import CpuRule
 
@@ -112,13 +112,9 @@ def _converting_epilogue(sch, product: Bf16Product, loop, target) -> bool:
     after = product.after
     for block in after[:-2]:
         sch.compute_inline(block.block_rv)
-    sch.set_scope(product.main.block_rv, 0, "local")
-    value = product.main.block_rv
-    if len(after) > 1:
-        value = after[-2].block_rv
-        sch.reverse_compute_at(value, loop, preserve_unit_loops=True)
-        vectorise_innermost(sch, value, TILE_COLS)
-    return store_natively(sch, value, after[-1].block_rv, loop, target)
+    value = after[-2].block_rv if len(after) > 1 else None
+    return converting_epilogue(sch, product.main.block_rv, value, after[-1].block_rv, loop, target,
+                               lambda s, block: vectorise_innermost(s, block, TILE_COLS))
 
 
 def vectorise_innermost(sch, block, lanes: int) -> None:

@@ -122,6 +122,19 @@ def store_natively(sch, value, cast, anchor, target) -> bool:
     return True
 
 
+def converting_epilogue(sch, sums, value, cast, anchor, target, vectorise) -> bool:
+    """A register tile's epilogue ending in a conversion to bf16, stored natively: the tile's
+    ``sums`` kept local; ``value`` (the block computing the fp32 value ``cast`` converts, or None
+    where ``cast`` reads the sums themselves) computed under ``anchor`` and vectorised by
+    ``vectorise(sch, block)``; then ``store_natively``. The epilogue's other blocks are inlined
+    into ``value`` beforehand by the rule."""
+    sch.set_scope(sums, 0, "local")
+    if value is not None:
+        sch.reverse_compute_at(value, anchor, preserve_unit_loops=True)
+        vectorise(sch, value)
+    return store_natively(sch, value if value is not None else sums, cast, anchor, target)
+
+
 def if_it_applies(sch, steps) -> bool:
     """``steps(schedule)`` (True when it applied) tried on a copy of ``sch`` first, then on
     ``sch`` only where it applied: a schedule primitive that refuses midway would leave ``sch``

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .bf16_store import can_store_natively, if_it_applies, store_natively
+from .bf16_store import can_store_natively, converting_epilogue, if_it_applies
 from .common import CpuModel, divisor_near, int_extent, read_vars, vector_factor, vectorise_whole
 from .rule import CpuRule
 
@@ -136,19 +136,17 @@ class DepthwiseConv(CpuRule):
         its end with the CPU's instruction where it has one: ``bf16_store``); the sums'
         zeroing vectorised."""
         after = blocks[blocks.index(main) + 1:]
-        value = after[-2].block_rv if len(after) > 1 else main.block_rv
+        value = after[-2].block_rv if len(after) > 1 else None
 
         def converting(s):
-            if len(after) > 1:
-                s.reverse_compute_at(value, anchor, preserve_unit_loops=True)
-                vectorise_whole(s, s.get_loops(value)[-1], CpuModel.of(target).lanes(32))
-            _local(s, main.block_rv)
-            return store_natively(s, value, after[-1].block_rv, anchor, target)
+            return converting_epilogue(s, main.block_rv, value, after[-1].block_rv, anchor, target,
+                                       lambda s, block: vectorise_whole(s, s.get_loops(block)[-1],
+                                                                        CpuModel.of(target).lanes(32)))
 
         if after and can_store_natively(sch, after[-1].block_rv, target) and if_it_applies(sch, converting):
             vectorised = []
         else:
-            if len(after) > 1:
+            if value is not None:
                 sch.compute_inline(value)
             if after:
                 epilogue = after[-1].block_rv
