@@ -341,3 +341,68 @@ def test_chains_of_constant_shifts_and_scales_fold_where_nothing_else_reads_the_
     got, want = (relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
                  for mod in (after, before))
     np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout, x_shape, w_shape, padding, window", [
+    # SVTR's rectifier ends with a 3x3 convolution over a 1x2 map: two of its window rows read
+    # only padding
+    ("NHWC", (4, 1, 2, 16), (3, 3, 16, 32), (1, 1, 1, 1), (1, 3)),
+    ("NCHW", (2, 8, 1, 6), (16, 8, 3, 3), (1, 1, 1, 1), (1, 3)),
+    # a 5x5 window, stride 2, over a 3x1 map: every row reaches it from one output row or the
+    # other, only the middle column reaches the one-pixel-wide map
+    ("NHWC", (2, 3, 1, 8), (5, 5, 8, 16), (2, 2, 2, 2), (5, 1)),
+    # every tap reads the map somewhere: left alone
+    ("NHWC", (2, 2, 5, 8), (3, 3, 8, 16), (1, 1, 1, 1), (3, 3)),
+])
+def test_window_taps_that_read_only_padding_are_dropped_with_the_same_numbers(layout, x_shape, w_shape, padding,
+                                                                              window):
+    import tvm
+    from tvm import relax
+
+    rng = np.random.default_rng(5)
+    weight = rng.uniform(-1, 1, w_shape).astype(np.float32)
+    kernel_layout = "HWIO" if layout == "NHWC" else "OIHW"
+    strides = (2, 2) if w_shape[0] == 5 else (1, 1)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), strides=strides, padding=padding,
+                                                  data_layout=layout, kernel_layout=kernel_layout))
+        bb.emit_func_output(y)
+    before = bb.get()
+    after = relax.transform.FoldConstant()(relax_passes.dead_window_taps()(before))
+    (conv,) = [c for c in re.findall(r"R\.nn\.conv2d\(.*", after.script())]
+    kept = [int(d) for d in after["main"].body.blocks[0].bindings[0].value.args[1].ty.shape]
+    hw = [kernel_layout.index(a) for a in "HW"]
+    assert (kept[hw[0]], kept[hw[1]]) == window, conv
+    target = targets.BuildTarget(targets.host_cpu_target().spec, "t").tvm_target()
+    xs = rng.uniform(-1, 1, x_shape).astype(np.float32)
+    got, want = (relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+                 for mod in (after, before))
+    assert got.shape == want.shape
+    # the dropped terms were products with zeros: the same sums, to the rounding of their order
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * np.finfo(np.float32).eps * np.abs(want).max())
+
+
+def test_a_window_cut_to_one_pixel_goes_on_as_a_pointwise_product():
+    """A 3x3 convolution over a 1x1 map reads one weight tap: cut to 1x1, stride 1, no
+    padding, it is a matmul for the build's passes."""
+    import tvm
+    from tvm import relax
+
+    from svtr_toolkit.compile.targets import llvm
+
+    weight = np.random.default_rng(6).uniform(-1, 1, (3, 3, 16, 32)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 1, 1, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), padding=1, data_layout="NHWC",
+                                                  kernel_layout="HWIO"))
+        bb.emit_func_output(y)
+    target = targets.BuildTarget(targets.host_cpu_target().spec, "t").tvm_target()
+    with target:
+        lowered = tvm.transform.Sequential(llvm.lowering_passes(target))(bb.get())
+    names = [gv.name_hint for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert names and not any("conv2d" in n for n in names) and any("matmul" in n for n in names), names

@@ -351,6 +351,55 @@ def network_to_nhwc():
     return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
 
 
+def dead_window_taps():
+    """2-D convolutions whose window has rows or columns that read only zero padding, at every
+    output position, lose them: the weight is sliced to the taps that read the map and the
+    padding shrinks by what was dropped, so the output shape and every sum's terms are the
+    same (the dropped terms were products with zeros).
+
+    Why: a KxK window over a map smaller than itself (SVTR's rectifier ends with a 3x3
+    convolution over a 1x2 map) spends most of its multiply-adds on padding: there, two of the
+    three window rows. A window cut to 1x1, stride 1, then goes on as a pointwise product
+    (``pointwise_convs_as_matmuls``).
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_op, wildcard
+
+    data, weight = wildcard(), wildcard()
+    pattern = is_op("relax.nn.conv2d")(data, weight)
+
+    def live_taps(size, out_size, taps, stride, dilation, before):
+        """The first and last window tap along one axis that reads inside the map."""
+        live = [t for t in range(taps)
+                if t * dilation - before < size and (out_size - 1) * stride + t * dilation - before >= 0]
+        return live[0], live[-1]
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        x_shape, w_shape, out_shape = (_known_shape(e) for e in (matches[data], matches[weight], call))
+        if None in (x_shape, w_shape, out_shape) or len(x_shape) != 4:
+            return call
+        in_axes = [str(attrs.data_layout).index(a) for a in "HW"]
+        w_axes = [str(attrs.kernel_layout).index(a) for a in "HW"]
+        out_axes = [str(attrs.out_layout or attrs.data_layout).index(a) for a in "HW"]
+        padding = [int(p) for p in attrs.padding]
+        begin, end, new_padding = [], [], list(padding)
+        for n, (ia, wa, oa) in enumerate(zip(in_axes, w_axes, out_axes)):
+            stride, dilation = int(attrs.strides[n]), int(attrs.dilation[n])
+            first, last = live_taps(x_shape[ia], out_shape[oa], w_shape[wa], stride, dilation, padding[n])
+            new_padding[n] = padding[n] - first * dilation
+            new_padding[n + 2] = padding[n + 2] - (w_shape[wa] - 1 - last) * dilation
+            begin.append(first)
+            end.append(last + 1)
+        if new_padding == padding or min(new_padding) < 0:
+            return call  # nothing dead, or a cut that padding cannot express
+        w = relax.op.strided_slice(matches[weight], w_axes, begin, end)
+        return relax.op.nn.conv2d(matches[data], w, attrs.strides, new_padding, attrs.dilation, int(attrs.groups),
+                                  attrs.data_layout, attrs.kernel_layout, attrs.out_layout, _out_dtype(attrs))
+
+    return _call_rewrite_pass(pattern, rewriter, "DeadWindowTaps")
+
+
 def pointwise_convs_as_matmuls():
     """NHWC/HWIO convolutions with a 1x1 window, stride 1, no padding and one group become
     ``matmul(x, w[Ci, Co])``: the same sum over the input channels, which

@@ -42,12 +42,12 @@ def lowering_passes(target) -> list:
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from ..relax_passes import (bf16_products, bf16_rounding, canonical_elementwise, constant_chains, fast_math,
-                                fp16_matmuls, fused_attention, fused_layer_norm, network_to_nhwc, pack_weights,
-                                pointwise_convs_as_matmuls)
+    from ..relax_passes import (bf16_products, bf16_rounding, canonical_elementwise, constant_chains,
+                                dead_window_taps, fast_math, fp16_matmuls, fused_attention, fused_layer_norm,
+                                network_to_nhwc, pack_weights, pointwise_convs_as_matmuls)
 
     return [canonical_elementwise(), network_to_nhwc(), fast_math(), relax.transform.FoldConstant(),
-            constant_chains(), pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
+            constant_chains(), dead_window_taps(), pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
             relax.transform.FoldConstant(), fp16_matmuls(target), fused_attention(target), bf16_rounding(),
             fused_layer_norm(), pack_weights(target)] \
         + cpu.legalize_passes(target)
