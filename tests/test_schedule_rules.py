@@ -371,3 +371,48 @@ def test_a_channels_last_window_reads_its_padding_from_a_pass_of_its_own():
     x, w = data(*shapes[0]), data(*shapes[1], seed=1)
     reference = conv_nchw(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), 1)[:, :, ::2, :].transpose(0, 2, 3, 1)
     np.testing.assert_allclose(run(x, w), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_a_map_narrower_than_the_register_tile_stacks_images_onto_its_rows():
+    """SVTR's rectifier ends on a 1x2 map: a tile of its two output columns would load each
+    weight vector for two rows only; the images' axis joins the tile's rows (4 x 2 here)."""
+    weight = data(3, 3, 64, 64, seed=1)
+
+    def build(x):
+        return relax.op.nn.conv2d(x, relax.const(weight), padding=1, data_layout="NHWC", kernel_layout="HWIO")
+
+    (rule, text), = [v for v in scheduled_kernels(build, (8, 1, 2, 64), target=tvm.target.Target(AVX512_2_CORES)).values()
+                     if v[0] == "contraction"]
+    product = text[text.index("update"):]
+    assert re.search(r"T\.unroll\(T\.int64\(4\)\):\s+for \w+ in T\.unroll\(T\.int64\(2\)\):\s+for \w+ in T\.vectorized",
+                     text), product
+    run, _ = compile_one(build, (8, 1, 2, 64))
+    x = data(8, 1, 2, 64)
+    reference = conv_nchw(x.transpose(0, 3, 1, 2), weight.transpose(3, 2, 0, 1), 1).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(run(x), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels, on_the_stack", [(3, True), (64, False)])
+def test_a_short_reduction_keeps_its_partial_sums_on_the_stack(channels, on_the_stack):
+    """A 3-channel image's 3x3 convolution sums 27 terms per output: too few to pay for taking
+    its register tile's partial sums from TVM's workspace pool once per task, which TVM does for
+    a buffer of 1 KiB or more; its tile has fewer rows instead. A 576-term reduction keeps the
+    fuller tile."""
+    from svtr_toolkit.compile.schedule_rules.contraction import STACK_BYTES
+
+    weight = data(3, 3, channels, 32, seed=1)
+
+    def build(x):
+        return relax.op.nn.conv2d(x, relax.const(weight), padding=1, data_layout="NHWC", kernel_layout="HWIO")
+
+    (rule, text), = [v for v in scheduled_kernels(build, (2, 8, 16, channels),
+                                                  target=tvm.target.Target(AVX512_2_CORES)).values()
+                     if v[0] == "contraction"]
+    rows, width = (int(n) for n in re.search(
+        r"T\.unroll\(T\.int64\((\d+)\)\):\s+for \w+ in T\.vectorized\(T\.int64\((\d+)\)\):\s+with T\.sblock\(\"\w*update",
+        text).groups())
+    assert (rows * width * 4 < STACK_BYTES) == on_the_stack, (rows, width)
+    run, _ = compile_one(build, (2, 8, 16, channels))
+    x = data(2, 8, 16, channels)
+    reference = conv_nchw(x.transpose(0, 3, 1, 2), weight.transpose(3, 2, 0, 1), 1).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(run(x), reference, rtol=1e-4, atol=1e-4)

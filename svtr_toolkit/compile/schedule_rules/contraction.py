@@ -33,6 +33,13 @@ WHOLE_ROW_VECTORS = 4
 # A reused operand's panel beyond this is read in reduction blocks of this size, each staying
 # in the L1 data cache (48 KiB on current x86 cores) while every row tile passes over it.
 PANEL_L1_BYTES = 24 * 1024
+# A reduction shorter than this many terms (a 3-channel image's convolution: 27; SVTR's
+# 64-channel products) does too little work per register tile to amortise allocating its
+# partial sums from TVM's workspace pool, which TVM does per task for a buffer of STACK_BYTES or
+# more (a smaller one lives on the stack, where LLVM keeps it in registers): such tiles get
+# fewer rows instead. At 128 terms the fuller tile is worth the allocation again.
+SHORT_REDUCTION = 96
+STACK_BYTES = 1024
 # Rows of the broadcast operand one task keeps while every j-tile passes over them: the block
 # stays in the L2 cache instead of being streamed from memory once per j-tile.
 ROW_BLOCK_BYTES = 256 * 1024
@@ -61,7 +68,7 @@ class _Kernel:
 @dataclass
 class _Tile:
     anchor: object  # the loop the epilogue and the padding windows are computed under
-    inner: list  # the register tile's loops: [rows, j] (or [j] for plain reductions)
+    inner: list  # the register tile's loops: [rows..., j] (or [j] for plain reductions)
     nr: int
     lanes: int
     reduction: object  # the outermost reduction loop: the partial sums are zeroed before it
@@ -163,8 +170,10 @@ class TiledContraction(CpuRule):
         return windows
 
     def tile(self, sch, kernel: _Kernel, target) -> _Tile | None:
-        """The register tile (``CpuModel.tile_vectors`` / ``tile_rows``) and the loops around
-        it, fused into one parallel loop: j-tiles inside row blocks of ROW_BLOCK_BYTES, so the
+        """The register tile (``CpuModel.tile_vectors`` / ``tile_rows``; fewer rows over a
+        short reduction, ``_stack_rows``; the images stacked onto the rows of a map too narrow,
+        ``_stacked_rows``) and the loops around it, fused into one parallel loop: j-tiles
+        inside row blocks of ROW_BLOCK_BYTES, so the
         broadcast operand is read from memory once, and a long reduction in blocks whose slice
         of the reused operand's panel stays in L1 (``_reduction_block``); with a reused operand
         to ``pack`` at run time, j-tiles outside the rows instead."""
@@ -194,9 +203,11 @@ class TiledContraction(CpuRule):
         row = _row_axis(spatial, read_vars(stmt))
         outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
         nr = _narrowed(register_tile_width(width, model, bits), width, _extent(sch, outer) * extents[row], model, lanes)
-        mr = divisor_near(extents[row], model.tile_rows(-(-nr // lanes)))
+        rows = _stack_rows(model.tile_rows(-(-nr // lanes)), nr * bits // 8, _extent(sch, r_loops))
+        mr = divisor_near(extents[row], rows)
         jo, ji = sch.split(s_loops[-1], [None, nr])
         io, ii = sch.split(s_loops[row], [None, mr])
+        outer, stacked = _stacked_rows(sch, spatial, stmt, s_loops, extents, row, rows // mr)
         panel = _reused_operand(sch, main, spatial, row)
         reduction_bytes = _extent(sch, r_loops) * bits // 8
         if panel is not None and reduction_bytes * nr < PANEL_BYTES:
@@ -205,7 +216,7 @@ class TiledContraction(CpuRule):
             panel = None  # laid out in panels at build time (relax_passes.pack_weights)
         outside = None if panel is None else _outside_panel(sch, outer, jo, _extent(sch, [io]) * mr, 4 * model.cores)
         if outside is not None:
-            sch.reorder(*outer[:outside], jo, *outer[outside:], io, *r_loops, ii, ji)
+            sch.reorder(*outer[:outside], jo, *outer[outside:], io, *r_loops, *stacked, ii, ji)
             task = sch.fuse(*outer[:outside], jo)
             sch.parallel(task)
             self.pack(sch, main, panel, task)
@@ -227,14 +238,14 @@ class TiledContraction(CpuRule):
                         blocks = [ib]
                 *window, last = r_loops
                 ko, ki = sch.split(last, [None, kc])
-                sch.reorder(*outer, *blocks, jo, *window, ko, io, ki, ii, ji)
+                sch.reorder(*outer, *blocks, jo, *window, ko, io, ki, *stacked, ii, ji)
                 anchor = sch.fuse(*outer, *blocks, jo)
                 sch.parallel(anchor)
-                return _Tile(anchor, [ii, ji], nr, lanes, window[0] if window else ko)
-            sch.reorder(*outer, *blocks, jo, io, *r_loops, ii, ji)
+                return _Tile(anchor, [*stacked, ii, ji], nr, lanes, window[0] if window else ko)
+            sch.reorder(*outer, *blocks, jo, io, *r_loops, *stacked, ii, ji)
             anchor = sch.fuse(*outer, *blocks, jo, io)
             sch.parallel(anchor)
-        return _Tile(anchor, [ii, ji], nr, lanes, r_loops[0])
+        return _Tile(anchor, [*stacked, ii, ji], nr, lanes, r_loops[0])
 
     @staticmethod
     def pack(sch, main, panel: int, task) -> None:
@@ -261,8 +272,9 @@ class TiledContraction(CpuRule):
         init = sch.decompose_reduction(kernel.main.block_rv, tile.reduction)
         for block in (init, epilogue):
             vectorise_whole(sch, sch.get_loops(block)[-1], tile.lanes)
-        if len(tile.inner) == 2 and (int_extent(sch, tile.inner[0]) or 1) > 1:
-            sch.unroll(tile.inner[0])
+        for rows in tile.inner[:-1]:
+            if (int_extent(sch, rows) or 1) > 1:
+                sch.unroll(rows)
         if tile.nr > 1:
             vectorise_whole(sch, tile.inner[-1], tile.lanes)
 
@@ -291,6 +303,35 @@ def _schedule_errors():
     from tvm.s_tir import ScheduleError
 
     return ScheduleError
+
+
+def _stack_rows(rows: int, row_bytes: int, terms: int) -> int:
+    """The register tile's rows, fewer where a short reduction (under SHORT_REDUCTION terms)
+    would otherwise put its partial sums (``rows`` x ``row_bytes``) past STACK_BYTES."""
+    if terms >= SHORT_REDUCTION or rows * row_bytes < STACK_BYTES:
+        return rows
+    return max(1, (STACK_BYTES - 1) // row_bytes)
+
+
+def _stacked_rows(sch, spatial, stmt, s_loops, extents, row: int, missing: int):
+    """(the loops outside the tile, [a second row loop]): when the row axis is shorter than the
+    register tile's rows (``missing`` > 1 times: a convolution over a map one or two pixels
+    wide, the rectifier's last), the next spatial axis out that the vector operand does not
+    depend on (the images) is split and its inner part stacked onto the tile's rows, so the
+    tile still has rows enough to reuse each vector of the operand; else ([the outer loops], [])."""
+    j = spatial[-1].var.name
+    vector_reads = [used for used in read_vars(stmt) if j in used]
+    outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
+    if missing < 2:
+        return outer, []
+    for n in range(row - 1, -1, -1):
+        if extents[n] > 1 and all(spatial[n].var.name not in used for used in vector_reads):
+            stacked = divisor_near(extents[n], missing)
+            if stacked < 2:
+                break
+            loop_out, loop_in = sch.split(s_loops[n], [None, stacked])
+            return [loop_out if index == n else loop for index, loop in enumerate(s_loops[:-1]) if index != row], [loop_in]
+    return outer, []
 
 
 def _row_axis(spatial, reads) -> int:
