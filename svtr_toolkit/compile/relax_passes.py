@@ -369,10 +369,11 @@ def dead_window_taps():
     pattern = is_op("relax.nn.conv2d")(data, weight)
 
     def live_taps(size, out_size, taps, stride, dilation, before):
-        """The first and last window tap along one axis that reads inside the map."""
+        """The first and last window tap along one axis whose reads reach inside the map
+        (None when none does: a window that strides past a map smaller than its stride)."""
         live = [t for t in range(taps)
                 if t * dilation - before < size and (out_size - 1) * stride + t * dilation - before >= 0]
-        return live[0], live[-1]
+        return (live[0], live[-1]) if live else None
 
     def rewriter(call, matches):
         attrs = call.attrs
@@ -386,7 +387,10 @@ def dead_window_taps():
         begin, end, new_padding = [], [], list(padding)
         for n, (ia, wa, oa) in enumerate(zip(in_axes, w_axes, out_axes)):
             stride, dilation = int(attrs.strides[n]), int(attrs.dilation[n])
-            first, last = live_taps(x_shape[ia], out_shape[oa], w_shape[wa], stride, dilation, padding[n])
+            taps = live_taps(x_shape[ia], out_shape[oa], w_shape[wa], stride, dilation, padding[n])
+            if taps is None:
+                return call
+            first, last = taps
             new_padding[n] = padding[n] - first * dilation
             new_padding[n + 2] = padding[n + 2] - (w_shape[wa] - 1 - last) * dilation
             begin.append(first)
