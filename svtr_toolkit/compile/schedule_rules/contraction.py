@@ -170,10 +170,10 @@ class TiledContraction(CpuRule):
         return windows
 
     def tile(self, sch, kernel: _Kernel, target) -> _Tile | None:
-        """The register tile (``CpuModel.tile_vectors`` / ``tile_rows``; fewer rows over a
-        short reduction, ``_stack_rows``; the images stacked onto the rows of a map too narrow,
-        ``_stacked_rows``) and the loops around it, fused into one parallel loop: j-tiles
-        inside row blocks of ROW_BLOCK_BYTES, so the
+        """The register tile (``CpuModel.tile_vectors`` / ``tile_rows``, its rows along
+        ``_free_axes``; fewer rows over a short reduction, ``_rows_on_the_stack``; a second row
+        axis where the first is too short, ``_second_row_axis``) and the loops around it, fused
+        into one parallel loop: j-tiles inside row blocks of ROW_BLOCK_BYTES, so the
         broadcast operand is read from memory once, and a long reduction in blocks whose slice
         of the reused operand's panel stays in L1 (``_reduction_block``); with a reused operand
         to ``pack`` at run time, j-tiles outside the rows instead."""
@@ -200,14 +200,21 @@ class TiledContraction(CpuRule):
             sch.parallel(tile)
             return _Tile(tile, [ji], nr, lanes, r_loops[0])
 
-        row = _row_axis(spatial, read_vars(stmt))
+        free = _free_axes(spatial, read_vars(stmt))
+        row = free[0] if free else len(spatial) - 2
         outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
         nr = _narrowed(register_tile_width(width, model, bits), width, _extent(sch, outer) * extents[row], model, lanes)
-        rows = _stack_rows(model.tile_rows(-(-nr // lanes)), nr * bits // 8, _extent(sch, r_loops))
+        rows = _rows_on_the_stack(model.tile_rows(-(-nr // lanes)), nr * bits // 8, _extent(sch, r_loops))
         mr = divisor_near(extents[row], rows)
         jo, ji = sch.split(s_loops[-1], [None, nr])
         io, ii = sch.split(s_loops[row], [None, mr])
-        outer, stacked = _stacked_rows(sch, spatial, stmt, s_loops, extents, row, rows // mr)
+        stacked = []
+        second = _second_row_axis(extents, free, row, rows // mr)
+        if second is not None:
+            axis, factor = second
+            axis_out, axis_in = sch.split(s_loops[axis], [None, factor])
+            outer = [axis_out if n == axis else loop for n, loop in enumerate(s_loops[:-1]) if n != row]
+            stacked = [axis_in]
         panel = _reused_operand(sch, main, spatial, row)
         reduction_bytes = _extent(sch, r_loops) * bits // 8
         if panel is not None and reduction_bytes * nr < PANEL_BYTES:
@@ -305,7 +312,7 @@ def _schedule_errors():
     return ScheduleError
 
 
-def _stack_rows(rows: int, row_bytes: int, terms: int) -> int:
+def _rows_on_the_stack(rows: int, row_bytes: int, terms: int) -> int:
     """The register tile's rows, fewer where a short reduction (under SHORT_REDUCTION terms)
     would otherwise put its partial sums (``rows`` x ``row_bytes``) past STACK_BYTES."""
     if terms >= SHORT_REDUCTION or rows * row_bytes < STACK_BYTES:
@@ -313,38 +320,30 @@ def _stack_rows(rows: int, row_bytes: int, terms: int) -> int:
     return max(1, (STACK_BYTES - 1) // row_bytes)
 
 
-def _stacked_rows(sch, spatial, stmt, s_loops, extents, row: int, missing: int):
-    """(the loops outside the tile, [a second row loop]): when the row axis is shorter than the
-    register tile's rows (``missing`` > 1 times: a convolution over a map one or two pixels
-    wide, the rectifier's last), the next spatial axis out that the vector operand does not
-    depend on (the images) is split and its inner part stacked onto the tile's rows, so the
-    tile still has rows enough to reuse each vector of the operand; else ([the outer loops], [])."""
-    j = spatial[-1].var.name
-    vector_reads = [used for used in read_vars(stmt) if j in used]
-    outer = [loop for n, loop in enumerate(s_loops[:-1]) if n != row]
-    if missing < 2:
-        return outer, []
-    for n in range(row - 1, -1, -1):
-        if extents[n] > 1 and all(spatial[n].var.name not in used for used in vector_reads):
-            stacked = divisor_near(extents[n], missing)
-            if stacked < 2:
-                break
-            loop_out, loop_in = sch.split(s_loops[n], [None, stacked])
-            return [loop_out if index == n else loop for index, loop in enumerate(s_loops[:-1]) if index != row], [loop_in]
-    return outer, []
-
-
-def _row_axis(spatial, reads) -> int:
-    """The spatial axis to unroll into rows of the register tile: the innermost one that the
-    j-varying operand does not depend on, so each vector of it loaded is reused across the
-    rows (GEMM: i; NCHW convolution: output channels; NHWC: output width). Without such an
-    axis (depthwise convolution) the one just outside j."""
+def _free_axes(spatial, reads) -> list[int]:
+    """The spatial axes but j that the j-varying operand does not depend on, innermost first:
+    the axes a register tile's rows may run along, each vector of that operand loaded once and
+    reused across them (GEMM: i; NCHW convolution: output channels; NHWC: output width, then
+    output rows and images). The first is the row axis; without any (depthwise convolution)
+    the rows run along the axis just outside j."""
     j = spatial[-1].var.name
     vector_reads = [used for used in reads if j in used]
-    for index in range(len(spatial) - 2, -1, -1):
-        if all(spatial[index].var.name not in used for used in vector_reads):
-            return index
-    return len(spatial) - 2
+    return [index for index in range(len(spatial) - 2, -1, -1)
+            if all(spatial[index].var.name not in used for used in vector_reads)]
+
+
+def _second_row_axis(extents, free, row: int, missing: int) -> tuple[int, int] | None:
+    """(axis, rows of it) stacked onto the tile's rows when the row axis is ``missing`` > 1
+    times shorter than the tile (a convolution over a map one or two pixels wide, the
+    rectifier's last): the next free axis out with more than one row (the images), split by a
+    divisor near ``missing``; None otherwise."""
+    if missing < 2:
+        return None
+    axis = next((n for n in free if n < row and extents[n] > 1), None)
+    if axis is None:
+        return None
+    factor = divisor_near(extents[axis], missing)
+    return (axis, factor) if factor > 1 else None
 
 
 def _innermost_index_moves_with(region, var_name: str) -> bool:

@@ -36,9 +36,10 @@ def resolve(remote=None):
 def lowering_passes(target) -> list:
     """TVM's CPU pipeline up to scheduling (legalise + fuse), after the toolkit's rewrites: the
     network channels-last, then the fast math forms (after it: ConvertLayout cannot see into
-    them) and chains of constant shifts and scales folded, pointwise convolutions as matmuls,
-    and the weights of matmuls and convolutions in register-tile panels (``relax_passes``):
-    the module MetaSchedule extracts its tasks from and applies its database to."""
+    them) and chains of constant shifts and scales folded, window taps that read only padding
+    dropped, pointwise convolutions as matmuls, and the weights of matmuls and convolutions in
+    register-tile panels (``relax_passes``): the module MetaSchedule extracts its tasks from
+    and applies its database to."""
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
@@ -47,9 +48,9 @@ def lowering_passes(target) -> list:
                                 network_to_nhwc, pack_weights, pointwise_convs_as_matmuls)
 
     return [canonical_elementwise(), network_to_nhwc(), fast_math(), relax.transform.FoldConstant(),
-            constant_chains(), dead_window_taps(), pointwise_convs_as_matmuls(), relax.transform.FoldConstant(), bf16_products(target),
-            relax.transform.FoldConstant(), fp16_matmuls(target), fused_attention(target), bf16_rounding(),
-            fused_layer_norm(), pack_weights(target)] \
+            constant_chains(), dead_window_taps(), pointwise_convs_as_matmuls(), relax.transform.FoldConstant(),
+            bf16_products(target), relax.transform.FoldConstant(), fp16_matmuls(target), fused_attention(target),
+            bf16_rounding(), fused_layer_norm(), pack_weights(target)] \
         + cpu.legalize_passes(target)
 
 
