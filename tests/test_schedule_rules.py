@@ -77,8 +77,8 @@ CASES = {
     "depthwise 5x5 convolution NCHW, zero padding": (
         lambda x, w: relax.op.nn.conv2d(x, w, padding=2, groups=16), [(2, 16, 6, 40), (16, 1, 5, 5)],
         lambda x, w: conv_nchw(x, w, 2, groups=16), "depthwise"),
-    # PP-OCRv4's strided depthwise shapes; the tall map's padded window exceeds one task's
-    # budget, so its rows are split into strips that each fill their own window
+    # PP-OCRv4's strided depthwise shapes; at batch 1 the map's rows are split into strips
+    # (two tasks per core) that each fill their own window
     "depthwise 3x3, stride (1, 2), a map tall enough for strips of rows": (
         lambda x, w: relax.op.nn.conv2d(x, w, strides=(1, 2), padding=1, groups=64),
         [(1, 64, 48, 162), (64, 1, 3, 3)],
@@ -416,3 +416,27 @@ def test_a_short_reduction_keeps_its_partial_sums_on_the_stack(channels, on_the_
     x = data(2, 8, 16, channels)
     reference = conv_nchw(x.transpose(0, 3, 1, 2), weight.transpose(3, 2, 0, 1), 1).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(run(x), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch, tasks, window_rows", [(1, 4, 7), (8, 8, 16)])
+def test_a_depthwise_task_fills_one_window_of_all_channels_for_its_strip_of_rows(batch, tasks, window_rows):
+    """A depthwise convolution's task is an image and a strip of output rows: it fills the
+    strip's padded window once, every channel of each pixel in one contiguous read (a window
+    per 16-channel block read 64 of each pixel's 192 bytes and waited on memory), and works
+    through the channel blocks from it. The strip is the whole map where the images give two
+    tasks per core (batch 8: 12 + 4 window rows), shorter where they do not (batch 1: 4 strips
+    of 3 rows, each reading 3 + 4)."""
+    shapes = [(batch, 48, 12, 40), (48, 1, 5, 5)]
+
+    def build(x, w):
+        return relax.op.nn.conv2d(x, w, padding=2, groups=48)
+
+    (rule, text), = [v for v in scheduled_kernels(build, *shapes, target=tvm.target.Target(AVX512_2_CORES)).values()
+                     if v[0] == "depthwise"]
+    assert f"T.parallel(T.int64({tasks}))" in text, text
+    fill = text[:text.index("update")]
+    assert re.search(rf"T\.grid\((T\.int64\(1\), )?T\.int64\({window_rows}\), T\.int64\(44\)\)", fill), fill
+    assert re.search(r"T\.unroll\(T\.int64\(3\)\):\s+for \w+ in T\.vectorized\(T\.int64\(16\)\)", fill), fill
+    run, _ = compile_one(build, *shapes)
+    x, w = data(*shapes[0]), data(*shapes[1], seed=1)
+    np.testing.assert_allclose(run(x, w), conv_nchw(x, w, 2, groups=48), rtol=1e-4, atol=1e-4)

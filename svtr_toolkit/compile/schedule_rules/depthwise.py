@@ -10,6 +10,7 @@ registers for the whole window.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from .bf16_store import can_store_natively, converting_epilogue, if_it_applies
@@ -22,10 +23,14 @@ from .rule import CpuRule
 # sums then live in L1, 16 measured 1.3-1.5x over 8).
 TILE_VECTORS = 16
 
-# The largest padded window a task fills for its strip of output rows: small beside a 1-2 MiB
-# L2, so the strip's taps read it from cache (strips of 4 to 12 rows measured alike; a window
-# per register tile instead copied each input k times and more, and cost 2x in all).
-WINDOW_BYTES = 128 * 1024
+# The largest padded window a task fills for its strip of output rows, all channels: the
+# fewer window rows per output row, the less of the input a task copies twice or more (a 5x5
+# window over a strip of s rows copies (s + 4) / s rows per output row). Strips whose window
+# was 1-2 MiB were faster than smaller ones on a Zen 4 with 1 MiB of L2 (docs: the Zen 4 page).
+WINDOW_BYTES = 2 * 1024 * 1024
+
+# The sums are fp32 (a bf16 or fp16 convolution's too): the window's values as the taps read them.
+SUM_BITS = 32
 
 
 class DepthwiseConv(CpuRule):
@@ -94,22 +99,25 @@ class DepthwiseConv(CpuRule):
 
     @staticmethod
     def _windows(sch, windows, anchor, target) -> None:
-        """Each padding window filled per tile, vectorised along the channels."""
+        """Each padding window filled per task, vectorised along the channels in vectors of the
+        sums' width (TVM holds a bf16 window in fp32: the fill widens each value once)."""
         for window in windows:
             sch.compute_at(window, anchor, preserve_unit_loops=True)
             sch.set_scope(window, 0, "local")
             inner = sch.get_loops(window)[-1]
-            lanes = CpuModel.of(target).lanes(sch.get(window).writes[0].source.dtype.bits)
-            vectorise_whole(sch, inner, lanes)
+            vectorise_whole(sch, inner, CpuModel.of(target).lanes(SUM_BITS))
 
     @staticmethod
     def _tile(sch, target, main, spatial, reduce, extents, windows):
         """mr output columns x nr channels per register tile, the window's taps between the
-        tile loops and the tile. One parallel task per channel block, image and strip of output
-        rows: the strip's padded window is filled once per task (``_windows``) and serves every
-        tile of the strip, whose windows overlap (a k x k window per tile copied each input
-        k times or more)."""
-        lanes = CpuModel.of(target).lanes(sch.get(main.block_rv).writes[0].source.dtype.bits)
+        tile loops and the tile. With a padding window: one parallel task per image and strip
+        of output rows, whose padded window of all channels is filled once per task
+        (``_windows``) and serves every tile of the strip, channel block by channel block (a
+        window per tile copies each input k times or more; a window per channel block reads
+        the input in pieces of nr channels, for PP-OCRv4's 240 channels 32 bytes of bf16 in every
+        pixel's 480, and waited on memory). Without one: a task per channel block and image."""
+        model = CpuModel.of(target)
+        lanes = model.lanes(sch.get(main.block_rv).writes[0].source.dtype.bits)
         n_spatial = len(spatial)
         loops = [it.loop_rv for it in main.iters]
         s_loops, r_loops = loops[:n_spatial], loops[n_spatial:]
@@ -119,14 +127,16 @@ class DepthwiseConv(CpuRule):
         jo, ji = sch.split(s_loops[-1], [None, nr])
         io, ii = sch.split(s_loops[-2], [None, mr])
         outer = list(s_loops[:-2])
-        strip = []
         if windows and n_spatial >= 3:
-            strip_rows = _strip_rows(sch, windows[0], extents[n_spatial - 3], extents[n_spatial], nr)
+            images = math.prod(extents[:n_spatial - 3])
+            strip_rows = _strip_rows(sch, windows[0], extents[n_spatial - 3], extents[n_spatial], images, model.cores)
             ho, hi = sch.split(outer[-1], [None, strip_rows])
             outer[-1:] = [ho]
-            strip = [hi]
-        sch.reorder(jo, *outer, *strip, io, *r_loops, ii, ji)
-        task = sch.fuse(jo, *outer)
+            sch.reorder(*outer, jo, hi, io, *r_loops, ii, ji)
+            task = sch.fuse(*outer)
+        else:
+            sch.reorder(jo, *outer, io, *r_loops, ii, ji)
+            task = sch.fuse(jo, *outer)
         sch.parallel(task)
         return task, io, ii, ji
 
@@ -164,15 +174,17 @@ class DepthwiseConv(CpuRule):
                 sch.vectorize(inner)
 
 
-def _strip_rows(sch, window, rows: int, taps: int, nr: int) -> int:
+def _strip_rows(sch, window, rows: int, taps: int, images: int, cores: int) -> int:
     """Output rows per task: the most (a divisor of ``rows``) whose padded window (the rows
-    they read, ``taps`` high, by the padded width and nr channels) fits WINDOW_BYTES."""
+    they read, ``taps`` high, by the padded width and all channels, at the sums' width) fits
+    WINDOW_BYTES, and fewer where the images alone would give under two tasks per core."""
     padded = sch.get(window).writes[0].source
-    height, width = (int(x) for x in padded.shape[-3:-1])
+    height, width, channels = (int(x) for x in padded.shape[-3:])
     stride = max(1, (height - taps) // (rows - 1)) if rows > 1 else 1
-    row_bytes = width * nr * padded.dtype.bits // 8
-    fitting = (WINDOW_BYTES // row_bytes - taps) // stride + 1
-    return divisor_near(rows, max(1, fitting))
+    row_bytes = width * channels * max(SUM_BITS, padded.dtype.bits) // 8
+    fitting = max(1, (WINDOW_BYTES // row_bytes - taps) // stride + 1)
+    strips = -(-2 * cores // max(images, 1))
+    return divisor_near(rows, max(1, min(fitting, rows // strips)))
 
 
 def _local(sch, block) -> None:
