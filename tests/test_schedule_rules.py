@@ -418,8 +418,9 @@ def test_a_short_reduction_keeps_its_partial_sums_on_the_stack(channels, on_the_
     np.testing.assert_allclose(run(x), reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("target, lanes", [(AVX512_2_CORES, 16), (AVX2_2_CORES, 8)], ids=["avx512", "avx2"])
 @pytest.mark.parametrize("batch, tasks, window_rows", [(1, 4, 7), (8, 8, 16)])
-def test_a_depthwise_task_fills_one_window_of_all_channels_for_its_strip_of_rows(batch, tasks, window_rows):
+def test_a_depthwise_task_fills_one_window_of_all_channels_for_its_strip_of_rows(batch, tasks, window_rows, target, lanes):
     """A depthwise convolution's task is an image and a strip of output rows: it fills the
     strip's padded window once, every channel of each pixel in one contiguous read (a window
     per 16-channel block read 64 of each pixel's 192 bytes and waited on memory), and works
@@ -431,12 +432,12 @@ def test_a_depthwise_task_fills_one_window_of_all_channels_for_its_strip_of_rows
     def build(x, w):
         return relax.op.nn.conv2d(x, w, padding=2, groups=48)
 
-    (rule, text), = [v for v in scheduled_kernels(build, *shapes, target=tvm.target.Target(AVX512_2_CORES)).values()
+    (rule, text), = [v for v in scheduled_kernels(build, *shapes, target=tvm.target.Target(target)).values()
                      if v[0] == "depthwise"]
     assert f"T.parallel(T.int64({tasks}))" in text, text
     fill = text[:text.index("update")]
     assert re.search(rf"T\.grid\((T\.int64\(1\), )?T\.int64\({window_rows}\), T\.int64\(44\)\)", fill), fill
-    assert re.search(r"T\.unroll\(T\.int64\(3\)\):\s+for \w+ in T\.vectorized\(T\.int64\(16\)\)", fill), fill
+    assert re.search(rf"T\.unroll\(T\.int64\({48 // lanes}\)\):\s+for \w+ in T\.vectorized\(T\.int64\({lanes}\)\)", fill), fill
     run, _ = compile_one(build, *shapes)
     x, w = data(*shapes[0]), data(*shapes[1], seed=1)
     np.testing.assert_allclose(run(x, w), conv_nchw(x, w, 2, groups=48), rtol=1e-4, atol=1e-4)
