@@ -72,7 +72,8 @@ def test_table_and_json_shape(tmp_path):
     keys = {"contender", "batch", "note", "calls_per_sample", "seconds_per_call", "idle_wait_s", "img_per_s",
             "median_img_per_s",
             "min_img_per_s", "max_img_per_s", "spread", "ratio_to_ort", "paired_ratio_median", "peak_fraction",
-            "peak_of", "arithmetic", "emulated", "argmax_agreement", "max_abs_diff", "cosine"}
+            "peak_of", "arithmetic", "emulated", "argmax_agreement", "decided_agreement", "decided_share",
+                "max_abs_diff", "cosine"}
     assert all(set(r) == keys for r in loaded["results"])
     assert all(len(r["img_per_s"]) == len(r["seconds_per_call"]) for r in loaded["results"])
     assert all(math.isfinite(v) for r in loaded["results"] for v in r["img_per_s"])
@@ -87,10 +88,11 @@ def test_write_plot_or_skip(tmp_path):
 
 
 # ----------------------------------------------------------------------------- correctness beside speed
-def _checked(name, batch, img_s, agreement, max_diff):
+def _checked(name, batch, img_s, agreement, max_diff, decided=None):
     from svtr_toolkit.numerics import Parity
 
-    parity = Parity(rows=batch, steps=25, max_abs_diff=max_diff, cosine=1.0, argmax_agreement=agreement)
+    parity = Parity(rows=batch, steps=25, max_abs_diff=max_diff, cosine=1.0, argmax_agreement=agreement,
+                    decided_agreement=decided, decided_share=None if decided is None else 0.9)
     cell = bench.Cell(name, batch, None, calls=1, samples_s=[batch / v for v in img_s], parity=parity)
     return bench.cell_result(cell)
 
@@ -105,6 +107,18 @@ def test_table_shows_agreement_and_max_diff_beside_speed():
     row = next(line for line in table.splitlines() if line.startswith("openvino-default"))
     assert "16.00%" in row and "0.5" in row and "450.0" in row
     assert "1.4e-05" in next(line for line in table.splitlines() if line.startswith("openvino-fp32"))
+
+
+def test_table_gives_the_decided_steps_agreement_where_some_steps_flip():
+    """A reduced precision flips near-ties: where the argmax agreement is not whole, the table
+    says how the decided steps agree (all of them here), and a whole agreement stays as it was."""
+    results = [_checked(bench.ORT_NAME, 32, [400.0], 1.0, 0.0, decided=1.0),
+               _checked("tvm-bf16", 32, [700.0], 0.9938, 0.01, decided=1.0)]
+    bench.add_comparisons(results, 728e6, 200e9)
+    lines = bench.format_table(results).splitlines()
+    assert "99.38% (decided 100.00%)" in next(line for line in lines if line.startswith("tvm-bf16"))
+    assert "decided" not in next(line for line in lines if line.startswith(bench.ORT_NAME))
+    assert results[1]["decided_agreement"] == 1.0 and results[1]["decided_share"] == 0.9
 
 
 # ----------------------------------------------------------------------------- the peak a contender is set against

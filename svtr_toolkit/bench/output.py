@@ -65,6 +65,8 @@ def cell_result(cell: Cell) -> dict:
         "arithmetic": cell.arithmetic,
         "emulated": cell.emulated,
         "argmax_agreement": None if parity is None else parity.argmax_agreement,
+        "decided_agreement": None if parity is None else parity.decided_agreement,
+        "decided_share": None if parity is None else parity.decided_share,
         "max_abs_diff": None if parity is None else parity.max_abs_diff,
         "cosine": None if parity is None else parity.cosine,
     }
@@ -100,9 +102,19 @@ def _percent(value, spec=".2f"):
     return "-" if value is None else format(100 * value, spec) + "%"
 
 
+def _agreement(result: dict) -> str:
+    """The argmax agreement, and where it is not whole, the agreement on the decided steps
+    (``numerics.DECIDED_GAP``): "99.38% (decided 100.00%)"."""
+    agreement, decided = result.get("argmax_agreement"), result.get("decided_agreement")
+    if agreement is None or agreement == 1 or decided is None:
+        return _percent(agreement)
+    return f"{_percent(agreement)} (decided {_percent(decided)})"
+
+
 def format_table(results: list) -> str:
     """One row per (contender, batch): speed and, beside it, agreement with onnxruntime fp32
-    (argmax per time step, max |diff|) on the same input batch."""
+    (argmax per time step, and on the decided steps where they differ; max |diff|) on the same
+    input batch."""
     header = ("contender", "batch", "median img/s", "min-max img/s", "vs ORT", "% peak", "argmax agree",
               "max|diff|", "note")
     rows = []
@@ -113,7 +125,7 @@ def format_table(results: list) -> str:
             _fmt(r["ratio_to_ort"], ".3f") + ("x" if r["ratio_to_ort"] is not None else ""),
             _fmt(None if r["peak_fraction"] is None else 100 * r["peak_fraction"], ".1f")
             + (f" ({r['peak_of']})" if r.get("peak_of") else ""),
-            _percent(r.get("argmax_agreement")), _fmt(r.get("max_abs_diff"), ".2g"),
+            _agreement(r), _fmt(r.get("max_abs_diff"), ".2g"),
             "; ".join(filter(None, [*labels(r), r["note"]])),
         ))
     return render_table(header, rows, align="l" * len(header), sep=" | ", rule_sep="-+-")
